@@ -1,0 +1,40 @@
+//! Every side effect of the pipeline, as Temporal activities grouped by task queue:
+//! [`sandbox::SandboxActivities`] (`sandbox`), [`audit::AuditActivities`] (`audit`) and
+//! [`ops::OpsActivities`] (`ops`: projections, verdicts, certificates, email). Each activity is
+//! idempotent: retries and replays write the same rows and blobs again, never twice.
+
+pub mod audit;
+pub mod ops;
+pub mod sandbox;
+pub mod types;
+
+use std::sync::Arc;
+
+use sigma_shared::Settings;
+use sigma_shared::blob::BlobStore;
+use sigma_shared::email::Mailer;
+use sqlx::PgPool;
+
+/// The task queues. Each can run in its own `sigma worker --queue …` process.
+pub mod queues {
+    pub const SANDBOX: &str = "sandbox";
+    pub const AUDIT: &str = "audit";
+    /// Also hosts the workflows themselves.
+    pub const OPS: &str = "ops";
+}
+
+/// Connections the activities share. Cheap to clone.
+#[derive(Clone)]
+pub struct Deps {
+    pub db: PgPool,
+    pub blob: BlobStore,
+    pub mailer: Mailer,
+    pub http: reqwest::Client,
+    pub settings: Arc<Settings>,
+}
+
+/// Turns an `anyhow` error into an activity failure Temporal will retry, keeping the whole
+/// cause chain in the failure message the operator sees in the Web UI.
+pub(crate) fn retryable(e: anyhow::Error) -> temporalio_sdk::activities::ActivityError {
+    anyhow::anyhow!("{e:#}").into()
+}

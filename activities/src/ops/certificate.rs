@@ -1,0 +1,140 @@
+//! Certificate issuance: a sealed snapshot of what was reviewed and decided, hashed as
+//! `keccak256-canonical-json-v1` and stored both in blob storage and in Postgres.
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use sigma_shared::canonical::{PAYLOAD_HASH_ALGORITHM, payload_hash};
+use sigma_shared::domain::{RiskLevel, Severity};
+
+use crate::Deps;
+use crate::sandbox::SandboxReport;
+use crate::types::{CertificateInput, CertificateIssued};
+
+pub const CERTIFICATE_SCHEMA: &str = "sigma-certificate-v1";
+
+fn security_level(risk: RiskLevel) -> &'static str {
+    match risk {
+        RiskLevel::Low => "CLEAR",
+        RiskLevel::Medium => "ADVISORY",
+        RiskLevel::High => "ELEVATED",
+        RiskLevel::Critical => "BLOCKED",
+    }
+}
+
+#[tracing::instrument(name = "certificate", skip_all, fields(submission_id = %input.submission_id))]
+pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<CertificateIssued> {
+    let db = &deps.db;
+    if let Some(existing) = sqlx::query!(
+        "select certificate_id, payload_hash from certificate where certificate_id = $1",
+        input.submission_id
+    )
+    .fetch_optional(db)
+    .await?
+    {
+        return Ok(CertificateIssued { certificate_id: existing.certificate_id, payload_hash: existing.payload_hash });
+    }
+    let s = sqlx::query!(
+        r#"select s.category, s.skill_name, s.skill_version, s.source_url, s.source_ref, s.bundle_sha256,
+                  r.report_key, r.analyzed_at, d.decided_by as "decided_by?", d.reason as "decision_reason?"
+           from submission s join sandbox_report r using (submission_id)
+           left join operator_decision d on d.submission_id = s.submission_id
+           where s.submission_id = $1"#,
+        input.submission_id
+    )
+    .fetch_one(db)
+    .await
+    .context("Failed to load the submission for its certificate")?;
+    let report: SandboxReport = deps.blob.get_json(&s.report_key).await?;
+    let votes = sqlx::query!(
+        r#"select v.phase, v.validator_id, v.model, v.status, v.verdict, v.severity
+           from audit_vote v where v.round_id = $1 order by v.phase, v.validator_id"#,
+        input.round_id
+    )
+    .fetch_all(db)
+    .await
+    .context("Failed to load the round's votes")?;
+    let retained = |keep: &dyn Fn(Severity) -> bool| -> Vec<Value> {
+        report
+            .findings
+            .iter()
+            .filter(|f| keep(f.severity))
+            .map(|f| json!({"ruleId": f.rule_id, "severity": f.severity, "path": f.path, "line": f.line, "message": f.message}))
+            .collect()
+    };
+    let manifest = report.manifest.as_ref().map(serde_json::to_value).transpose()?;
+    let issued_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let sealed = json!({
+        "schemaVersion": CERTIFICATE_SCHEMA,
+        "certificateId": input.submission_id,
+        "status": "APPROVED",
+        "category": s.category,
+        "skillName": s.skill_name.clone().or_else(|| report.manifest.as_ref().map(|m| m.name.clone())),
+        "skillVersion": s.skill_version.clone().or_else(|| report.manifest.as_ref().and_then(|m| m.version.clone())),
+        "review": {
+            "securityLevel": security_level(report.risk_level),
+            "sandboxRiskLevel": report.risk_level,
+            "sandboxAnalyzedAt": s.analyzed_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "retainedWarnings": retained(&|sev| sev == Severity::Medium),
+            "retainedErrors": retained(&|sev| sev >= Severity::High),
+            "analyzerVersion": report.analyzer_version,
+        },
+        "source": {
+            "sourceType": if s.source_url.is_some() { "github" } else { "upload" },
+            "sourceUrl": s.source_url,
+            "sourceRef": s.source_ref,
+            "entry": "SKILL.md",
+            "bundleSha256": s.bundle_sha256,
+            "bundleDigest": report.bundle_digest,
+            "skillMdSha256": report.skill_md_sha256,
+            "files": report.files.len(),
+        },
+        "manifest": manifest,
+        "roundId": input.round_id,
+        "roundType": "INITIAL_AUDIT",
+        "votes": votes.iter().map(|v| json!({
+            "phase": v.phase, "validatorId": v.validator_id, "model": v.model,
+            "status": v.status, "verdict": v.verdict, "severity": v.severity,
+        })).collect::<Vec<_>>(),
+        "decision": {
+            "outcome": "APPROVED",
+            "policyVersion": input.decision.policy_version,
+            "reasons": input.decision.reasons,
+            "decidedBy": s.decided_by.clone().unwrap_or_else(|| "consensus".into()),
+            "operatorReason": s.decision_reason,
+        },
+        "issuedAt": issued_at,
+        "onChain": {
+            "committed": false,
+            "txHash": null,
+            "explorerUrl": null,
+            "network": null,
+            "codeVersion": s.skill_version,
+            "immutableCommitmentScope": "No on-chain certification transaction is linked to this certificate snapshot yet.",
+        },
+    });
+    let hash = payload_hash(&sealed)?;
+    let snapshot_key = deps.blob.put_json("certificates", &sealed).await?;
+    let skill_md = report.skill_md_sha256.as_ref().map(|d| d.to_string());
+    let bundle_digest = report.bundle_digest.clone().unwrap_or_default();
+    // The primary key makes a concurrent or retried issue a no-op; we then return the winner.
+    let inserted = sqlx::query!(
+        r#"insert into certificate (certificate_id, status, sealed, payload_hash, hash_algorithm, skill_md_sha256,
+               bundle_digest, snapshot_key)
+           values ($1, 'APPROVED', $2, $3, $4, $5, $6, $7) on conflict (certificate_id) do nothing"#,
+        input.submission_id,
+        sealed,
+        hash,
+        PAYLOAD_HASH_ALGORITHM,
+        skill_md,
+        bundle_digest,
+        snapshot_key,
+    )
+    .execute(db)
+    .await
+    .context("Failed to store the certificate")?;
+    let row = sqlx::query!("select payload_hash from certificate where certificate_id = $1", input.submission_id)
+        .fetch_one(db)
+        .await?;
+    tracing::info!(payload_hash = %row.payload_hash, new = inserted.rows_affected() == 1, "certificate issued");
+    Ok(CertificateIssued { certificate_id: input.submission_id, payload_hash: row.payload_hash })
+}

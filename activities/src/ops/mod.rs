@@ -1,0 +1,269 @@
+//! The ops queue's activities: the Postgres projection the API reads, validator lookup, rounds,
+//! verdict assembly, operator decisions, certificate issuance and the outcome email.
+
+mod certificate;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use sigma_shared::consensus::{self, Decision, PhaseVote};
+use sigma_shared::domain::Stage;
+use sigma_shared::email::Email;
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+
+use crate::types::{
+    CertificateInput, CertificateIssued, DecisionRecord, NotifyInput, RoundStart, StageUpdate, ValidatorRef,
+    VerdictInput,
+};
+use crate::{Deps, retryable};
+
+pub struct OpsActivities {
+    deps: Deps,
+}
+
+impl OpsActivities {
+    pub fn new(deps: Deps) -> Self {
+        Self { deps }
+    }
+}
+
+#[activities]
+impl OpsActivities {
+    /// Writes the submission's stage (and outcome, when known) to the projection the API reads.
+    #[activity(name = "ops.update_projection")]
+    pub async fn update_projection(self: Arc<Self>, _ctx: ActivityContext, update: StageUpdate) -> Result<(), ActivityError> {
+        self.project(update).await.map_err(retryable)
+    }
+
+    /// Active validators, ordered by id so the workflow's seeded choice is reproducible.
+    #[activity(name = "ops.eligible_validators")]
+    pub async fn eligible_validators(self: Arc<Self>, _ctx: ActivityContext, _input: ()) -> Result<Vec<ValidatorRef>, ActivityError> {
+        let rows = sqlx::query!("select validator_id, model, weight from validator where active order by validator_id")
+            .fetch_all(&self.deps.db)
+            .await
+            .context("Failed to list validators")
+            .map_err(retryable)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ValidatorRef { validator_id: r.validator_id, model: r.model, weight: r.weight })
+            .collect())
+    }
+
+    #[activity(name = "ops.start_round")]
+    pub async fn start_round(self: Arc<Self>, _ctx: ActivityContext, input: RoundStart) -> Result<(), ActivityError> {
+        let result: anyhow::Result<()> = async {
+            sqlx::query!(
+                r#"insert into audit_round (round_id, submission_id, ordinal, panel)
+                   values ($1, $2, coalesce((select max(ordinal) from audit_round where submission_id = $2), 0) + 1, $3)
+                   on conflict (round_id) do update set panel = excluded.panel"#,
+                input.round_id,
+                input.submission_id,
+                serde_json::to_value(&input.panel)?,
+            )
+            .execute(&self.deps.db)
+            .await
+            .context("Failed to record the audit round")?;
+            Ok(())
+        }
+        .await;
+        result.map_err(retryable)
+    }
+
+    /// Applies the consensus policy to the round's votes and records the result.
+    #[activity(name = "ops.assemble_verdict")]
+    pub async fn assemble_verdict(self: Arc<Self>, _ctx: ActivityContext, input: VerdictInput) -> Result<Decision, ActivityError> {
+        self.assemble(input).await.map_err(retryable)
+    }
+
+    #[activity(name = "ops.record_decision")]
+    pub async fn record_decision(self: Arc<Self>, _ctx: ActivityContext, input: DecisionRecord) -> Result<(), ActivityError> {
+        let d = &input.decision;
+        let operator_id = d.operator_id.as_deref().map(uuid_of).transpose().map_err(retryable)?;
+        sqlx::query!(
+            r#"insert into operator_decision (submission_id, operator_id, decided_by, decision, reason)
+               values ($1, $2, $3, $4, $5) on conflict (submission_id) do nothing"#,
+            input.submission_id,
+            operator_id,
+            d.decided_by,
+            d.decision.as_str(),
+            d.reason,
+        )
+        .execute(&self.deps.db)
+        .await
+        .context("Failed to record the operator decision")
+        .map_err(retryable)?;
+        Ok(())
+    }
+
+    /// Seals, hashes and stores the certificate. At most one per submission: a retry returns
+    /// the certificate the first attempt issued.
+    #[activity(name = "ops.issue_certificate")]
+    pub async fn issue_certificate(self: Arc<Self>, _ctx: ActivityContext, input: CertificateInput) -> Result<CertificateIssued, ActivityError> {
+        certificate::issue(&self.deps, input).await.map_err(retryable)
+    }
+
+    /// Emails the developer the outcome, once.
+    #[activity(name = "ops.notify_developer")]
+    pub async fn notify_developer(self: Arc<Self>, _ctx: ActivityContext, input: NotifyInput) -> Result<(), ActivityError> {
+        self.notify(input).await.map_err(retryable)
+    }
+}
+
+fn uuid_of(raw: &str) -> anyhow::Result<sqlx::types::Uuid> {
+    raw.parse().with_context(|| format!("`{raw}` is not a uuid"))
+}
+
+impl OpsActivities {
+    #[tracing::instrument(name = "projection", skip_all, fields(submission_id = %u.submission_id, stage = ?u.stage))]
+    async fn project(&self, u: StageUpdate) -> anyhow::Result<()> {
+        let stage = u.stage.map(|s| s.as_str());
+        let reasons = u.reasons.as_ref().map(serde_json::to_value).transpose()?;
+        sqlx::query!(
+            r#"update submission set
+                   stage = coalesce($2, stage),
+                   round_id = coalesce($3, round_id),
+                   risk_level = coalesce($4, risk_level),
+                   consensus = coalesce($5, consensus),
+                   outcome = coalesce($6, outcome),
+                   reasons = coalesce($7, reasons),
+                   sandbox_started_at = case when $2 = 'SANDBOX' then coalesce(sandbox_started_at, now()) else sandbox_started_at end,
+                   audit_started_at = case when $2 = 'AUDIT_PHASE_1' then coalesce(audit_started_at, now()) else audit_started_at end,
+                   decided_at = case when $6::text is not null then coalesce(decided_at, now()) else decided_at end,
+                   completed_at = case when $2 in ('DONE', 'FAILED') then coalesce(completed_at, now()) else completed_at end
+               where submission_id = $1"#,
+            u.submission_id,
+            stage,
+            u.round_id,
+            u.risk_level.map(|r| r.as_str()),
+            u.consensus.map(|c| c.as_str()),
+            u.outcome.map(|o| o.as_str()),
+            reasons,
+        )
+        .execute(&self.deps.db)
+        .await
+        .context("Failed to update the submission projection")?;
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "verdict", skip_all, fields(submission_id = %input.submission_id, round_id = %input.round_id))]
+    async fn assemble(&self, input: VerdictInput) -> anyhow::Result<Decision> {
+        let mut tx = self.deps.db.begin().await?;
+        // Votes that never reached the audit activity's own bookkeeping (every Temporal retry
+        // failed) are recorded here as FAILED, so the round shows every seat.
+        for vote in input.votes.iter().filter(|v| v.cast.is_none()) {
+            sqlx::query!(
+                r#"insert into audit_vote (round_id, phase, validator_id, model, status, failure)
+                   values ($1, $2, $3, coalesce((select model from validator where validator_id = $3), 'unknown'), 'FAILED', $4)
+                   on conflict (round_id, phase, validator_id) do nothing"#,
+                input.round_id,
+                vote.phase as i16,
+                vote.validator_id,
+                vote.failure,
+            )
+            .execute(&mut *tx)
+            .await
+            .context("Failed to record a failed vote")?;
+        }
+        let votes: Vec<PhaseVote> = input
+            .votes
+            .iter()
+            .map(|v| PhaseVote { phase: v.phase, validator_id: v.validator_id.clone(), cast: v.cast.clone(), failure: v.failure.clone() })
+            .collect();
+        let decision = consensus::decide(&input.signals, &votes, &[1, 2]);
+        sqlx::query!(
+            "update audit_round set consensus = $2, policy_version = $3, completed_at = coalesce(completed_at, now()) where round_id = $1",
+            input.round_id,
+            decision.outcome.as_str(),
+            decision.policy_version,
+        )
+        .execute(&mut *tx)
+        .await
+        .context("Failed to close the audit round")?;
+        sqlx::query!(
+            "update submission set consensus = $2, reasons = $3, stage = $4 where submission_id = $1",
+            input.submission_id,
+            decision.outcome.as_str(),
+            serde_json::to_value(&decision.reasons)?,
+            Stage::Verdict.as_str(),
+        )
+        .execute(&mut *tx)
+        .await
+        .context("Failed to record the consensus")?;
+        tx.commit().await?;
+        tracing::info!(outcome = %decision.outcome, "consensus reached");
+        Ok(decision)
+    }
+
+    #[tracing::instrument(name = "notify", skip_all, fields(submission_id = %input.submission_id))]
+    async fn notify(&self, input: NotifyInput) -> anyhow::Result<()> {
+        let row = sqlx::query!(
+            r#"select d.email, s.skill_name, s.category, n.sent_at as "sent_at?"
+               from submission s join developer d using (developer_id)
+               left join notification n on n.submission_id = s.submission_id and n.kind = 'OUTCOME'
+               where s.submission_id = $1"#,
+            input.submission_id
+        )
+        .fetch_one(&self.deps.db)
+        .await
+        .context("Failed to load the submission's developer")?;
+        if row.sent_at.is_some() {
+            tracing::info!("outcome email already sent");
+            return Ok(());
+        }
+        let base = self.deps.settings.api.public_base_url.trim_end_matches('/');
+        let name = row.skill_name.unwrap_or_else(|| row.category.clone());
+        let subject = format!("SIGMA: {name} was {}", input.outcome.as_str().to_lowercase());
+        let status_url = format!("{base}/api/v1/sigma/dev/submissions/{}", input.submission_id);
+        let mut text = format!(
+            "Your {} submission {} ({name}) finished with outcome {}.\n\nReasons:\n",
+            row.category, input.submission_id, input.outcome
+        );
+        for reason in &input.reasons {
+            text.push_str(&format!("- {reason}\n"));
+        }
+        text.push_str(&format!("\nStatus: {status_url}\n"));
+        if let Some(cert) = &input.certificate_id {
+            text.push_str(&format!("Certificate: {base}/api/v1/public/certificates/{cert}/verify\n"));
+        }
+        let html = format!("<pre>{}</pre>", text.replace('&', "&amp;").replace('<', "&lt;"));
+        sqlx::query!(
+            r#"insert into notification (submission_id, kind, recipient, subject, attempts)
+               values ($1, 'OUTCOME', $2, $3, 1)
+               on conflict (submission_id, kind) do update set attempts = notification.attempts + 1"#,
+            input.submission_id,
+            row.email,
+            subject,
+        )
+        .execute(&self.deps.db)
+        .await?;
+        let sent = self
+            .deps
+            .mailer
+            .send(Email { to: row.email.clone(), subject, text, html })
+            .await;
+        match sent {
+            Ok(()) => {
+                sqlx::query!(
+                    "update notification set sent_at = now(), last_error = null where submission_id = $1 and kind = 'OUTCOME'",
+                    input.submission_id
+                )
+                .execute(&self.deps.db)
+                .await?;
+                tracing::info!(to = %row.email, outcome = %input.outcome, "outcome email sent");
+                Ok(())
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                sqlx::query!(
+                    "update notification set last_error = $2 where submission_id = $1 and kind = 'OUTCOME'",
+                    input.submission_id,
+                    message
+                )
+                .execute(&self.deps.db)
+                .await?;
+                Err(e)
+            }
+        }
+    }
+}

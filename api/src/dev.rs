@@ -1,0 +1,581 @@
+//! Developer plane: submit a skill bundle, follow its progress.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sigma_activities::sandbox::unpack::{self, UnpackError};
+use sigma_shared::blob::keys;
+use sigma_shared::domain::{Category, Sha256Hex, SubmissionId};
+use sigma_workflows::search;
+use sigma_workflows::{SubmissionInput, SubmissionProgress, SubmissionWorkflow};
+use temporalio_client::errors::WorkflowStartError;
+use temporalio_client::{WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowStartOptions};
+use temporalio_common::search_attributes::SearchAttributes;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::auth::DeveloperAuth;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_submission, list_submissions))
+        .routes(routes!(get_submission))
+        .routes(routes!(get_submission_progress))
+}
+
+/// Optional descriptive metadata sent with a bundle.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubmissionMetadata {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    /// Public repository the bundle was taken from, if any.
+    pub source_url: Option<String>,
+    pub source_ref: Option<String>,
+    /// Advisory note for the reviewers; treated as a hypothesis, never as fact.
+    pub note: Option<String>,
+}
+
+/// Multipart form of a submission (the bundle may also be sent as the raw body).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SubmissionUpload {
+    /// SKILL, SKILL_API, API, CODE, CODE_PACKAGES, SKILL_CODE, SKILL_CODE_PACKAGES or SKILL_API_CODE_PACKAGES.
+    category: String,
+    /// The skill bundle: a zip or tar.gz archive.
+    #[schema(value_type = String, format = Binary)]
+    bundle: Vec<u8>,
+    /// JSON-encoded `SubmissionMetadata`.
+    metadata: Option<String>,
+}
+
+/// Query parameters of a raw-body upload.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RawUploadParams {
+    /// Submission category; required for a raw-body upload.
+    pub category: Option<String>,
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubmissionAccepted {
+    pub id: String,
+    pub workflow_id: String,
+    pub stage: String,
+    pub status_url: String,
+    pub bundle_sha256: String,
+}
+
+struct Intake {
+    category: Category,
+    bundle: Bytes,
+    metadata: SubmissionMetadata,
+}
+
+const MAX_TEXT_FIELD: usize = 4096;
+
+/// Submit a skill bundle for verification.
+///
+/// Send `multipart/form-data` with `category`, `bundle` and optional `metadata` (JSON), or the
+/// archive itself as the body (`application/zip`, `application/gzip`) with `?category=`. With an
+/// `Idempotency-Key` header, repeating the same request returns the same submission; reusing the
+/// key for a different request is refused.
+#[utoipa::path(post, path = "/submissions", tag = "developer",
+    security(("developer_token" = [])),
+    params(RawUploadParams, ("Idempotency-Key" = Option<String>, Header, description = "Deduplicates retries of the same request")),
+    request_body(content(
+        (SubmissionUpload = "multipart/form-data"),
+        (Vec<u8> = "application/zip"),
+        (Vec<u8> = "application/gzip"),
+    )),
+    responses(
+        (status = 202, description = "Accepted; the pipeline has started", body = SubmissionAccepted),
+        (status = 401, body = ErrorBody), (status = 409, description = "Idempotency key reused for another request", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, description = "Unknown category, bad metadata or unreadable archive", body = ErrorBody),
+        (status = 503, description = "The workflow engine is unreachable; nothing was recorded", body = ErrorBody),
+    ))]
+#[tracing::instrument(name = "create_submission", skip_all, fields(developer_id = %developer.developer_id))]
+async fn create_submission(
+    State(state): State<AppState>,
+    developer: DeveloperAuth,
+    Query(params): Query<RawUploadParams>,
+    headers: HeaderMap,
+    request: Request,
+) -> ApiResult<axum::response::Response> {
+    let idempotency_key = idempotency_key(&headers)?;
+    let intake = read_intake(&state, params, request).await?;
+    let bundle_sha256 = Sha256Hex::of(&intake.bundle);
+    let request_sha256 = {
+        let mut h = Sha256::new();
+        h.update(intake.category.as_str());
+        h.update([0]);
+        h.update(serde_json::to_vec(&intake.metadata).map_err(anyhow::Error::from)?);
+        h.update([0]);
+        h.update(bundle_sha256.as_str());
+        hex::encode(h.finalize())
+    };
+    if let Some(key) = &idempotency_key
+        && let Some(previous) = find_idempotent(&state, &developer, key, &request_sha256).await?
+    {
+        return Ok((StatusCode::ACCEPTED, Json(accepted(&state, &previous, &bundle_sha256))).into_response());
+    }
+
+    let format = unpack::check_readable(&intake.bundle).map_err(|e| match e {
+        UnpackError::UnknownFormat => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_bundle",
+            "the bundle must be a zip or tar.gz archive",
+        ),
+        other => ApiError::unprocessable("corrupt_archive", other.to_string()),
+    })?;
+
+    // Content-addressed: storing the same bytes twice is harmless, so this can precede the row.
+    let bundle_key = keys::bundle(&bundle_sha256);
+    state.blob.put(&bundle_key, intake.bundle.clone(), "application/octet-stream").await?;
+
+    let id = SubmissionId::random();
+    tracing::Span::current().record("submission_id", tracing::field::display(&id));
+    let mut tx = state.db.begin().await?;
+    let m = &intake.metadata;
+    sqlx::query!(
+        r#"insert into submission (submission_id, developer_id, category, skill_name, skill_version, source_url,
+               source_ref, note, bundle_key, bundle_sha256, bundle_bytes, bundle_format, workflow_id)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"#,
+        id.as_str(),
+        developer.developer_id,
+        intake.category.as_str(),
+        m.name,
+        m.version,
+        m.source_url,
+        m.source_ref,
+        m.note,
+        bundle_key,
+        bundle_sha256.as_str(),
+        intake.bundle.len() as i64,
+        format.as_str(),
+        id.workflow_id(),
+    )
+    .execute(&mut *tx)
+    .await?;
+    if let Some(key) = &idempotency_key {
+        let claimed = sqlx::query!(
+            r#"insert into idempotency_key (developer_id, idempotency_key, request_sha256, submission_id)
+               values ($1, $2, $3, $4) on conflict do nothing"#,
+            developer.developer_id,
+            key,
+            request_sha256,
+            id.as_str(),
+        )
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() == 0 {
+            // A concurrent request with the same key won the race: answer as it did.
+            tx.rollback().await?;
+            let previous = find_idempotent(&state, &developer, key, &request_sha256)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("idempotency row vanished"))?;
+            return Ok((StatusCode::ACCEPTED, Json(accepted(&state, &previous, &bundle_sha256))).into_response());
+        }
+    }
+    // Start the workflow before committing: if Temporal refuses, nothing is recorded.
+    start_workflow(&state, &id, intake.category, &bundle_key, m.name.as_deref()).await?;
+    tx.commit().await?;
+    tracing::info!(workflow_id = %id.workflow_id(), category = %intake.category, bytes = intake.bundle.len(), "submission accepted");
+    let body = accepted(&state, id.as_str(), &bundle_sha256);
+    let location = body.status_url.clone();
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(body)).into_response())
+}
+
+fn accepted(state: &AppState, id: &str, bundle_sha256: &Sha256Hex) -> SubmissionAccepted {
+    let base = state.settings.api.public_base_url.trim_end_matches('/');
+    SubmissionAccepted {
+        id: id.to_owned(),
+        workflow_id: format!("submission:{id}"),
+        stage: "RECEIVED".into(),
+        status_url: format!("{base}/api/v1/sigma/dev/submissions/{id}"),
+        bundle_sha256: bundle_sha256.to_string(),
+    }
+}
+
+pub(crate) async fn start_workflow(
+    state: &AppState,
+    id: &SubmissionId,
+    category: Category,
+    bundle_key: &str,
+    name: Option<&str>,
+) -> ApiResult<()> {
+    let settings = &state.settings;
+    let input = SubmissionInput {
+        submission_id: id.to_string(),
+        category,
+        bundle_key: bundle_key.to_owned(),
+        policy: settings.pipeline.clone(),
+        limits: settings.sandbox,
+    };
+    let mut options = WorkflowStartOptions::new(sigma_activities::queues::OPS, id.workflow_id())
+        .search_attributes(SearchAttributes::new([
+            search::SUBMISSION_ID.value_set(id.to_string()),
+            search::CATEGORY.value_set(category.to_string()),
+            search::STAGE.value_set("RECEIVED".to_owned()),
+        ]))
+        .static_summary(format!("{category} submission {id}{}", name.map(|n| format!(" ({n})")).unwrap_or_default()))
+        .build();
+    // One workflow per submission; only a failed run may be retried under the same id.
+    options.id_reuse_policy = WorkflowIdReusePolicy::AllowDuplicateFailedOnly;
+    match state.temporal.start_workflow(SubmissionWorkflow::run, input, options).await {
+        Ok(_) => Ok(()),
+        Err(WorkflowStartError::AlreadyStarted { .. }) => {
+            Err(ApiError::conflict("already_started", format!("a workflow for submission {id} already exists")))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the submission workflow");
+            Err(ApiError::unavailable("workflow_engine_unavailable", "the workflow engine is unreachable; try again"))
+        }
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be visible ASCII"))?
+        .trim();
+    if key.is_empty() || key.len() > 200 {
+        return Err(ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 200 characters"));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+async fn find_idempotent(state: &AppState, developer: &DeveloperAuth, key: &str, request_sha256: &str) -> ApiResult<Option<String>> {
+    let row = sqlx::query!(
+        "select request_sha256, submission_id from idempotency_key where developer_id = $1 and idempotency_key = $2",
+        developer.developer_id,
+        key
+    )
+    .fetch_optional(&state.db)
+    .await?;
+    match row {
+        None => Ok(None),
+        Some(row) if row.request_sha256 == request_sha256 => Ok(Some(row.submission_id)),
+        Some(_) => Err(ApiError::conflict(
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used for a different request",
+        )),
+    }
+}
+
+async fn read_intake(state: &AppState, params: RawUploadParams, request: Request) -> ApiResult<Intake> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.starts_with("multipart/form-data") {
+        let multipart = Multipart::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+        return read_multipart(multipart).await;
+    }
+    let category = params
+        .category
+        .as_deref()
+        .ok_or_else(|| ApiError::unprocessable("missing_category", "a raw-body upload needs ?category="))?;
+    let category = category.parse().map_err(|e: String| ApiError::unprocessable("unknown_category", e))?;
+    let bundle = Bytes::from_request(request, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large(state)
+        } else {
+            ApiError::bad_request("invalid_body", e.body_text())
+        }
+    })?;
+    let metadata = SubmissionMetadata { name: params.name, version: params.version, note: params.note, ..Default::default() };
+    validate_metadata(&metadata)?;
+    non_empty(Intake { category, bundle, metadata })
+}
+
+async fn read_multipart(mut multipart: Multipart) -> ApiResult<Intake> {
+    let mut category = None;
+    let mut bundle = None;
+    let mut metadata = SubmissionMetadata::default();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.body_text()));
+            }
+            Err(e) => return Err(ApiError::bad_request("invalid_multipart", e.body_text())),
+        };
+        let name = field.name().unwrap_or("").to_owned();
+        let data = field.bytes().await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.body_text())
+            } else {
+                ApiError::bad_request("invalid_multipart", e.body_text())
+            }
+        })?;
+        match name.as_str() {
+            "bundle" => bundle = Some(data),
+            "category" => category = Some(text_field("category", &data)?),
+            "metadata" => {
+                metadata = serde_json::from_slice(&data)
+                    .map_err(|e| ApiError::unprocessable("invalid_metadata", format!("metadata is not valid: {e}")))?;
+            }
+            other => {
+                return Err(ApiError::unprocessable("unknown_field", format!("unknown form field `{other}`")));
+            }
+        }
+    }
+    let category = category.ok_or_else(|| ApiError::unprocessable("missing_category", "the form has no `category` field"))?;
+    let category = category.parse().map_err(|e: String| ApiError::unprocessable("unknown_category", e))?;
+    let bundle = bundle.ok_or_else(|| ApiError::unprocessable("missing_bundle", "the form has no `bundle` file"))?;
+    validate_metadata(&metadata)?;
+    non_empty(Intake { category, bundle, metadata })
+}
+
+fn text_field(name: &str, data: &[u8]) -> ApiResult<String> {
+    if data.len() > MAX_TEXT_FIELD {
+        return Err(ApiError::unprocessable("field_too_long", format!("`{name}` is too long")));
+    }
+    String::from_utf8(data.to_vec()).map_err(|_| ApiError::unprocessable("invalid_field", format!("`{name}` is not UTF-8")))
+}
+
+fn validate_metadata(m: &SubmissionMetadata) -> ApiResult<()> {
+    for (field, value) in [("name", &m.name), ("version", &m.version), ("sourceUrl", &m.source_url), ("sourceRef", &m.source_ref), ("note", &m.note)] {
+        if value.as_ref().is_some_and(|v| v.len() > MAX_TEXT_FIELD) {
+            return Err(ApiError::unprocessable("field_too_long", format!("metadata.{field} exceeds {MAX_TEXT_FIELD} bytes")));
+        }
+    }
+    if let Some(url) = &m.source_url
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        return Err(ApiError::unprocessable("invalid_source_url", "metadata.sourceUrl must be an http(s) URL"));
+    }
+    Ok(())
+}
+
+fn non_empty(intake: Intake) -> ApiResult<Intake> {
+    if intake.bundle.is_empty() {
+        return Err(ApiError::unprocessable("empty_bundle", "the bundle is empty"));
+    }
+    Ok(intake)
+}
+
+fn too_large(state: &AppState) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the body exceeds {} bytes", state.settings.api.max_body_bytes),
+    )
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VoteView {
+    pub phase: i16,
+    pub validator_id: String,
+    pub model: String,
+    pub status: String,
+    pub verdict: Option<String>,
+    pub severity: Option<String>,
+    pub failure: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubmissionView {
+    pub id: String,
+    pub workflow_id: String,
+    pub category: String,
+    pub skill_name: Option<String>,
+    pub skill_version: Option<String>,
+    pub stage: String,
+    /// The council's consensus: APPROVED, REJECTED or ESCALATED.
+    pub consensus: Option<String>,
+    /// The final outcome: APPROVED or REJECTED.
+    pub outcome: Option<String>,
+    pub reasons: serde_json::Value,
+    pub risk_level: Option<String>,
+    pub round_id: Option<String>,
+    pub bundle_sha256: String,
+    pub bundle_bytes: i64,
+    pub certificate_id: Option<String>,
+    pub votes: Vec<VoteView>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub sandbox_started_at: Option<DateTime<Utc>>,
+    pub audit_started_at: Option<DateTime<Utc>>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+fn parse_id(raw: &str) -> ApiResult<SubmissionId> {
+    SubmissionId::parse(raw).map_err(|_| ApiError::not_found("submission"))
+}
+
+/// A submission's stage, outcome and reasons, read from the projection (works while workers are down).
+#[utoipa::path(get, path = "/submissions/{id}", tag = "developer", security(("developer_token" = [])),
+    params(("id" = String, Path, description = "Submission id")),
+    responses((status = 200, body = SubmissionView), (status = 404, body = ErrorBody)))]
+async fn get_submission(State(state): State<AppState>, developer: DeveloperAuth, Path(id): Path<String>) -> ApiResult<Json<SubmissionView>> {
+    let id = parse_id(&id)?;
+    tracing::Span::current().record("submission_id", tracing::field::display(&id));
+    let s = sqlx::query!(
+        r#"select s.*, c.certificate_id as "certificate_id?" from submission s
+           left join certificate c on c.certificate_id = s.submission_id
+           where s.submission_id = $1 and s.developer_id = $2"#,
+        id.as_str(),
+        developer.developer_id
+    )
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or_else(|| ApiError::not_found("submission"))?;
+    let votes = match &s.round_id {
+        Some(round_id) => sqlx::query_as!(
+            VoteView,
+            "select phase, validator_id, model, status, verdict, severity, failure from audit_vote where round_id = $1 order by phase, validator_id",
+            round_id
+        )
+        .fetch_all(&state.db)
+        .await?,
+        None => Vec::new(),
+    };
+    Ok(Json(SubmissionView {
+        id: s.submission_id,
+        workflow_id: s.workflow_id,
+        category: s.category,
+        skill_name: s.skill_name,
+        skill_version: s.skill_version,
+        stage: s.stage,
+        consensus: s.consensus,
+        outcome: s.outcome,
+        reasons: s.reasons,
+        risk_level: s.risk_level,
+        round_id: s.round_id,
+        bundle_sha256: s.bundle_sha256,
+        bundle_bytes: s.bundle_bytes,
+        certificate_id: s.certificate_id,
+        votes,
+        created_at: s.created_at,
+        updated_at: s.updated_at,
+        sandbox_started_at: s.sandbox_started_at,
+        audit_started_at: s.audit_started_at,
+        decided_at: s.decided_at,
+        completed_at: s.completed_at,
+    }))
+}
+
+/// Live detail from the running workflow (panel, votes so far, pending decision). Needs a worker.
+#[utoipa::path(get, path = "/submissions/{id}/progress", tag = "developer", security(("developer_token" = [])),
+    params(("id" = String, Path, description = "Submission id")),
+    responses((status = 200, description = "The workflow's live state", body = Object), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn get_submission_progress(State(state): State<AppState>, developer: DeveloperAuth, Path(id): Path<String>) -> ApiResult<Json<SubmissionProgress>> {
+    let id = parse_id(&id)?;
+    let owned = sqlx::query_scalar!(
+        "select exists(select 1 from submission where submission_id = $1 and developer_id = $2)",
+        id.as_str(),
+        developer.developer_id
+    )
+    .fetch_one(&state.db)
+    .await?;
+    if owned != Some(true) {
+        return Err(ApiError::not_found("submission"));
+    }
+    Ok(Json(query_progress(&state, &id).await?))
+}
+
+pub(crate) async fn query_progress(state: &AppState, id: &SubmissionId) -> ApiResult<SubmissionProgress> {
+    let handle = state.temporal.get_workflow_handle::<SubmissionWorkflow>(id.workflow_id());
+    let query = handle.query(SubmissionWorkflow::progress, (), WorkflowQueryOptions::default());
+    match tokio::time::timeout(Duration::from_secs(5), query).await {
+        Ok(Ok(progress)) => Ok(progress),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "progress query failed");
+            Err(ApiError::unavailable("progress_unavailable", "live progress is unavailable; the stored status is at GET /submissions/{id}"))
+        }
+        Err(_) => Err(ApiError::unavailable("progress_unavailable", "no worker answered in time; the stored status is at GET /submissions/{id}")),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Page size, 1 to 100 (default 20).
+    pub limit: Option<i64>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubmissionSummary {
+    pub id: String,
+    pub category: String,
+    pub skill_name: Option<String>,
+    pub stage: String,
+    pub outcome: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubmissionPage {
+    pub items: Vec<SubmissionSummary>,
+    pub next_cursor: Option<String>,
+}
+
+/// The developer's submissions, newest first.
+#[utoipa::path(get, path = "/submissions", tag = "developer", security(("developer_token" = [])), params(ListParams),
+    responses((status = 200, body = SubmissionPage), (status = 422, body = ErrorBody)))]
+async fn list_submissions(State(state): State<AppState>, developer: DeveloperAuth, Query(params): Query<ListParams>) -> ApiResult<Json<SubmissionPage>> {
+    let limit = params.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::unprocessable("invalid_limit", "limit must be between 1 and 100"));
+    }
+    let (after_time, after_id) = match &params.cursor {
+        Some(cursor) => {
+            let (micros, id) = cursor
+                .split_once('_')
+                .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_owned())))
+                .ok_or_else(|| ApiError::unprocessable("invalid_cursor", "cursor is not one this API issued"))?;
+            (DateTime::from_timestamp_micros(micros), Some(id))
+        }
+        None => (None, None),
+    };
+    let rows = sqlx::query_as!(
+        SubmissionSummary,
+        r#"select submission_id as id, category, skill_name, stage, outcome, created_at from submission
+           where developer_id = $1 and ($2::timestamptz is null or (created_at, submission_id) < ($2, $3))
+           order by created_at desc, submission_id desc limit $4"#,
+        developer.developer_id,
+        after_time,
+        after_id,
+        limit + 1,
+    )
+    .fetch_all(&state.db)
+    .await?;
+    let mut items = rows;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|s| format!("{}_{}", s.created_at.timestamp_micros(), s.id))
+    } else {
+        None
+    };
+    Ok(Json(SubmissionPage { items, next_cursor }))
+}

@@ -1,0 +1,88 @@
+//! The one API error type. Clients get a stable `{code, detail}` body; internal causes are logged
+//! inside the request span and never sent.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable, machine-readable code, e.g. `unknown_category`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{detail}")]
+    Client { status: StatusCode, code: &'static str, detail: String },
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self::Client { status, code, detail: detail.into() }
+    }
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+    }
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, detail)
+    }
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+    pub fn unavailable(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        if let Some(db) = e.as_database_error() {
+            // Constraint violations are the client's doing; name them without leaking SQL.
+            if db.is_unique_violation() {
+                return Self::conflict("conflict", "the resource already exists");
+            }
+            if db.is_foreign_key_violation() || db.is_check_violation() {
+                return Self::unprocessable("invalid_reference", "the request refers to something that does not exist or is not allowed");
+            }
+        }
+        Self::Internal(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Client { status, code, detail } => {
+                if status == StatusCode::UNAUTHORIZED {
+                    let mut response = (status, Json(ErrorBody { code: code.into(), detail })).into_response();
+                    response.headers_mut().insert("www-authenticate", "Bearer".parse().expect("static header"));
+                    return response;
+                }
+                (status, Json(ErrorBody { code: code.into(), detail })).into_response()
+            }
+            Self::Internal(e) => {
+                tracing::error!(error = format!("{e:#}"), "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(ErrorBody { code: "internal".into(), detail: "internal error; it has been logged".into() }),
+                )
+                    .into_response()
+            }
+        }
+    }
+}

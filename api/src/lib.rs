@@ -1,0 +1,94 @@
+//! SIGMA's HTTP API. Each plane is a module returning its router; the API only starts, updates and
+//! queries workflows and reads the Postgres projection the activities write.
+
+pub mod auth;
+pub mod dev;
+pub mod error;
+pub mod operator;
+pub mod public;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::http::Request;
+use sigma_shared::Settings;
+use sigma_shared::blob::BlobStore;
+use sqlx::PgPool;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub temporal: temporalio_client::Client,
+    pub blob: BlobStore,
+    pub settings: Arc<Settings>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "SIGMA", description = "Verification and certificates for AI agent skills."),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "developer", description = "Developer plane: submissions (bearer `sigma_dev_…` token)"),
+        (name = "operator", description = "Operator plane: decisions and retries (bearer `sigma_op_…` token)"),
+        (name = "public", description = "Public plane: certificate verification, no authentication"),
+    )
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for name in ["developer_token", "operator_token"] {
+            components.add_security_scheme(name, SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        }
+    }
+}
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1/sigma/dev", dev::router())
+        .nest("/api/v1/sigma/operator", operator::router())
+        .nest("/api/v1/public", public::router())
+}
+
+/// The OpenAPI document, as committed in `openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+pub fn app(state: AppState) -> Router {
+    let (router, openapi) = api_router().split_for_parts();
+    let max_body = state.settings.api.max_body_bytes;
+    router
+        .merge(SwaggerUi::new("/docs").url("/api/v1/openapi.json", openapi))
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("");
+                let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::info_span!("request", method = %request.method(), route, request_id,
+                    developer_id = tracing::field::Empty, submission_id = tracing::field::Empty,
+                    workflow_id = tracing::field::Empty)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "API listening");
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! Layered, typed configuration: built-in defaults → optional TOML file → `SIGMA__` environment
+//! variables (`SIGMA__DATABASE__URL`, `SIGMA__PIPELINE__PANEL_SIZE`, …). Secrets are `SecretString`
+//! and never appear in `Debug` output or logs.
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub temporal: TemporalSettings,
+    pub blob: BlobSettings,
+    pub smtp: SmtpSettings,
+    pub api: ApiSettings,
+    pub pipeline: PipelineSettings,
+    pub sandbox: SandboxLimits,
+    pub log: LogSettings,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct DatabaseSettings {
+    #[serde(serialize_with = "expose")]
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct TemporalSettings {
+    /// gRPC endpoint, e.g. `http://127.0.0.1:7233`.
+    pub address: String,
+    pub namespace: String,
+    /// Base URL of the Temporal Web UI, shown to operators next to a submission.
+    pub ui_url: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct BlobSettings {
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub access_key: String,
+    #[serde(serialize_with = "expose")]
+    pub secret_key: SecretString,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub from: String,
+    /// `none` (local maildev), `starttls` or `tls`.
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    #[serde(serialize_with = "expose_opt")]
+    pub password: Option<SecretString>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    None,
+    Starttls,
+    Tls,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct ApiSettings {
+    pub bind: String,
+    /// The externally visible base URL, used in status URLs and emails.
+    pub public_base_url: String,
+    /// Largest accepted upload body (a compressed bundle plus form fields).
+    pub max_body_bytes: usize,
+}
+
+/// Knobs of the submission workflow. They are copied into each workflow's input at start, so a
+/// running workflow keeps the policy it started with and replays deterministically.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct PipelineSettings {
+    /// Validators per audit phase.
+    pub panel_size: u32,
+    /// Timeout of one LLM HTTP call.
+    pub llm_timeout_secs: u64,
+    /// Attempts at a schema-valid answer from one validator before its vote counts as failed.
+    pub llm_answer_attempts: u32,
+    /// Largest completion requested from a validator model.
+    pub llm_max_tokens: u32,
+    /// How much submission text goes into one audit prompt (small local models have small contexts).
+    pub llm_max_evidence_chars: usize,
+    /// Temporal retry budget of each activity (transport errors, 5xx, crashed workers).
+    pub activity_max_attempts: u32,
+    pub activity_initial_retry_ms: u64,
+    /// A worker that stops heartbeating for this long is presumed dead and its activity retried.
+    pub heartbeat_timeout_secs: u64,
+    /// How long an escalated submission waits for an operator before it is rejected.
+    pub escalation_timeout_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct SandboxLimits {
+    pub max_files: usize,
+    pub max_total_bytes: u64,
+    pub max_file_bytes: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct LogSettings {
+    /// `json` (default) or `pretty`.
+    pub format: String,
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database: DatabaseSettings {
+                url: SecretString::from("postgres://postgres@127.0.0.1:5432/sigma"),
+                max_connections: 10,
+            },
+            temporal: TemporalSettings {
+                address: "http://127.0.0.1:7233".into(),
+                namespace: "default".into(),
+                ui_url: "http://127.0.0.1:8233".into(),
+            },
+            blob: BlobSettings {
+                endpoint: "http://127.0.0.1:8014".into(),
+                region: "us-east-1".into(),
+                bucket: "sigma".into(),
+                access_key: "sigma".into(),
+                secret_key: SecretString::from("sigma-local-secret"),
+            },
+            smtp: SmtpSettings {
+                host: "127.0.0.1".into(),
+                port: 1025,
+                from: "SIGMA <no-reply@sigma.local>".into(),
+                security: SmtpSecurity::None,
+                username: None,
+                password: None,
+            },
+            api: ApiSettings {
+                bind: "127.0.0.1:8080".into(),
+                public_base_url: "http://127.0.0.1:8080".into(),
+                max_body_bytes: 8 * 1024 * 1024,
+            },
+            pipeline: PipelineSettings {
+                panel_size: 3,
+                llm_timeout_secs: 60,
+                llm_answer_attempts: 3,
+                llm_max_tokens: 800,
+                llm_max_evidence_chars: 24_000,
+                activity_max_attempts: 5,
+                activity_initial_retry_ms: 1000,
+                heartbeat_timeout_secs: 20,
+                escalation_timeout_secs: 72 * 3600,
+            },
+            sandbox: SandboxLimits {
+                max_files: 50,
+                max_total_bytes: 512 * 1024,
+                max_file_bytes: 200 * 1024,
+            },
+            log: LogSettings {
+                format: "json".into(),
+                filter: "info,sqlx=warn,temporalio_sdk_core=warn".into(),
+            },
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, then `file` (if given and present), then `SIGMA__*` environment variables.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = file {
+            anyhow::ensure!(file.exists(), "config file {} does not exist", file.display());
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("SIGMA__").split("__"));
+        Ok(figment.extract()?)
+    }
+}
+
+// Defaults are serialised into figment as a base layer; that is the only place a secret is
+// written out, and it never leaves the process.
+fn expose<S: serde::Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    use secrecy::ExposeSecret;
+    s.serialize_str(secret.expose_secret())
+}
+fn expose_opt<S: serde::Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(secret) => expose(secret, s),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn env_overrides_file_which_overrides_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("sigma.toml", "[pipeline]\npanel_size = 5\n[api]\nbind = \"0.0.0.0:9\"\n")?;
+            jail.set_env("SIGMA__API__BIND", "127.0.0.1:7000");
+            jail.set_env("SIGMA__BLOB__SECRET_KEY", "s3cr3t");
+            let settings = Settings::load(Some(Path::new("sigma.toml"))).expect("loads");
+            assert_eq!(settings.pipeline.panel_size, 5);
+            assert_eq!(settings.api.bind, "127.0.0.1:7000");
+            assert_eq!(settings.blob.secret_key.expose_secret(), "s3cr3t");
+            assert_eq!(settings.sandbox.max_files, 50);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let settings = Settings::default();
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("sigma-local-secret"), "{debug}");
+    }
+}

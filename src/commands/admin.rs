@@ -1,0 +1,213 @@
+//! Administrative commands: accounts, tokens, validators and operator decisions from the shell.
+
+use anyhow::Context;
+use clap::Subcommand;
+use sigma_activities::types::OperatorDecision;
+use sigma_api::auth::{DEVELOPER_TOKEN_PREFIX, OPERATOR_TOKEN_PREFIX, new_token};
+use sigma_shared::Settings;
+use sigma_shared::domain::{Outcome, SubmissionId};
+use sigma_workflows::SubmissionWorkflow;
+use sqlx::PgPool;
+use sqlx::types::Uuid;
+use temporalio_client::WorkflowExecuteUpdateOptions;
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Developer accounts and their API tokens.
+    #[command(subcommand)]
+    Developer(DeveloperCommand),
+    /// Operator accounts and their console tokens.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+    /// The audit council's validators.
+    #[command(subcommand)]
+    Validator(ValidatorCommand),
+    /// Operator actions on submissions.
+    #[command(subcommand)]
+    Submission(SubmissionCommand),
+}
+
+#[derive(Subcommand)]
+pub enum DeveloperCommand {
+    /// Create the account if needed and print a new API token (shown once).
+    CreateToken {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "cli")]
+        label: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum OperatorCommand {
+    /// Create the operator if needed and print a new console token (shown once).
+    CreateToken {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ValidatorCommand {
+    /// Add or update a validator.
+    Upsert {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        model: String,
+        /// OpenAI-compatible base URL, e.g. http://127.0.0.1:8091/v1
+        #[arg(long)]
+        provider_url: String,
+        /// Environment variable that holds the provider's API key on the audit workers.
+        #[arg(long)]
+        api_key_env: Option<String>,
+        /// `json_schema` (OpenAI style) or `json_object_schema` (llama.cpp style).
+        #[arg(long, default_value = "json_schema")]
+        response_format: String,
+        #[arg(long, default_value_t = 1.0)]
+        weight: f64,
+        #[arg(long)]
+        name: Option<String>,
+        /// Mark the validator inactive instead of active.
+        #[arg(long)]
+        inactive: bool,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum SubmissionCommand {
+    /// Decide an escalated submission (APPROVED or REJECTED).
+    Decide {
+        id: String,
+        #[arg(long)]
+        decision: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        operator: String,
+    },
+}
+
+impl AdminCommand {
+    pub async fn run(self, settings: Settings) -> anyhow::Result<()> {
+        let db = sigma_shared::db::connect(&settings.database).await?;
+        match self {
+            AdminCommand::Developer(DeveloperCommand::CreateToken { email, name, label }) => {
+                println!("{}", developer_token(&db, &email, name.as_deref(), &label).await?);
+            }
+            AdminCommand::Operator(OperatorCommand::CreateToken { name }) => {
+                println!("{}", operator_token(&db, &name).await?);
+            }
+            AdminCommand::Validator(ValidatorCommand::Upsert { id, model, provider_url, api_key_env, response_format, weight, name, inactive }) => {
+                upsert_validator(&db, &ValidatorSpec {
+                    id,
+                    name,
+                    model,
+                    provider_url,
+                    api_key_env,
+                    response_format,
+                    weight,
+                    active: !inactive,
+                })
+                .await?;
+                println!("validator saved");
+            }
+            AdminCommand::Validator(ValidatorCommand::List) => {
+                let rows = sqlx::query!("select validator_id, model, provider_url, response_format, weight, active from validator order by validator_id")
+                    .fetch_all(&db)
+                    .await?;
+                for r in rows {
+                    println!("{}\t{}\t{}\t{}\tweight={}\t{}", r.validator_id, r.model, r.provider_url, r.response_format, r.weight,
+                        if r.active { "active" } else { "inactive" });
+                }
+            }
+            AdminCommand::Submission(SubmissionCommand::Decide { id, decision, reason, operator }) => {
+                let id = SubmissionId::parse(&id).map_err(anyhow::Error::msg)?;
+                let decision: Outcome = decision.parse().map_err(anyhow::Error::msg)?;
+                let client = sigma_workflows::worker::connect(&settings.temporal, &super::identity("cli")).await?;
+                let progress = client
+                    .get_workflow_handle::<SubmissionWorkflow>(id.workflow_id())
+                    .execute_update(
+                        SubmissionWorkflow::decide,
+                        OperatorDecision { decision, reason, decided_by: operator, operator_id: None },
+                        WorkflowExecuteUpdateOptions::default(),
+                    )
+                    .await
+                    .context("the workflow refused the decision")?;
+                println!("{}", serde_json::to_string_pretty(&progress)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+pub async fn developer_token(db: &PgPool, email: &str, name: Option<&str>, label: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(email.contains('@') && email.len() <= 320, "`{email}` is not an email address");
+    let developer_id = sqlx::query_scalar!(
+        r#"insert into developer (developer_id, email, display_name) values ($1, lower($2), $3)
+           on conflict (email) do update set display_name = coalesce(excluded.display_name, developer.display_name)
+           returning developer_id"#,
+        Uuid::new_v4(),
+        email,
+        name
+    )
+    .fetch_one(db)
+    .await?;
+    let (token, hash) = new_token(DEVELOPER_TOKEN_PREFIX);
+    sqlx::query!("insert into developer_token (token_hash, developer_id, label) values ($1, $2, $3)", hash, developer_id, label)
+        .execute(db)
+        .await?;
+    Ok(token)
+}
+
+pub async fn operator_token(db: &PgPool, name: &str) -> anyhow::Result<String> {
+    let operator_id = sqlx::query_scalar!(
+        r#"insert into operator (operator_id, name) values ($1, $2)
+           on conflict (name) do update set name = excluded.name returning operator_id"#,
+        Uuid::new_v4(),
+        name
+    )
+    .fetch_one(db)
+    .await?;
+    let (token, hash) = new_token(OPERATOR_TOKEN_PREFIX);
+    sqlx::query!("insert into operator_token (token_hash, operator_id) values ($1, $2)", hash, operator_id)
+        .execute(db)
+        .await?;
+    Ok(token)
+}
+
+pub struct ValidatorSpec {
+    pub id: String,
+    pub name: Option<String>,
+    pub model: String,
+    pub provider_url: String,
+    pub api_key_env: Option<String>,
+    pub response_format: String,
+    pub weight: f64,
+    pub active: bool,
+}
+
+pub async fn upsert_validator(db: &PgPool, v: &ValidatorSpec) -> anyhow::Result<()> {
+    sqlx::query!(
+        r#"insert into validator (validator_id, display_name, model, provider_url, api_key_env, response_format, weight, active)
+           values ($1, $2, $3, $4, $5, $6, $7, $8)
+           on conflict (validator_id) do update set display_name = excluded.display_name, model = excluded.model,
+               provider_url = excluded.provider_url, api_key_env = excluded.api_key_env,
+               response_format = excluded.response_format, weight = excluded.weight, active = excluded.active"#,
+        v.id,
+        v.name.clone().unwrap_or_else(|| v.id.clone()),
+        v.model,
+        v.provider_url,
+        v.api_key_env,
+        v.response_format,
+        v.weight,
+        v.active,
+    )
+    .execute(db)
+    .await
+    .context("cannot save the validator (response format must be json_schema or json_object_schema; weight > 0)")?;
+    Ok(())
+}

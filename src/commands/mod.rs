@@ -1,0 +1,149 @@
+//! Subcommands. Each builds what it needs from the layered settings and runs until done or Ctrl-C.
+
+mod admin;
+mod dev;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use sigma_activities::Deps;
+use sigma_shared::Settings;
+use sigma_shared::blob::BlobStore;
+use sigma_shared::email::Mailer;
+use sigma_workflows::worker::{self, Queue};
+
+#[derive(Parser)]
+#[command(name = "sigma", version, about = "SIGMA: verification and certificates for AI agent skills")]
+pub struct Cli {
+    /// TOML config file layered over the defaults; `SIGMA__*` environment variables override both.
+    #[arg(long, global = true, env = "SIGMA_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The whole local system: Temporal, PostgreSQL, S3, SMTP, the local LLM, API and all workers.
+    Dev(dev::DevArgs),
+    /// Serve the HTTP API.
+    Api,
+    /// Run workers for one or more task queues.
+    Worker {
+        #[arg(long = "queue", value_enum, required = true)]
+        queues: Vec<QueueArg>,
+    },
+    /// Create the database if needed and apply migrations.
+    Migrate,
+    /// Register SIGMA's search attributes on the Temporal namespace.
+    TemporalSetup,
+    /// Print the OpenAPI document.
+    Openapi,
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum QueueArg {
+    Sandbox,
+    Audit,
+    Ops,
+}
+
+impl From<QueueArg> for Queue {
+    fn from(q: QueueArg) -> Self {
+        match q {
+            QueueArg::Sandbox => Queue::Sandbox,
+            QueueArg::Audit => Queue::Audit,
+            QueueArg::Ops => Queue::Ops,
+        }
+    }
+}
+
+impl Cli {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let settings = Settings::load(self.config.as_deref())?;
+        sigma_shared::telemetry::init(&settings.log);
+        match self.command {
+            Command::Dev(args) => dev::run(settings, args).await,
+            Command::Api => {
+                let state = api_state(Arc::new(settings)).await?;
+                let listener = tokio::net::TcpListener::bind(&state.settings.api.bind)
+                    .await
+                    .with_context(|| format!("cannot bind {}", state.settings.api.bind))?;
+                sigma_api::serve(listener, state, ctrl_c()).await
+            }
+            Command::Worker { queues } => {
+                let settings = Arc::new(settings);
+                let deps = deps(settings.clone()).await?;
+                let client = worker::connect(&settings.temporal, &identity("worker")).await?;
+                run_workers(client, queues.into_iter().map(Queue::from).collect(), deps).await
+            }
+            Command::Migrate => {
+                sigma_shared::db::create_database_if_missing(&settings.database).await?;
+                let pool = sigma_shared::db::connect(&settings.database).await?;
+                sigma_shared::db::migrate(&pool).await?;
+                println!("migrations applied");
+                Ok(())
+            }
+            Command::TemporalSetup => {
+                let client = worker::connect(&settings.temporal, &identity("setup")).await?;
+                worker::ensure_search_attributes(&client, &settings.temporal.namespace).await?;
+                println!("search attributes registered on namespace {}", settings.temporal.namespace);
+                Ok(())
+            }
+            Command::Openapi => {
+                println!("{}", sigma_api::openapi().to_pretty_json()?);
+                Ok(())
+            }
+            Command::Admin(command) => command.run(settings).await,
+        }
+    }
+}
+
+pub(crate) fn identity(role: &str) -> String {
+    format!("sigma-{role}-{}", std::process::id())
+}
+
+pub(crate) async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+pub(crate) async fn deps(settings: Arc<Settings>) -> anyhow::Result<Deps> {
+    let db = sigma_shared::db::connect(&settings.database).await?;
+    let blob = BlobStore::new(&settings.blob);
+    Ok(Deps {
+        db,
+        blob,
+        mailer: Mailer::new(&settings.smtp)?,
+        http: reqwest::Client::builder().user_agent("sigma-audit/0.1").build()?,
+        settings,
+    })
+}
+
+pub(crate) async fn api_state(settings: Arc<Settings>) -> anyhow::Result<sigma_api::AppState> {
+    let db = sigma_shared::db::connect(&settings.database).await?;
+    let temporal = worker::connect(&settings.temporal, &identity("api")).await?;
+    Ok(sigma_api::AppState { db, temporal, blob: BlobStore::new(&settings.blob), settings })
+}
+
+/// Runs the given queues' workers on this task until Ctrl-C (the worker future is `!Send`).
+pub(crate) async fn run_workers(client: temporalio_client::Client, queues: Vec<Queue>, deps: Deps) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        ctrl_c().await;
+        let _ = stop_tx.send(true);
+    });
+    let runs = queues.into_iter().map(|queue| {
+        let mut stop = stop_rx.clone();
+        worker::run(client.clone(), queue, deps.clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+    });
+    for result in futures::future::join_all(runs).await {
+        result?;
+    }
+    Ok(())
+}

@@ -1,0 +1,403 @@
+//! The submission workflow: sandbox → audit phase 1 → audit phase 2 → verdict → (operator, when
+//! escalated) → certificate → notification. Every step is an activity on its own task queue with a
+//! bounded retry policy; the workflow itself only decides.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sigma_activities::audit::AuditActivities;
+use sigma_activities::ops::OpsActivities;
+use sigma_activities::queues;
+use sigma_activities::sandbox::SandboxActivities;
+use sigma_activities::types::{
+    CertificateInput, CertificateIssued, DecisionRecord, NotifyInput, OperatorDecision, RoundStart, SandboxInput,
+    StageUpdate, VerdictInput, VoteRequest, VoteResult,
+};
+use sigma_shared::config::{PipelineSettings, SandboxLimits};
+use sigma_shared::consensus::Decision;
+use sigma_shared::domain::{Category, Outcome, RiskLevel, Stage};
+use temporalio_common::RetryPolicy;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{ActivityOptions, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult};
+
+use crate::{panel, search};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SubmissionInput {
+    pub submission_id: String,
+    pub category: Category,
+    pub bundle_key: String,
+    /// The pipeline policy in force when the submission arrived; replays use this copy.
+    pub policy: PipelineSettings,
+    pub limits: SandboxLimits,
+}
+
+/// Live detail, answered by the `progress` query.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SubmissionProgress {
+    pub stage: Stage,
+    pub risk_level: Option<RiskLevel>,
+    pub round_id: Option<String>,
+    pub panel: BTreeMap<u8, Vec<String>>,
+    pub votes: Vec<VoteResult>,
+    pub consensus: Option<Decision>,
+    pub operator_decision: Option<OperatorDecision>,
+    pub outcome: Option<Outcome>,
+    pub certificate: Option<CertificateIssued>,
+}
+
+impl Default for SubmissionProgress {
+    fn default() -> Self {
+        Self {
+            stage: Stage::Received,
+            risk_level: None,
+            round_id: None,
+            panel: BTreeMap::new(),
+            votes: Vec::new(),
+            consensus: None,
+            operator_decision: None,
+            outcome: None,
+            certificate: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SubmissionResult {
+    pub outcome: Outcome,
+    pub reasons: Vec<String>,
+    pub certificate_id: Option<String>,
+}
+
+#[workflow]
+#[derive(Default)]
+pub struct SubmissionWorkflow {
+    progress: SubmissionProgress,
+}
+
+fn retry(policy: &PipelineSettings) -> RetryPolicy {
+    RetryPolicy::builder()
+        .initial_interval(Duration::from_millis(policy.activity_initial_retry_ms))
+        .backoff_coefficient(2.0)
+        .maximum_interval(Duration::from_secs(60))
+        .maximum_attempts(policy.activity_max_attempts)
+        .build()
+}
+
+fn on_queue(policy: &PipelineSettings, queue: &str, start_to_close: Duration) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(start_to_close)
+        .task_queue(queue.to_owned())
+        .retry_policy(retry(policy))
+        .build()
+}
+
+fn ops(policy: &PipelineSettings) -> ActivityOptions {
+    on_queue(policy, queues::OPS, Duration::from_secs(30))
+}
+
+#[workflow_methods]
+impl SubmissionWorkflow {
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>, input: SubmissionInput) -> WorkflowResult<SubmissionResult> {
+        match Self::pipeline(ctx, &input).await {
+            Ok(result) => Ok(result),
+            Err(failure) => {
+                // A platform failure (every retry of some step spent): make it visible in the
+                // projection, then fail the run so an operator can retry it.
+                let stage = ctx.state(|s| s.progress.stage);
+                let reason = format!("platform failure during {stage}: {failure}");
+                Self::enter(ctx, &input, StageUpdate { stage: Some(Stage::Failed), reasons: Some(vec![reason]), ..Default::default() })
+                    .await
+                    .ok();
+                Err(failure)
+            }
+        }
+    }
+
+    #[query]
+    pub fn progress(&self, _ctx: &WorkflowContextView) -> SubmissionProgress {
+        self.progress.clone()
+    }
+
+    #[update_validator(decide)]
+    fn validate_decide(
+        &self,
+        _ctx: &WorkflowContextView,
+        decision: &OperatorDecision,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if self.progress.stage != Stage::AwaitingOperator || self.progress.operator_decision.is_some() {
+            return Err(format!("submission is not awaiting an operator decision (stage {})", self.progress.stage).into());
+        }
+        if decision.decision == Outcome::Escalated {
+            return Err("a decision is APPROVED or REJECTED".into());
+        }
+        if decision.reason.trim().is_empty() {
+            return Err("a decision needs a reason".into());
+        }
+        Ok(())
+    }
+
+    /// An operator's decision on an escalated submission.
+    #[update]
+    pub fn decide(&mut self, _ctx: &mut SyncWorkflowContext<Self>, decision: OperatorDecision) -> SubmissionProgress {
+        self.progress.operator_decision = Some(decision);
+        self.progress.clone()
+    }
+}
+
+impl SubmissionWorkflow {
+    async fn pipeline(ctx: &WorkflowContext<Self>, input: &SubmissionInput) -> WorkflowResult<SubmissionResult> {
+        let policy = &input.policy;
+
+        // Sandbox.
+        Self::enter(ctx, input, StageUpdate { stage: Some(Stage::Sandbox), ..Default::default() }).await?;
+        let sandbox = ctx
+            .execute_activity(
+                SandboxActivities::analyze_bundle,
+                SandboxInput {
+                    submission_id: input.submission_id.clone(),
+                    bundle_key: input.bundle_key.clone(),
+                    category: input.category,
+                    limits: input.limits,
+                },
+                on_queue(policy, queues::SANDBOX, Duration::from_secs(120)),
+            )
+            .await?;
+        ctx.state_mut(|s| s.progress.risk_level = Some(sandbox.risk_level));
+        if sandbox.signals.blocked {
+            let reasons = sandbox.signals.block_reasons.clone();
+            Self::enter(ctx, input, StageUpdate {
+                stage: Some(Stage::Verdict),
+                risk_level: Some(sandbox.risk_level),
+                consensus: Some(Outcome::Rejected),
+                reasons: Some(reasons.clone()),
+                ..Default::default()
+            })
+            .await?;
+            return Self::finish(ctx, input, Outcome::Rejected, reasons, None).await;
+        }
+
+        // Audit: two phases, fresh panel in phase 2.
+        let validators = ctx.execute_activity(OpsActivities::eligible_validators, (), ops(policy)).await?;
+        let round_id = format!("rnd_{}", ctx.uuid4().replace("-", ""));
+        let size = policy.panel_size as usize;
+        let first = panel::select(&validators, size, &[], || ctx.random::<f64>());
+        let first_ids: Vec<String> = first.iter().map(|v| v.validator_id.clone()).collect();
+        let second = panel::select(&validators, size, &first_ids, || ctx.random::<f64>());
+        let panels = BTreeMap::from([(1u8, first_ids), (2u8, second.iter().map(|v| v.validator_id.clone()).collect())]);
+        ctx.state_mut(|s| {
+            s.progress.round_id = Some(round_id.clone());
+            s.progress.panel = panels.clone();
+        });
+        ctx.execute_activity(
+            OpsActivities::start_round,
+            RoundStart { submission_id: input.submission_id.clone(), round_id: round_id.clone(), panel: panels.clone() },
+            ops(policy),
+        )
+        .await?;
+
+        let mut prior_findings = Vec::new();
+        for (phase, stage) in [(1u8, Stage::AuditPhase1), (2u8, Stage::AuditPhase2)] {
+            Self::enter(ctx, input, StageUpdate {
+                stage: Some(stage),
+                round_id: Some(round_id.clone()),
+                risk_level: Some(sandbox.risk_level),
+                ..Default::default()
+            })
+            .await?;
+            let votes = Self::phase(ctx, input, &round_id, phase, &panels[&phase], &prior_findings).await;
+            prior_findings = votes.iter().flat_map(|v| v.finding_titles.iter().cloned()).collect();
+            ctx.state_mut(|s| s.progress.votes.extend(votes));
+        }
+
+        // Verdict.
+        Self::enter(ctx, input, StageUpdate { stage: Some(Stage::Verdict), ..Default::default() }).await?;
+        let votes = ctx.state(|s| s.progress.votes.clone());
+        let decision = ctx
+            .execute_activity(
+                OpsActivities::assemble_verdict,
+                VerdictInput {
+                    submission_id: input.submission_id.clone(),
+                    round_id: round_id.clone(),
+                    signals: sandbox.signals.clone(),
+                    votes,
+                },
+                ops(policy),
+            )
+            .await?;
+        ctx.state_mut(|s| s.progress.consensus = Some(decision.clone()));
+
+        let (outcome, reasons) = match decision.outcome {
+            Outcome::Escalated => Self::await_operator(ctx, input, &decision).await?,
+            other => (other, decision.reasons.clone()),
+        };
+
+        let certificate = if outcome == Outcome::Approved {
+            Self::enter(ctx, input, StageUpdate { stage: Some(Stage::Certificate), ..Default::default() }).await?;
+            let issued = ctx
+                .execute_activity(
+                    OpsActivities::issue_certificate,
+                    CertificateInput {
+                        submission_id: input.submission_id.clone(),
+                        round_id: round_id.clone(),
+                        decision: Decision { outcome, reasons: reasons.clone(), policy_version: decision.policy_version.clone() },
+                    },
+                    ops(policy),
+                )
+                .await?;
+            ctx.state_mut(|s| s.progress.certificate = Some(issued.clone()));
+            Some(issued.certificate_id)
+        } else {
+            None
+        };
+        Self::finish(ctx, input, outcome, reasons, certificate).await
+    }
+
+    /// One phase: the panel votes in parallel. A vote whose activity spent every retry counts as
+    /// a failed vote, never as SAFE.
+    async fn phase(
+        ctx: &WorkflowContext<Self>,
+        input: &SubmissionInput,
+        round_id: &str,
+        phase: u8,
+        panel: &[String],
+        prior_findings: &[String],
+    ) -> Vec<VoteResult> {
+        let policy = &input.policy;
+        // Start-to-close covers every in-activity answer attempt; the heartbeat notices a dead worker sooner.
+        let per_vote = Duration::from_secs(policy.llm_timeout_secs * u64::from(policy.llm_answer_attempts.max(1)) + 30);
+        let calls = panel.iter().map(|validator_id| {
+            let request = VoteRequest {
+                submission_id: input.submission_id.clone(),
+                round_id: round_id.to_owned(),
+                phase,
+                validator_id: validator_id.clone(),
+                prior_findings: prior_findings.to_vec(),
+                answer_attempts: policy.llm_answer_attempts,
+                llm_timeout_secs: policy.llm_timeout_secs,
+            };
+            let options = ActivityOptions::with_start_to_close_timeout(per_vote)
+                .task_queue(queues::AUDIT.to_owned())
+                .heartbeat_timeout(Duration::from_secs(policy.heartbeat_timeout_secs))
+                .retry_policy(retry(policy))
+                .summary(format!("phase {phase} vote by {validator_id}"))
+                .build();
+            let validator_id = validator_id.clone();
+            let call = ctx.execute_activity(AuditActivities::cast_vote, request, options);
+            async move {
+                match call.await {
+                    Ok(vote) => vote,
+                    Err(e) => VoteResult {
+                        phase,
+                        validator_id,
+                        cast: None,
+                        failure: Some(format!("vote activity failed after retries: {e}")),
+                        finding_titles: Vec::new(),
+                    },
+                }
+            }
+        });
+        temporalio_sdk::workflows::join_all(calls).await
+    }
+
+    /// Escalation: wait for an operator's decision, or reject when the deadline passes.
+    async fn await_operator(
+        ctx: &WorkflowContext<Self>,
+        input: &SubmissionInput,
+        decision: &Decision,
+    ) -> WorkflowResult<(Outcome, Vec<String>)> {
+        Self::enter(ctx, input, StageUpdate {
+            stage: Some(Stage::AwaitingOperator),
+            consensus: Some(Outcome::Escalated),
+            reasons: Some(decision.reasons.clone()),
+            ..Default::default()
+        })
+        .await?;
+        let deadline = Duration::from_secs(input.policy.escalation_timeout_secs);
+        let decided = temporalio_sdk::workflows::select! {
+            _ = ctx.wait_condition(|s| s.progress.operator_decision.is_some()) => true,
+            _ = ctx.timer(deadline) => false,
+        };
+        let operator = if decided {
+            ctx.state(|s| s.progress.operator_decision.clone()).expect("decision is set when the wait ends")
+        } else {
+            OperatorDecision {
+                decision: Outcome::Rejected,
+                reason: format!("no operator decision within {} hours of escalation", deadline.as_secs() / 3600),
+                decided_by: "escalation-timeout".into(),
+                operator_id: None,
+            }
+        };
+        ctx.execute_activity(
+            OpsActivities::record_decision,
+            DecisionRecord { submission_id: input.submission_id.clone(), decision: operator.clone() },
+            ops(&input.policy),
+        )
+        .await?;
+        let mut reasons = decision.reasons.clone();
+        reasons.push(format!("operator {} decided {}: {}", operator.decided_by, operator.decision, operator.reason));
+        Ok((operator.decision, reasons))
+    }
+
+    async fn finish(
+        ctx: &WorkflowContext<Self>,
+        input: &SubmissionInput,
+        outcome: Outcome,
+        reasons: Vec<String>,
+        certificate_id: Option<String>,
+    ) -> WorkflowResult<SubmissionResult> {
+        ctx.state_mut(|s| s.progress.outcome = Some(outcome));
+        ctx.upsert_search_attributes([search::OUTCOME.value_set(outcome.as_str().to_owned())]);
+        Self::enter(ctx, input, StageUpdate {
+            stage: Some(Stage::Notification),
+            outcome: Some(outcome),
+            reasons: Some(reasons.clone()),
+            ..Default::default()
+        })
+        .await?;
+        ctx.execute_activity(
+            OpsActivities::notify_developer,
+            NotifyInput {
+                submission_id: input.submission_id.clone(),
+                outcome,
+                reasons: reasons.clone(),
+                certificate_id: certificate_id.clone(),
+            },
+            ops(&input.policy),
+        )
+        .await?;
+        Self::enter(ctx, input, StageUpdate { stage: Some(Stage::Done), ..Default::default() }).await?;
+        Ok(SubmissionResult { outcome, reasons, certificate_id })
+    }
+
+    /// Moves to a stage: workflow state, search attribute, UI details, then the projection.
+    async fn enter(ctx: &WorkflowContext<Self>, input: &SubmissionInput, mut update: StageUpdate) -> WorkflowResult<()> {
+        update.submission_id = input.submission_id.clone();
+        if let Some(stage) = update.stage {
+            ctx.state_mut(|s| s.progress.stage = stage);
+            ctx.upsert_search_attributes([search::STAGE.value_set(stage.as_str().to_owned())]);
+        }
+        let details = ctx.state(|s| {
+            let p = &s.progress;
+            let mut md = format!("**Stage:** {}\n\n**Category:** {}\n", p.stage, input.category);
+            if let Some(risk) = p.risk_level {
+                md.push_str(&format!("\n**Sandbox risk:** {risk}\n"));
+            }
+            for vote in &p.votes {
+                let verdict = vote.cast.as_ref().map(|c| c.verdict.as_str()).unwrap_or("FAILED");
+                md.push_str(&format!("\n- phase {} · {} · {verdict}", vote.phase, vote.validator_id));
+            }
+            if let Some(reasons) = &update.reasons {
+                md.push_str("\n\n**Reasons:**\n");
+                for r in reasons {
+                    md.push_str(&format!("\n- {r}"));
+                }
+            }
+            md
+        });
+        ctx.set_current_details(details);
+        ctx.execute_activity(OpsActivities::update_projection, update, ops(&input.policy)).await?;
+        Ok(())
+    }
+}

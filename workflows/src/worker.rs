@@ -1,0 +1,106 @@
+//! Temporal connection, namespace setup and the worker for each task queue.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use anyhow::Context;
+use sigma_activities::audit::AuditActivities;
+use sigma_activities::ops::OpsActivities;
+use sigma_activities::sandbox::SandboxActivities;
+use sigma_activities::{Deps, queues};
+use sigma_shared::config::TemporalSettings;
+use temporalio_client::grpc::OperatorService;
+use temporalio_client::tonic::IntoRequest;
+use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url};
+use temporalio_common::protos::temporal::api::enums::v1::IndexedValueType;
+use temporalio_common::protos::temporal::api::operatorservice::v1::{
+    AddSearchAttributesRequest, ListSearchAttributesRequest,
+};
+use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+
+use crate::SubmissionWorkflow;
+use crate::search;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Queue {
+    Sandbox,
+    Audit,
+    Ops,
+}
+
+impl Queue {
+    pub const ALL: [Queue; 3] = [Queue::Sandbox, Queue::Audit, Queue::Ops];
+    pub fn name(self) -> &'static str {
+        match self {
+            Queue::Sandbox => queues::SANDBOX,
+            Queue::Audit => queues::AUDIT,
+            Queue::Ops => queues::OPS,
+        }
+    }
+}
+
+pub async fn connect(settings: &TemporalSettings, identity: &str) -> anyhow::Result<Client> {
+    let url = Url::parse(&settings.address).with_context(|| format!("invalid temporal.address {}", settings.address))?;
+    let connection = Connection::connect(ConnectionOptions::new(url).identity(identity.to_owned()).build())
+        .await
+        .with_context(|| format!("cannot reach Temporal at {}", settings.address))?;
+    Ok(Client::new(connection, ClientOptions::new(settings.namespace.clone()).build())?)
+}
+
+/// Registers SIGMA's custom search attributes on the namespace; harmless when they exist.
+pub async fn ensure_search_attributes(client: &Client, namespace: &str) -> anyhow::Result<()> {
+    let mut raw = client.clone();
+    let existing = OperatorService::list_search_attributes(
+        &mut raw,
+        ListSearchAttributesRequest { namespace: namespace.to_owned() }.into_request(),
+    )
+    .await
+    .context("cannot list search attributes")?
+    .into_inner();
+    let missing: HashMap<String, i32> = search::KEYWORDS
+        .iter()
+        .filter(|name| !existing.custom_attributes.contains_key(**name))
+        .map(|name| (name.to_string(), IndexedValueType::Keyword as i32))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    OperatorService::add_search_attributes(
+        &mut raw,
+        AddSearchAttributesRequest { search_attributes: missing, namespace: namespace.to_owned() }.into_request(),
+    )
+    .await
+    .context("cannot add search attributes")?;
+    Ok(())
+}
+
+pub fn worker_options(queue: Queue, deps: Deps) -> anyhow::Result<WorkerOptions> {
+    let builder = WorkerOptions::new(queue.name());
+    Ok(match queue {
+        Queue::Sandbox => builder.register_activities(SandboxActivities::new(deps)).build(),
+        Queue::Audit => builder.register_activities(AuditActivities::new(deps)).build(),
+        Queue::Ops => builder
+            .register_workflow::<SubmissionWorkflow>()?
+            .register_activities(OpsActivities::new(deps))
+            .build(),
+    })
+}
+
+/// Runs one task queue's worker until `shutdown` resolves. The worker future is `!Send`, so
+/// this runs on the caller's task.
+pub async fn run(client: Client, queue: Queue, deps: Deps, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let runtime = Runtime::from_current_tokio(Default::default())?;
+    let mut worker = Worker::new(&runtime, client, worker_options(queue, deps)?)?;
+    let stop = worker.shutdown_handle();
+    tracing::info!(queue = queue.name(), "worker polling");
+    let running = worker.run();
+    tokio::pin!(running);
+    let result = tokio::select! {
+        result = &mut running => result,
+        () = shutdown => {
+            stop();
+            running.await
+        }
+    };
+    result.with_context(|| format!("worker for queue {} failed", queue.name()))
+}
