@@ -46,6 +46,7 @@ pub struct VoteRequest {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct VoteResult {
     pub phase: u8,
     pub validator_id: String,
@@ -82,6 +83,7 @@ pub struct VerdictInput {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct OperatorDecision {
     pub decision: Outcome,
     pub reason: String,
@@ -103,6 +105,7 @@ pub struct CertificateInput {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct CertificateIssued {
     pub certificate_id: String,
     pub payload_hash: String,

@@ -51,7 +51,9 @@ fn bearer<'a>(parts: &'a Parts, prefix: &str) -> Result<&'a str, ApiError> {
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?
         .trim();
     if !token.starts_with(prefix) {
-        return Err(ApiError::unauthorized("this token is not valid on this plane"));
+        return Err(ApiError::unauthorized(
+            "this token is not valid on this plane",
+        ));
     }
     Ok(token)
 }
@@ -59,7 +61,10 @@ fn bearer<'a>(parts: &'a Parts, prefix: &str) -> Result<&'a str, ApiError> {
 impl FromRequestParts<AppState> for DeveloperAuth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let hash = token_hash(bearer(parts, DEVELOPER_TOKEN_PREFIX)?);
         let row = sqlx::query!(
             r#"select d.developer_id, d.email from developer_token t join developer d using (developer_id)
@@ -70,14 +75,20 @@ impl FromRequestParts<AppState> for DeveloperAuth {
         .await?
         .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
         tracing::Span::current().record("developer_id", tracing::field::display(row.developer_id));
-        Ok(Self { developer_id: row.developer_id, email: row.email })
+        Ok(Self {
+            developer_id: row.developer_id,
+            email: row.email,
+        })
     }
 }
 
 impl FromRequestParts<AppState> for OperatorAuth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let hash = token_hash(bearer(parts, OPERATOR_TOKEN_PREFIX)?);
         let row = sqlx::query!(
             r#"select o.operator_id, o.name from operator_token t join operator o using (operator_id)
@@ -87,6 +98,9 @@ impl FromRequestParts<AppState> for OperatorAuth {
         .fetch_optional(&state.db)
         .await?
         .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
-        Ok(Self { operator_id: row.operator_id, name: row.name })
+        Ok(Self {
+            operator_id: row.operator_id,
+            name: row.name,
+        })
     }
 }

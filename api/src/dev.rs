@@ -109,7 +109,7 @@ const MAX_TEXT_FIELD: usize = 4096;
         (status = 422, description = "Unknown category, bad metadata or unreadable archive", body = ErrorBody),
         (status = 503, description = "The workflow engine is unreachable; nothing was recorded", body = ErrorBody),
     ))]
-#[tracing::instrument(name = "create_submission", skip_all, fields(developer_id = %developer.developer_id))]
+#[tracing::instrument(name = "create_submission", skip_all)]
 async fn create_submission(
     State(state): State<AppState>,
     developer: DeveloperAuth,
@@ -132,7 +132,11 @@ async fn create_submission(
     if let Some(key) = &idempotency_key
         && let Some(previous) = find_idempotent(&state, &developer, key, &request_sha256).await?
     {
-        return Ok((StatusCode::ACCEPTED, Json(accepted(&state, &previous, &bundle_sha256))).into_response());
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(accepted(&state, &previous, &bundle_sha256)),
+        )
+            .into_response());
     }
 
     let format = unpack::check_readable(&intake.bundle).map_err(|e| match e {
@@ -146,7 +150,14 @@ async fn create_submission(
 
     // Content-addressed: storing the same bytes twice is harmless, so this can precede the row.
     let bundle_key = keys::bundle(&bundle_sha256);
-    state.blob.put(&bundle_key, intake.bundle.clone(), "application/octet-stream").await?;
+    state
+        .blob
+        .put(
+            &bundle_key,
+            intake.bundle.clone(),
+            "application/octet-stream",
+        )
+        .await?;
 
     let id = SubmissionId::random();
     tracing::Span::current().record("submission_id", tracing::field::display(&id));
@@ -189,7 +200,11 @@ async fn create_submission(
             let previous = find_idempotent(&state, &developer, key, &request_sha256)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("idempotency row vanished"))?;
-            return Ok((StatusCode::ACCEPTED, Json(accepted(&state, &previous, &bundle_sha256))).into_response());
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(accepted(&state, &previous, &bundle_sha256)),
+            )
+                .into_response());
         }
     }
     // Start the workflow before committing: if Temporal refuses, nothing is recorded.
@@ -198,7 +213,12 @@ async fn create_submission(
     tracing::info!(workflow_id = %id.workflow_id(), category = %intake.category, bytes = intake.bundle.len(), "submission accepted");
     let body = accepted(&state, id.as_str(), &bundle_sha256);
     let location = body.status_url.clone();
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(body)).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response())
 }
 
 fn accepted(state: &AppState, id: &str, bundle_sha256: &Sha256Hex) -> SubmissionAccepted {
@@ -233,35 +253,61 @@ pub(crate) async fn start_workflow(
             search::CATEGORY.value_set(category.to_string()),
             search::STAGE.value_set("RECEIVED".to_owned()),
         ]))
-        .static_summary(format!("{category} submission {id}{}", name.map(|n| format!(" ({n})")).unwrap_or_default()))
+        .static_summary(format!(
+            "{category} submission {id}{}",
+            name.map(|n| format!(" ({n})")).unwrap_or_default()
+        ))
         .build();
     // One workflow per submission; only a failed run may be retried under the same id.
     options.id_reuse_policy = WorkflowIdReusePolicy::AllowDuplicateFailedOnly;
-    match state.temporal.start_workflow(SubmissionWorkflow::run, input, options).await {
+    match state
+        .temporal
+        .start_workflow(SubmissionWorkflow::run, input, options)
+        .await
+    {
         Ok(_) => Ok(()),
-        Err(WorkflowStartError::AlreadyStarted { .. }) => {
-            Err(ApiError::conflict("already_started", format!("a workflow for submission {id} already exists")))
-        }
+        Err(WorkflowStartError::AlreadyStarted { .. }) => Err(ApiError::conflict(
+            "already_started",
+            format!("a workflow for submission {id} already exists"),
+        )),
         Err(e) => {
             tracing::error!(error = %e, "cannot start the submission workflow");
-            Err(ApiError::unavailable("workflow_engine_unavailable", "the workflow engine is unreachable; try again"))
+            Err(ApiError::unavailable(
+                "workflow_engine_unavailable",
+                "the workflow engine is unreachable; try again",
+            ))
         }
     }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
-    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
     let key = value
         .to_str()
-        .map_err(|_| ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be visible ASCII"))?
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be visible ASCII",
+            )
+        })?
         .trim();
     if key.is_empty() || key.len() > 200 {
-        return Err(ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 200 characters"));
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 200 characters",
+        ));
     }
     Ok(Some(key.to_owned()))
 }
 
-async fn find_idempotent(state: &AppState, developer: &DeveloperAuth, key: &str, request_sha256: &str) -> ApiResult<Option<String>> {
+async fn find_idempotent(
+    state: &AppState,
+    developer: &DeveloperAuth,
+    key: &str,
+    request_sha256: &str,
+) -> ApiResult<Option<String>> {
     let row = sqlx::query!(
         "select request_sha256, submission_id from idempotency_key where developer_id = $1 and idempotency_key = $2",
         developer.developer_id,
@@ -279,7 +325,11 @@ async fn find_idempotent(state: &AppState, developer: &DeveloperAuth, key: &str,
     }
 }
 
-async fn read_intake(state: &AppState, params: RawUploadParams, request: Request) -> ApiResult<Intake> {
+async fn read_intake(
+    state: &AppState,
+    params: RawUploadParams,
+    request: Request,
+) -> ApiResult<Intake> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -292,11 +342,12 @@ async fn read_intake(state: &AppState, params: RawUploadParams, request: Request
             .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
         return read_multipart(multipart).await;
     }
-    let category = params
-        .category
-        .as_deref()
-        .ok_or_else(|| ApiError::unprocessable("missing_category", "a raw-body upload needs ?category="))?;
-    let category = category.parse().map_err(|e: String| ApiError::unprocessable("unknown_category", e))?;
+    let category = params.category.as_deref().ok_or_else(|| {
+        ApiError::unprocessable("missing_category", "a raw-body upload needs ?category=")
+    })?;
+    let category = category
+        .parse()
+        .map_err(|e: String| ApiError::unprocessable("unknown_category", e))?;
     let bundle = Bytes::from_request(request, state).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             too_large(state)
@@ -304,9 +355,18 @@ async fn read_intake(state: &AppState, params: RawUploadParams, request: Request
             ApiError::bad_request("invalid_body", e.body_text())
         }
     })?;
-    let metadata = SubmissionMetadata { name: params.name, version: params.version, note: params.note, ..Default::default() };
+    let metadata = SubmissionMetadata {
+        name: params.name,
+        version: params.version,
+        note: params.note,
+        ..Default::default()
+    };
     validate_metadata(&metadata)?;
-    non_empty(Intake { category, bundle, metadata })
+    non_empty(Intake {
+        category,
+        bundle,
+        metadata,
+    })
 }
 
 async fn read_multipart(mut multipart: Multipart) -> ApiResult<Intake> {
@@ -318,14 +378,22 @@ async fn read_multipart(mut multipart: Multipart) -> ApiResult<Intake> {
             Ok(Some(field)) => field,
             Ok(None) => break,
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.body_text()));
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    e.body_text(),
+                ));
             }
             Err(e) => return Err(ApiError::bad_request("invalid_multipart", e.body_text())),
         };
         let name = field.name().unwrap_or("").to_owned();
         let data = field.bytes().await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.body_text())
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    e.body_text(),
+                )
             } else {
                 ApiError::bad_request("invalid_multipart", e.body_text())
             }
@@ -334,45 +402,81 @@ async fn read_multipart(mut multipart: Multipart) -> ApiResult<Intake> {
             "bundle" => bundle = Some(data),
             "category" => category = Some(text_field("category", &data)?),
             "metadata" => {
-                metadata = serde_json::from_slice(&data)
-                    .map_err(|e| ApiError::unprocessable("invalid_metadata", format!("metadata is not valid: {e}")))?;
+                metadata = serde_json::from_slice(&data).map_err(|e| {
+                    ApiError::unprocessable(
+                        "invalid_metadata",
+                        format!("metadata is not valid: {e}"),
+                    )
+                })?;
             }
             other => {
-                return Err(ApiError::unprocessable("unknown_field", format!("unknown form field `{other}`")));
+                return Err(ApiError::unprocessable(
+                    "unknown_field",
+                    format!("unknown form field `{other}`"),
+                ));
             }
         }
     }
-    let category = category.ok_or_else(|| ApiError::unprocessable("missing_category", "the form has no `category` field"))?;
-    let category = category.parse().map_err(|e: String| ApiError::unprocessable("unknown_category", e))?;
-    let bundle = bundle.ok_or_else(|| ApiError::unprocessable("missing_bundle", "the form has no `bundle` file"))?;
+    let category = category.ok_or_else(|| {
+        ApiError::unprocessable("missing_category", "the form has no `category` field")
+    })?;
+    let category = category
+        .parse()
+        .map_err(|e: String| ApiError::unprocessable("unknown_category", e))?;
+    let bundle = bundle.ok_or_else(|| {
+        ApiError::unprocessable("missing_bundle", "the form has no `bundle` file")
+    })?;
     validate_metadata(&metadata)?;
-    non_empty(Intake { category, bundle, metadata })
+    non_empty(Intake {
+        category,
+        bundle,
+        metadata,
+    })
 }
 
 fn text_field(name: &str, data: &[u8]) -> ApiResult<String> {
     if data.len() > MAX_TEXT_FIELD {
-        return Err(ApiError::unprocessable("field_too_long", format!("`{name}` is too long")));
+        return Err(ApiError::unprocessable(
+            "field_too_long",
+            format!("`{name}` is too long"),
+        ));
     }
-    String::from_utf8(data.to_vec()).map_err(|_| ApiError::unprocessable("invalid_field", format!("`{name}` is not UTF-8")))
+    String::from_utf8(data.to_vec())
+        .map_err(|_| ApiError::unprocessable("invalid_field", format!("`{name}` is not UTF-8")))
 }
 
 fn validate_metadata(m: &SubmissionMetadata) -> ApiResult<()> {
-    for (field, value) in [("name", &m.name), ("version", &m.version), ("sourceUrl", &m.source_url), ("sourceRef", &m.source_ref), ("note", &m.note)] {
+    for (field, value) in [
+        ("name", &m.name),
+        ("version", &m.version),
+        ("sourceUrl", &m.source_url),
+        ("sourceRef", &m.source_ref),
+        ("note", &m.note),
+    ] {
         if value.as_ref().is_some_and(|v| v.len() > MAX_TEXT_FIELD) {
-            return Err(ApiError::unprocessable("field_too_long", format!("metadata.{field} exceeds {MAX_TEXT_FIELD} bytes")));
+            return Err(ApiError::unprocessable(
+                "field_too_long",
+                format!("metadata.{field} exceeds {MAX_TEXT_FIELD} bytes"),
+            ));
         }
     }
     if let Some(url) = &m.source_url
         && !(url.starts_with("https://") || url.starts_with("http://"))
     {
-        return Err(ApiError::unprocessable("invalid_source_url", "metadata.sourceUrl must be an http(s) URL"));
+        return Err(ApiError::unprocessable(
+            "invalid_source_url",
+            "metadata.sourceUrl must be an http(s) URL",
+        ));
     }
     Ok(())
 }
 
 fn non_empty(intake: Intake) -> ApiResult<Intake> {
     if intake.bundle.is_empty() {
-        return Err(ApiError::unprocessable("empty_bundle", "the bundle is empty"));
+        return Err(ApiError::unprocessable(
+            "empty_bundle",
+            "the bundle is empty",
+        ));
     }
     Ok(intake)
 }
@@ -381,7 +485,10 @@ fn too_large(state: &AppState) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
-        format!("the body exceeds {} bytes", state.settings.api.max_body_bytes),
+        format!(
+            "the body exceeds {} bytes",
+            state.settings.api.max_body_bytes
+        ),
     )
 }
 
@@ -433,7 +540,11 @@ fn parse_id(raw: &str) -> ApiResult<SubmissionId> {
 #[utoipa::path(get, path = "/submissions/{id}", tag = "developer", security(("developer_token" = [])),
     params(("id" = String, Path, description = "Submission id")),
     responses((status = 200, body = SubmissionView), (status = 404, body = ErrorBody)))]
-async fn get_submission(State(state): State<AppState>, developer: DeveloperAuth, Path(id): Path<String>) -> ApiResult<Json<SubmissionView>> {
+async fn get_submission(
+    State(state): State<AppState>,
+    developer: DeveloperAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SubmissionView>> {
     let id = parse_id(&id)?;
     tracing::Span::current().record("submission_id", tracing::field::display(&id));
     let s = sqlx::query!(
@@ -485,7 +596,11 @@ async fn get_submission(State(state): State<AppState>, developer: DeveloperAuth,
 #[utoipa::path(get, path = "/submissions/{id}/progress", tag = "developer", security(("developer_token" = [])),
     params(("id" = String, Path, description = "Submission id")),
     responses((status = 200, description = "The workflow's live state", body = Object), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
-async fn get_submission_progress(State(state): State<AppState>, developer: DeveloperAuth, Path(id): Path<String>) -> ApiResult<Json<SubmissionProgress>> {
+async fn get_submission_progress(
+    State(state): State<AppState>,
+    developer: DeveloperAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SubmissionProgress>> {
     let id = parse_id(&id)?;
     let owned = sqlx::query_scalar!(
         "select exists(select 1 from submission where submission_id = $1 and developer_id = $2)",
@@ -500,16 +615,31 @@ async fn get_submission_progress(State(state): State<AppState>, developer: Devel
     Ok(Json(query_progress(&state, &id).await?))
 }
 
-pub(crate) async fn query_progress(state: &AppState, id: &SubmissionId) -> ApiResult<SubmissionProgress> {
-    let handle = state.temporal.get_workflow_handle::<SubmissionWorkflow>(id.workflow_id());
-    let query = handle.query(SubmissionWorkflow::progress, (), WorkflowQueryOptions::default());
+pub(crate) async fn query_progress(
+    state: &AppState,
+    id: &SubmissionId,
+) -> ApiResult<SubmissionProgress> {
+    let handle = state
+        .temporal
+        .get_workflow_handle::<SubmissionWorkflow>(id.workflow_id());
+    let query = handle.query(
+        SubmissionWorkflow::progress,
+        (),
+        WorkflowQueryOptions::default(),
+    );
     match tokio::time::timeout(Duration::from_secs(5), query).await {
         Ok(Ok(progress)) => Ok(progress),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "progress query failed");
-            Err(ApiError::unavailable("progress_unavailable", "live progress is unavailable; the stored status is at GET /submissions/{id}"))
+            Err(ApiError::unavailable(
+                "progress_unavailable",
+                "live progress is unavailable; the stored status is at GET /submissions/{id}",
+            ))
         }
-        Err(_) => Err(ApiError::unavailable("progress_unavailable", "no worker answered in time; the stored status is at GET /submissions/{id}")),
+        Err(_) => Err(ApiError::unavailable(
+            "progress_unavailable",
+            "no worker answered in time; the stored status is at GET /submissions/{id}",
+        )),
     }
 }
 
@@ -543,17 +673,26 @@ pub struct SubmissionPage {
 /// The developer's submissions, newest first.
 #[utoipa::path(get, path = "/submissions", tag = "developer", security(("developer_token" = [])), params(ListParams),
     responses((status = 200, body = SubmissionPage), (status = 422, body = ErrorBody)))]
-async fn list_submissions(State(state): State<AppState>, developer: DeveloperAuth, Query(params): Query<ListParams>) -> ApiResult<Json<SubmissionPage>> {
+async fn list_submissions(
+    State(state): State<AppState>,
+    developer: DeveloperAuth,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Json<SubmissionPage>> {
     let limit = params.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::unprocessable("invalid_limit", "limit must be between 1 and 100"));
+        return Err(ApiError::unprocessable(
+            "invalid_limit",
+            "limit must be between 1 and 100",
+        ));
     }
     let (after_time, after_id) = match &params.cursor {
         Some(cursor) => {
             let (micros, id) = cursor
                 .split_once('_')
                 .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_owned())))
-                .ok_or_else(|| ApiError::unprocessable("invalid_cursor", "cursor is not one this API issued"))?;
+                .ok_or_else(|| {
+                    ApiError::unprocessable("invalid_cursor", "cursor is not one this API issued")
+                })?;
             (DateTime::from_timestamp_micros(micros), Some(id))
         }
         None => (None, None),
@@ -573,7 +712,9 @@ async fn list_submissions(State(state): State<AppState>, developer: DeveloperAut
     let mut items = rows;
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
-        items.last().map(|s| format!("{}_{}", s.created_at.timestamp_micros(), s.id))
+        items
+            .last()
+            .map(|s| format!("{}_{}", s.created_at.timestamp_micros(), s.id))
     } else {
         None
     };

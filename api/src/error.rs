@@ -18,7 +18,11 @@ pub struct ErrorBody {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{detail}")]
-    Client { status: StatusCode, code: &'static str, detail: String },
+    Client {
+        status: StatusCode,
+        code: &'static str,
+        detail: String,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -27,7 +31,11 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self::Client { status, code, detail: detail.into() }
+        Self::Client {
+            status,
+            code,
+            detail: detail.into(),
+        }
     }
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, detail)
@@ -36,7 +44,11 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
     }
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
     pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, detail)
@@ -57,7 +69,10 @@ impl From<sqlx::Error> for ApiError {
                 return Self::conflict("conflict", "the resource already exists");
             }
             if db.is_foreign_key_violation() || db.is_check_violation() {
-                return Self::unprocessable("invalid_reference", "the request refers to something that does not exist or is not allowed");
+                return Self::unprocessable(
+                    "invalid_reference",
+                    "the request refers to something that does not exist or is not allowed",
+                );
             }
         }
         Self::Internal(e.into())
@@ -67,19 +82,42 @@ impl From<sqlx::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
-            Self::Client { status, code, detail } => {
+            Self::Client {
+                status,
+                code,
+                detail,
+            } => {
                 if status == StatusCode::UNAUTHORIZED {
-                    let mut response = (status, Json(ErrorBody { code: code.into(), detail })).into_response();
-                    response.headers_mut().insert("www-authenticate", "Bearer".parse().expect("static header"));
+                    let mut response = (
+                        status,
+                        Json(ErrorBody {
+                            code: code.into(),
+                            detail,
+                        }),
+                    )
+                        .into_response();
+                    response
+                        .headers_mut()
+                        .insert("www-authenticate", "Bearer".parse().expect("static header"));
                     return response;
                 }
-                (status, Json(ErrorBody { code: code.into(), detail })).into_response()
+                (
+                    status,
+                    Json(ErrorBody {
+                        code: code.into(),
+                        detail,
+                    }),
+                )
+                    .into_response()
             }
             Self::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "request failed");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    Json(ErrorBody { code: "internal".into(), detail: "internal error; it has been logged".into() }),
+                    Json(ErrorBody {
+                        code: "internal".into(),
+                        detail: "internal error; it has been logged".into(),
+                    }),
                 )
                     .into_response()
             }

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use sigma_activities::types::OperatorDecision;
 use sigma_shared::domain::{Category, Outcome, SubmissionId};
 use sigma_workflows::{SubmissionProgress, SubmissionWorkflow};
+use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowExecutionStatus};
 use temporalio_client::errors::WorkflowUpdateError;
-use temporalio_client::WorkflowExecuteUpdateOptions;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -19,7 +19,9 @@ use crate::dev::start_workflow;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(decide_submission)).routes(routes!(retry_submission))
+    OpenApiRouter::new()
+        .routes(routes!(decide_submission))
+        .routes(routes!(retry_submission))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -48,25 +50,57 @@ async fn decide_submission(
     let decision = match request.decision.as_str() {
         "APPROVED" => Outcome::Approved,
         "REJECTED" => Outcome::Rejected,
-        other => return Err(ApiError::unprocessable("invalid_decision", format!("`{other}`: decision is APPROVED or REJECTED"))),
+        other => {
+            return Err(ApiError::unprocessable(
+                "invalid_decision",
+                format!("`{other}`: decision is APPROVED or REJECTED"),
+            ));
+        }
     };
     if request.reason.trim().is_empty() {
-        return Err(ApiError::unprocessable("missing_reason", "a decision needs a reason"));
+        return Err(ApiError::unprocessable(
+            "missing_reason",
+            "a decision needs a reason",
+        ));
     }
     exists(&state, &id).await?;
-    let handle = state.temporal.get_workflow_handle::<SubmissionWorkflow>(id.workflow_id());
+    let handle = state
+        .temporal
+        .get_workflow_handle::<SubmissionWorkflow>(id.workflow_id());
     let decision = OperatorDecision {
         decision,
         reason: request.reason,
         decided_by: operator.name.clone(),
         operator_id: Some(operator.operator_id.to_string()),
     };
-    match handle.execute_update(SubmissionWorkflow::decide, decision, WorkflowExecuteUpdateOptions::default()).await {
+    match handle
+        .execute_update(
+            SubmissionWorkflow::decide,
+            decision,
+            WorkflowExecuteUpdateOptions::default(),
+        )
+        .await
+    {
         Ok(progress) => Ok(Json(progress)),
-        Err(WorkflowUpdateError::Failed(failure)) => Err(ApiError::conflict("not_awaiting_decision", failure.to_string())),
+        Err(WorkflowUpdateError::Failed(failure)) => Err(ApiError::conflict(
+            "not_awaiting_decision",
+            failure.to_string(),
+        )),
         Err(e) => {
+            // A workflow that has finished cannot take an update; say so rather than "unavailable".
+            if let Ok(description) = handle.describe(Default::default()).await
+                && description.status() != WorkflowExecutionStatus::Running
+            {
+                return Err(ApiError::conflict(
+                    "not_awaiting_decision",
+                    format!("submission {id} is no longer awaiting a decision (workflow {:?})", description.status()),
+                ));
+            }
             tracing::warn!(error = %e, "decision update failed");
-            Err(ApiError::unavailable("workflow_unavailable", format!("the workflow did not accept the decision: {e}")))
+            Err(ApiError::unavailable(
+                "workflow_unavailable",
+                format!("the workflow did not accept the decision: {e}"),
+            ))
         }
     }
 }
@@ -77,32 +111,65 @@ async fn decide_submission(
     responses((status = 202, description = "A new run started", body = Object), (status = 404, body = ErrorBody),
         (status = 409, description = "The workflow has not failed", body = ErrorBody)))]
 #[tracing::instrument(name = "retry_submission", skip_all, fields(operator = %operator.name, submission_id = %id))]
-async fn retry_submission(State(state): State<AppState>, operator: OperatorAuth, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+async fn retry_submission(
+    State(state): State<AppState>,
+    operator: OperatorAuth,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let id = SubmissionId::parse(&id).map_err(|_| ApiError::not_found("submission"))?;
-    let row = sqlx::query!("select category, bundle_key, skill_name, stage from submission where submission_id = $1", id.as_str())
-        .fetch_optional(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::not_found("submission"))?;
+    let row = sqlx::query!(
+        "select category, bundle_key, skill_name, stage from submission where submission_id = $1",
+        id.as_str()
+    )
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or_else(|| ApiError::not_found("submission"))?;
     let category: Category = row.category.parse().map_err(anyhow::Error::msg)?;
     // The id-reuse policy lets a new run start only when the previous one failed.
-    start_workflow(&state, &id, category, &row.bundle_key, row.skill_name.as_deref())
-        .await
-        .map_err(|e| match e {
-            ApiError::Client { code: "already_started", .. } => {
-                ApiError::conflict("not_failed", format!("submission {id} is at stage {}; only a failed run can be retried", row.stage))
-            }
-            other => other,
-        })?;
-    sqlx::query!("update submission set stage = 'RECEIVED', completed_at = null where submission_id = $1", id.as_str())
-        .execute(&state.db)
-        .await?;
+    start_workflow(
+        &state,
+        &id,
+        category,
+        &row.bundle_key,
+        row.skill_name.as_deref(),
+    )
+    .await
+    .map_err(|e| match e {
+        ApiError::Client {
+            code: "already_started",
+            ..
+        } => ApiError::conflict(
+            "not_failed",
+            format!(
+                "submission {id} is at stage {}; only a failed run can be retried",
+                row.stage
+            ),
+        ),
+        other => other,
+    })?;
+    sqlx::query!(
+        "update submission set stage = 'RECEIVED', completed_at = null where submission_id = $1",
+        id.as_str()
+    )
+    .execute(&state.db)
+    .await?;
     tracing::info!("submission retried");
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"id": id, "workflowId": id.workflow_id(), "stage": "RECEIVED"}))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"id": id, "workflowId": id.workflow_id(), "stage": "RECEIVED"})),
+    ))
 }
 
 async fn exists(state: &AppState, id: &SubmissionId) -> ApiResult<()> {
-    let found = sqlx::query_scalar!("select exists(select 1 from submission where submission_id = $1)", id.as_str())
-        .fetch_one(&state.db)
-        .await?;
-    if found == Some(true) { Ok(()) } else { Err(ApiError::not_found("submission")) }
+    let found = sqlx::query_scalar!(
+        "select exists(select 1 from submission where submission_id = $1)",
+        id.as_str()
+    )
+    .fetch_one(&state.db)
+    .await?;
+    if found == Some(true) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("submission"))
+    }
 }

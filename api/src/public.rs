@@ -11,7 +11,9 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(verify_certificate)).routes(routes!(get_certificate))
+    OpenApiRouter::new()
+        .routes(routes!(verify_certificate))
+        .routes(routes!(get_certificate))
 }
 
 struct CertificateRow {
@@ -55,7 +57,10 @@ async fn load(state: &AppState, id: &str, count_view: bool) -> ApiResult<Certifi
 #[utoipa::path(get, path = "/certificates/{id}/verify", tag = "public",
     params(("id" = String, Path, description = "Certificate id (the submission id)")),
     responses((status = 200, description = "Verification summary and sealed certificate", body = Object), (status = 404, body = ErrorBody)))]
-async fn verify_certificate(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn verify_certificate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let c = load(&state, &id, true).await?;
     let sealed = &c.sealed;
     let valid = c.status == "APPROVED";
@@ -95,7 +100,10 @@ async fn verify_certificate(State(state): State<AppState>, Path(id): Path<String
 #[utoipa::path(get, path = "/certificates/{id}", tag = "public",
     params(("id" = String, Path, description = "Certificate id")),
     responses((status = 200, description = "Certificate record", body = Object), (status = 404, body = ErrorBody)))]
-async fn get_certificate(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_certificate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let c = load(&state, &id, false).await?;
     Ok(Json(json!({
         "certificateId": c.certificate_id,

@@ -44,7 +44,10 @@ impl BlobStore {
             ))
             .force_path_style(true)
             .build();
-        Self { client: Client::from_conf(config), bucket: settings.bucket.clone() }
+        Self {
+            client: Client::from_conf(config),
+            bucket: settings.bucket.clone(),
+        }
     }
 
     pub fn bucket(&self) -> &str {
@@ -52,17 +55,40 @@ impl BlobStore {
     }
 
     pub async fn ensure_bucket(&self) -> anyhow::Result<()> {
-        if self.client.head_bucket().bucket(&self.bucket).send().await.is_ok() {
+        if self
+            .client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
-        match self.client.create_bucket().bucket(&self.bucket).send().await {
+        match self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             // Another process created it between our two calls.
-            Err(e) if self.client.head_bucket().bucket(&self.bucket).send().await.is_ok() => {
+            Err(e)
+                if self
+                    .client
+                    .head_bucket()
+                    .bucket(&self.bucket)
+                    .send()
+                    .await
+                    .is_ok() =>
+            {
                 tracing::debug!(error = %e, "bucket appeared concurrently");
                 Ok(())
             }
-            Err(e) => Err(anyhow::Error::new(e).context(format!("cannot create bucket {}", self.bucket))),
+            Err(e) => {
+                Err(anyhow::Error::new(e).context(format!("cannot create bucket {}", self.bucket)))
+            }
         }
     }
 
@@ -83,7 +109,8 @@ impl BlobStore {
     pub async fn put_json(&self, kind: &str, value: &serde_json::Value) -> anyhow::Result<String> {
         let bytes = serde_json::to_vec(value).context("cannot serialise blob")?;
         let key = keys::content(kind, &Sha256Hex::of(&bytes));
-        self.put(&key, Bytes::from(bytes), "application/json").await?;
+        self.put(&key, Bytes::from(bytes), "application/json")
+            .await?;
         Ok(key)
     }
 
@@ -96,12 +123,17 @@ impl BlobStore {
             .send()
             .await
             .with_context(|| format!("cannot read blob {key}"))?;
-        let data = object.body.collect().await.with_context(|| format!("cannot read blob body {key}"))?;
+        let data = object
+            .body
+            .collect()
+            .await
+            .with_context(|| format!("cannot read blob body {key}"))?;
         Ok(data.into_bytes())
     }
 
     pub async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> anyhow::Result<T> {
         let bytes = self.get(key).await?;
-        serde_json::from_slice(&bytes).with_context(|| format!("blob {key} is not the expected JSON"))
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("blob {key} is not the expected JSON"))
     }
 }

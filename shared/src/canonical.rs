@@ -28,9 +28,15 @@ mod tests {
         let a = json!({"b": 1, "a": {"y": [1, 2], "x": "é"}});
         let b: serde_json::Value =
             serde_json::from_str("{ \"a\" : {\"x\":\"é\", \"y\":[1,2]}, \"b\":1 }").unwrap();
-        assert_eq!(canonical_json(&a).unwrap(), "{\"a\":{\"x\":\"é\",\"y\":[1,2]},\"b\":1}".as_bytes());
+        assert_eq!(
+            canonical_json(&a).unwrap(),
+            "{\"a\":{\"x\":\"é\",\"y\":[1,2]},\"b\":1}".as_bytes()
+        );
         assert_eq!(payload_hash(&a).unwrap(), payload_hash(&b).unwrap());
-        assert_ne!(payload_hash(&a).unwrap(), payload_hash(&json!({"b": 2})).unwrap());
+        assert_ne!(
+            payload_hash(&a).unwrap(),
+            payload_hash(&json!({"b": 2})).unwrap()
+        );
     }
 
     #[test]

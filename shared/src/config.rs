@@ -175,7 +175,11 @@ impl Settings {
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(file) = file {
-            anyhow::ensure!(file.exists(), "config file {} does not exist", file.display());
+            anyhow::ensure!(
+                file.exists(),
+                "config file {} does not exist",
+                file.display()
+            );
             figment = figment.merge(Toml::file(file));
         }
         figment = figment.merge(Env::prefixed("SIGMA__").split("__"));
@@ -189,7 +193,10 @@ fn expose<S: serde::Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S:
     use secrecy::ExposeSecret;
     s.serialize_str(secret.expose_secret())
 }
-fn expose_opt<S: serde::Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+fn expose_opt<S: serde::Serializer>(
+    secret: &Option<SecretString>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match secret {
         Some(secret) => expose(secret, s),
         None => s.serialize_none(),
@@ -202,9 +209,13 @@ mod tests {
     use secrecy::ExposeSecret;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
     fn env_overrides_file_which_overrides_defaults() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("sigma.toml", "[pipeline]\npanel_size = 5\n[api]\nbind = \"0.0.0.0:9\"\n")?;
+            jail.create_file(
+                "sigma.toml",
+                "[pipeline]\npanel_size = 5\n[api]\nbind = \"0.0.0.0:9\"\n",
+            )?;
             jail.set_env("SIGMA__API__BIND", "127.0.0.1:7000");
             jail.set_env("SIGMA__BLOB__SECRET_KEY", "s3cr3t");
             let settings = Settings::load(Some(Path::new("sigma.toml"))).expect("loads");

@@ -29,6 +29,7 @@ pub struct SandboxSignals {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct CastVote {
     pub verdict: Verdict,
     pub severity: Severity,
@@ -46,6 +47,7 @@ pub struct PhaseVote {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct Decision {
     pub outcome: Outcome,
     pub reasons: Vec<String>,
@@ -53,7 +55,11 @@ pub struct Decision {
 }
 
 pub fn decide(signals: &SandboxSignals, votes: &[PhaseVote], phases: &[u8]) -> Decision {
-    let decision = |outcome, reasons| Decision { outcome, reasons, policy_version: POLICY_VERSION.into() };
+    let decision = |outcome, reasons| Decision {
+        outcome,
+        reasons,
+        policy_version: POLICY_VERSION.into(),
+    };
     if signals.blocked {
         return decision(Outcome::Rejected, signals.block_reasons.clone());
     }
@@ -74,20 +80,31 @@ pub fn decide(signals: &SandboxSignals, votes: &[PhaseVote], phases: &[u8]) -> D
     if !reasons.is_empty() {
         return decision(Outcome::Escalated, reasons);
     }
-    let safe = votes.iter().filter(|v| matches!(&v.cast, Some(c) if c.verdict == Verdict::Safe)).count();
+    let safe = votes
+        .iter()
+        .filter(|v| matches!(&v.cast, Some(c) if c.verdict == Verdict::Safe))
+        .count();
     let unsafe_ = votes.len() - safe;
     if unsafe_ == votes.len() {
         let reasons = votes
             .iter()
             .filter_map(|v| v.cast.as_ref().map(|c| (v, c)))
-            .map(|(v, c)| format!("phase {} validator {} voted UNSAFE ({})", v.phase, v.validator_id, c.severity))
+            .map(|(v, c)| {
+                format!(
+                    "phase {} validator {} voted UNSAFE ({})",
+                    v.phase, v.validator_id, c.severity
+                )
+            })
             .collect();
         return decision(Outcome::Rejected, reasons);
     }
     if safe == votes.len() {
         let mut gates = Vec::new();
         if signals.real_secret_count > 0 {
-            gates.push(format!("hard gate: {} embedded secret(s) found by the sandbox", signals.real_secret_count));
+            gates.push(format!(
+                "hard gate: {} embedded secret(s) found by the sandbox",
+                signals.real_secret_count
+            ));
         }
         if signals.prompt_injection_count > 0 {
             gates.push(format!(
@@ -96,14 +113,23 @@ pub fn decide(signals: &SandboxSignals, votes: &[PhaseVote], phases: &[u8]) -> D
             ));
         }
         if signals.high_risk_count > 0 {
-            gates.push(format!("hard gate: {} high-risk signal(s) found by the sandbox", signals.high_risk_count));
+            gates.push(format!(
+                "hard gate: {} high-risk signal(s) found by the sandbox",
+                signals.high_risk_count
+            ));
         }
         if gates.is_empty() {
-            return decision(Outcome::Approved, vec!["all validators voted SAFE in both phases".into()]);
+            return decision(
+                Outcome::Approved,
+                vec!["all validators voted SAFE in both phases".into()],
+            );
         }
         return decision(Outcome::Escalated, gates);
     }
-    decision(Outcome::Escalated, vec![format!("split council: {safe} SAFE, {unsafe_} UNSAFE")])
+    decision(
+        Outcome::Escalated,
+        vec![format!("split council: {safe} SAFE, {unsafe_} UNSAFE")],
+    )
 }
 
 #[cfg(test)]
@@ -114,7 +140,11 @@ mod tests {
         PhaseVote {
             phase,
             validator_id: id.into(),
-            cast: verdict.map(|verdict| CastVote { verdict, severity: Severity::Low, blocking: false }),
+            cast: verdict.map(|verdict| CastVote {
+                verdict,
+                severity: Severity::Low,
+                blocking: false,
+            }),
             failure: verdict.is_none().then(|| "malformed JSON".into()),
         }
     }
@@ -125,26 +155,45 @@ mod tests {
     fn the_table_holds() {
         let clean = SandboxSignals::default();
         let all_safe = [vote(1, "a", SAFE), vote(2, "b", SAFE)];
-        assert_eq!(decide(&clean, &all_safe, &[1, 2]).outcome, Outcome::Approved);
+        assert_eq!(
+            decide(&clean, &all_safe, &[1, 2]).outcome,
+            Outcome::Approved
+        );
         let all_unsafe = [vote(1, "a", UNSAFE), vote(2, "b", UNSAFE)];
-        assert_eq!(decide(&clean, &all_unsafe, &[1, 2]).outcome, Outcome::Rejected);
+        assert_eq!(
+            decide(&clean, &all_unsafe, &[1, 2]).outcome,
+            Outcome::Rejected
+        );
         let split = [vote(1, "a", SAFE), vote(2, "b", UNSAFE)];
         assert_eq!(decide(&clean, &split, &[1, 2]).outcome, Outcome::Escalated);
         let failed = [vote(1, "a", SAFE), vote(2, "b", None)];
         let d = decide(&clean, &failed, &[1, 2]);
         assert_eq!(d.outcome, Outcome::Escalated);
         assert!(d.reasons[0].contains("malformed JSON"));
-        assert_eq!(decide(&clean, &[vote(1, "a", SAFE)], &[1, 2]).outcome, Outcome::Escalated);
+        assert_eq!(
+            decide(&clean, &[vote(1, "a", SAFE)], &[1, 2]).outcome,
+            Outcome::Escalated
+        );
     }
 
     #[test]
     fn unanimous_safe_cannot_pass_a_hard_gate() {
-        let injected = SandboxSignals { prompt_injection_count: 1, ..Default::default() };
+        let injected = SandboxSignals {
+            prompt_injection_count: 1,
+            ..Default::default()
+        };
         let all_safe = [vote(1, "a", SAFE), vote(2, "b", SAFE)];
         let d = decide(&injected, &all_safe, &[1, 2]);
         assert_eq!(d.outcome, Outcome::Escalated);
         assert!(d.reasons[0].contains("prompt-injection"));
-        let blocked = SandboxSignals { blocked: true, block_reasons: vec!["path traversal".into()], ..Default::default() };
-        assert_eq!(decide(&blocked, &all_safe, &[1, 2]).outcome, Outcome::Rejected);
+        let blocked = SandboxSignals {
+            blocked: true,
+            block_reasons: vec!["path traversal".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&blocked, &all_safe, &[1, 2]).outcome,
+            Outcome::Rejected
+        );
     }
 }

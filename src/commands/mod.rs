@@ -15,7 +15,11 @@ use sigma_shared::email::Mailer;
 use sigma_workflows::worker::{self, Queue};
 
 #[derive(Parser)]
-#[command(name = "sigma", version, about = "SIGMA: verification and certificates for AI agent skills")]
+#[command(
+    name = "sigma",
+    version,
+    about = "SIGMA: verification and certificates for AI agent skills"
+)]
 pub struct Cli {
     /// TOML config file layered over the defaults; `SIGMA__*` environment variables override both.
     #[arg(long, global = true, env = "SIGMA_CONFIG")]
@@ -91,7 +95,10 @@ impl Cli {
             Command::TemporalSetup => {
                 let client = worker::connect(&settings.temporal, &identity("setup")).await?;
                 worker::ensure_search_attributes(&client, &settings.temporal.namespace).await?;
-                println!("search attributes registered on namespace {}", settings.temporal.namespace);
+                println!(
+                    "search attributes registered on namespace {}",
+                    settings.temporal.namespace
+                );
                 Ok(())
             }
             Command::Openapi => {
@@ -118,7 +125,9 @@ pub(crate) async fn deps(settings: Arc<Settings>) -> anyhow::Result<Deps> {
         db,
         blob,
         mailer: Mailer::new(&settings.smtp)?,
-        http: reqwest::Client::builder().user_agent("sigma-audit/0.1").build()?,
+        http: reqwest::Client::builder()
+            .user_agent("sigma-audit/0.1")
+            .build()?,
         settings,
     })
 }
@@ -126,11 +135,20 @@ pub(crate) async fn deps(settings: Arc<Settings>) -> anyhow::Result<Deps> {
 pub(crate) async fn api_state(settings: Arc<Settings>) -> anyhow::Result<sigma_api::AppState> {
     let db = sigma_shared::db::connect(&settings.database).await?;
     let temporal = worker::connect(&settings.temporal, &identity("api")).await?;
-    Ok(sigma_api::AppState { db, temporal, blob: BlobStore::new(&settings.blob), settings })
+    Ok(sigma_api::AppState {
+        db,
+        temporal,
+        blob: BlobStore::new(&settings.blob),
+        settings,
+    })
 }
 
 /// Runs the given queues' workers on this task until Ctrl-C (the worker future is `!Send`).
-pub(crate) async fn run_workers(client: temporalio_client::Client, queues: Vec<Queue>, deps: Deps) -> anyhow::Result<()> {
+pub(crate) async fn run_workers(
+    client: temporalio_client::Client,
+    queues: Vec<Queue>,
+    deps: Deps,
+) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         ctrl_c().await;

@@ -5,7 +5,12 @@ use sigma_activities::types::ValidatorRef;
 
 /// Picks up to `size` validators not in `exclude`, each draw proportional to weight.
 /// `next_unit` yields uniform numbers in [0, 1).
-pub fn select(candidates: &[ValidatorRef], size: usize, exclude: &[String], mut next_unit: impl FnMut() -> f64) -> Vec<ValidatorRef> {
+pub fn select(
+    candidates: &[ValidatorRef],
+    size: usize,
+    exclude: &[String],
+    mut next_unit: impl FnMut() -> f64,
+) -> Vec<ValidatorRef> {
     let mut pool: Vec<&ValidatorRef> = candidates
         .iter()
         .filter(|v| !exclude.contains(&v.validator_id) && v.weight > 0.0)
@@ -32,7 +37,11 @@ mod tests {
     use super::*;
 
     fn v(id: &str, weight: f64) -> ValidatorRef {
-        ValidatorRef { validator_id: id.into(), model: format!("m-{id}"), weight }
+        ValidatorRef {
+            validator_id: id.into(),
+            model: format!("m-{id}"),
+            weight,
+        }
     }
 
     #[test]

@@ -11,15 +11,17 @@ use sigma_activities::ops::OpsActivities;
 use sigma_activities::queues;
 use sigma_activities::sandbox::SandboxActivities;
 use sigma_activities::types::{
-    CertificateInput, CertificateIssued, DecisionRecord, NotifyInput, OperatorDecision, RoundStart, SandboxInput,
-    StageUpdate, VerdictInput, VoteRequest, VoteResult,
+    CertificateInput, CertificateIssued, DecisionRecord, NotifyInput, OperatorDecision, RoundStart,
+    SandboxInput, StageUpdate, VerdictInput, VoteRequest, VoteResult,
 };
 use sigma_shared::config::{PipelineSettings, SandboxLimits};
 use sigma_shared::consensus::Decision;
 use sigma_shared::domain::{Category, Outcome, RiskLevel, Stage};
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{ActivityOptions, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult};
+use temporalio_sdk::{
+    ActivityOptions, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
+};
 
 use crate::{panel, search};
 
@@ -35,6 +37,7 @@ pub struct SubmissionInput {
 
 /// Live detail, answered by the `progress` query.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SubmissionProgress {
     pub stage: Stage,
     pub risk_level: Option<RiskLevel>,
@@ -64,6 +67,7 @@ impl Default for SubmissionProgress {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct SubmissionResult {
     pub outcome: Outcome,
     pub reasons: Vec<String>,
@@ -92,6 +96,20 @@ fn on_queue(policy: &PipelineSettings, queue: &str, start_to_close: Duration) ->
         .build()
 }
 
+/// The failure's message and every cause's, since the SDK's `Display` shows only the outer one
+/// ("Activity task failed") and the operator needs the root cause ("HTTP 503 …").
+fn failure_chain(error: &temporalio_sdk::ActivityExecutionError) -> String {
+    let mut parts = Vec::new();
+    let mut failure = error.failure();
+    while let Some(f) = failure {
+        if !f.message.is_empty() {
+            parts.push(f.message.clone());
+        }
+        failure = f.cause.as_deref();
+    }
+    if parts.is_empty() { error.to_string() } else { parts.join(": ") }
+}
+
 fn ops(policy: &PipelineSettings) -> ActivityOptions {
     on_queue(policy, queues::OPS, Duration::from_secs(30))
 }
@@ -99,7 +117,10 @@ fn ops(policy: &PipelineSettings) -> ActivityOptions {
 #[workflow_methods]
 impl SubmissionWorkflow {
     #[run]
-    pub async fn run(ctx: &mut WorkflowContext<Self>, input: SubmissionInput) -> WorkflowResult<SubmissionResult> {
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: SubmissionInput,
+    ) -> WorkflowResult<SubmissionResult> {
         match Self::pipeline(ctx, &input).await {
             Ok(result) => Ok(result),
             Err(failure) => {
@@ -107,9 +128,17 @@ impl SubmissionWorkflow {
                 // projection, then fail the run so an operator can retry it.
                 let stage = ctx.state(|s| s.progress.stage);
                 let reason = format!("platform failure during {stage}: {failure}");
-                Self::enter(ctx, &input, StageUpdate { stage: Some(Stage::Failed), reasons: Some(vec![reason]), ..Default::default() })
-                    .await
-                    .ok();
+                Self::enter(
+                    ctx,
+                    &input,
+                    StageUpdate {
+                        stage: Some(Stage::Failed),
+                        reasons: Some(vec![reason]),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .ok();
                 Err(failure)
             }
         }
@@ -126,8 +155,14 @@ impl SubmissionWorkflow {
         _ctx: &WorkflowContextView,
         decision: &OperatorDecision,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        if self.progress.stage != Stage::AwaitingOperator || self.progress.operator_decision.is_some() {
-            return Err(format!("submission is not awaiting an operator decision (stage {})", self.progress.stage).into());
+        if self.progress.stage != Stage::AwaitingOperator
+            || self.progress.operator_decision.is_some()
+        {
+            return Err(format!(
+                "submission is not awaiting an operator decision (stage {})",
+                self.progress.stage
+            )
+            .into());
         }
         if decision.decision == Outcome::Escalated {
             return Err("a decision is APPROVED or REJECTED".into());
@@ -140,18 +175,33 @@ impl SubmissionWorkflow {
 
     /// An operator's decision on an escalated submission.
     #[update]
-    pub fn decide(&mut self, _ctx: &mut SyncWorkflowContext<Self>, decision: OperatorDecision) -> SubmissionProgress {
+    pub fn decide(
+        &mut self,
+        _ctx: &mut SyncWorkflowContext<Self>,
+        decision: OperatorDecision,
+    ) -> SubmissionProgress {
         self.progress.operator_decision = Some(decision);
         self.progress.clone()
     }
 }
 
 impl SubmissionWorkflow {
-    async fn pipeline(ctx: &WorkflowContext<Self>, input: &SubmissionInput) -> WorkflowResult<SubmissionResult> {
+    async fn pipeline(
+        ctx: &WorkflowContext<Self>,
+        input: &SubmissionInput,
+    ) -> WorkflowResult<SubmissionResult> {
         let policy = &input.policy;
 
         // Sandbox.
-        Self::enter(ctx, input, StageUpdate { stage: Some(Stage::Sandbox), ..Default::default() }).await?;
+        Self::enter(
+            ctx,
+            input,
+            StageUpdate {
+                stage: Some(Stage::Sandbox),
+                ..Default::default()
+            },
+        )
+        .await?;
         let sandbox = ctx
             .execute_activity(
                 SandboxActivities::analyze_bundle,
@@ -167,52 +217,88 @@ impl SubmissionWorkflow {
         ctx.state_mut(|s| s.progress.risk_level = Some(sandbox.risk_level));
         if sandbox.signals.blocked {
             let reasons = sandbox.signals.block_reasons.clone();
-            Self::enter(ctx, input, StageUpdate {
-                stage: Some(Stage::Verdict),
-                risk_level: Some(sandbox.risk_level),
-                consensus: Some(Outcome::Rejected),
-                reasons: Some(reasons.clone()),
-                ..Default::default()
-            })
+            Self::enter(
+                ctx,
+                input,
+                StageUpdate {
+                    stage: Some(Stage::Verdict),
+                    risk_level: Some(sandbox.risk_level),
+                    consensus: Some(Outcome::Rejected),
+                    reasons: Some(reasons.clone()),
+                    ..Default::default()
+                },
+            )
             .await?;
             return Self::finish(ctx, input, Outcome::Rejected, reasons, None).await;
         }
 
         // Audit: two phases, fresh panel in phase 2.
-        let validators = ctx.execute_activity(OpsActivities::eligible_validators, (), ops(policy)).await?;
+        let validators = ctx
+            .execute_activity(OpsActivities::eligible_validators, (), ops(policy))
+            .await?;
         let round_id = format!("rnd_{}", ctx.uuid4().replace("-", ""));
         let size = policy.panel_size as usize;
         let first = panel::select(&validators, size, &[], || ctx.random::<f64>());
         let first_ids: Vec<String> = first.iter().map(|v| v.validator_id.clone()).collect();
         let second = panel::select(&validators, size, &first_ids, || ctx.random::<f64>());
-        let panels = BTreeMap::from([(1u8, first_ids), (2u8, second.iter().map(|v| v.validator_id.clone()).collect())]);
+        let panels = BTreeMap::from([
+            (1u8, first_ids),
+            (2u8, second.iter().map(|v| v.validator_id.clone()).collect()),
+        ]);
         ctx.state_mut(|s| {
             s.progress.round_id = Some(round_id.clone());
             s.progress.panel = panels.clone();
         });
         ctx.execute_activity(
             OpsActivities::start_round,
-            RoundStart { submission_id: input.submission_id.clone(), round_id: round_id.clone(), panel: panels.clone() },
+            RoundStart {
+                submission_id: input.submission_id.clone(),
+                round_id: round_id.clone(),
+                panel: panels.clone(),
+            },
             ops(policy),
         )
         .await?;
 
         let mut prior_findings = Vec::new();
         for (phase, stage) in [(1u8, Stage::AuditPhase1), (2u8, Stage::AuditPhase2)] {
-            Self::enter(ctx, input, StageUpdate {
-                stage: Some(stage),
-                round_id: Some(round_id.clone()),
-                risk_level: Some(sandbox.risk_level),
-                ..Default::default()
-            })
+            Self::enter(
+                ctx,
+                input,
+                StageUpdate {
+                    stage: Some(stage),
+                    round_id: Some(round_id.clone()),
+                    risk_level: Some(sandbox.risk_level),
+                    ..Default::default()
+                },
+            )
             .await?;
-            let votes = Self::phase(ctx, input, &round_id, phase, &panels[&phase], &prior_findings).await;
-            prior_findings = votes.iter().flat_map(|v| v.finding_titles.iter().cloned()).collect();
+            let votes = Self::phase(
+                ctx,
+                input,
+                &round_id,
+                phase,
+                &panels[&phase],
+                &prior_findings,
+            )
+            .await;
+            prior_findings = votes
+                .iter()
+                .flat_map(|v| v.finding_titles.iter().cloned())
+                .collect();
             ctx.state_mut(|s| s.progress.votes.extend(votes));
         }
 
         // Verdict.
-        Self::enter(ctx, input, StageUpdate { stage: Some(Stage::Verdict), ..Default::default() }).await?;
+        Self::enter(
+            ctx,
+            input,
+            StageUpdate {
+                stage: Some(Stage::Verdict),
+                ..Default::default()
+            },
+        )
+        .await?;
         let votes = ctx.state(|s| s.progress.votes.clone());
         let decision = ctx
             .execute_activity(
@@ -234,14 +320,26 @@ impl SubmissionWorkflow {
         };
 
         let certificate = if outcome == Outcome::Approved {
-            Self::enter(ctx, input, StageUpdate { stage: Some(Stage::Certificate), ..Default::default() }).await?;
+            Self::enter(
+                ctx,
+                input,
+                StageUpdate {
+                    stage: Some(Stage::Certificate),
+                    ..Default::default()
+                },
+            )
+            .await?;
             let issued = ctx
                 .execute_activity(
                     OpsActivities::issue_certificate,
                     CertificateInput {
                         submission_id: input.submission_id.clone(),
                         round_id: round_id.clone(),
-                        decision: Decision { outcome, reasons: reasons.clone(), policy_version: decision.policy_version.clone() },
+                        decision: Decision {
+                            outcome,
+                            reasons: reasons.clone(),
+                            policy_version: decision.policy_version.clone(),
+                        },
                     },
                     ops(policy),
                 )
@@ -266,7 +364,9 @@ impl SubmissionWorkflow {
     ) -> Vec<VoteResult> {
         let policy = &input.policy;
         // Start-to-close covers every in-activity answer attempt; the heartbeat notices a dead worker sooner.
-        let per_vote = Duration::from_secs(policy.llm_timeout_secs * u64::from(policy.llm_answer_attempts.max(1)) + 30);
+        let per_vote = Duration::from_secs(
+            policy.llm_timeout_secs * u64::from(policy.llm_answer_attempts.max(1)) + 30,
+        );
         let calls = panel.iter().map(|validator_id| {
             let request = VoteRequest {
                 submission_id: input.submission_id.clone(),
@@ -292,7 +392,7 @@ impl SubmissionWorkflow {
                         phase,
                         validator_id,
                         cast: None,
-                        failure: Some(format!("vote activity failed after retries: {e}")),
+                        failure: Some(format!("vote activity failed after retries: {}", failure_chain(&e))),
                         finding_titles: Vec::new(),
                     },
                 }
@@ -307,12 +407,16 @@ impl SubmissionWorkflow {
         input: &SubmissionInput,
         decision: &Decision,
     ) -> WorkflowResult<(Outcome, Vec<String>)> {
-        Self::enter(ctx, input, StageUpdate {
-            stage: Some(Stage::AwaitingOperator),
-            consensus: Some(Outcome::Escalated),
-            reasons: Some(decision.reasons.clone()),
-            ..Default::default()
-        })
+        Self::enter(
+            ctx,
+            input,
+            StageUpdate {
+                stage: Some(Stage::AwaitingOperator),
+                consensus: Some(Outcome::Escalated),
+                reasons: Some(decision.reasons.clone()),
+                ..Default::default()
+            },
+        )
         .await?;
         let deadline = Duration::from_secs(input.policy.escalation_timeout_secs);
         let decided = temporalio_sdk::workflows::select! {
@@ -320,23 +424,33 @@ impl SubmissionWorkflow {
             _ = ctx.timer(deadline) => false,
         };
         let operator = if decided {
-            ctx.state(|s| s.progress.operator_decision.clone()).expect("decision is set when the wait ends")
+            ctx.state(|s| s.progress.operator_decision.clone())
+                .expect("decision is set when the wait ends")
         } else {
             OperatorDecision {
                 decision: Outcome::Rejected,
-                reason: format!("no operator decision within {} hours of escalation", deadline.as_secs() / 3600),
+                reason: format!(
+                    "no operator decision within {} hours of escalation",
+                    deadline.as_secs() / 3600
+                ),
                 decided_by: "escalation-timeout".into(),
                 operator_id: None,
             }
         };
         ctx.execute_activity(
             OpsActivities::record_decision,
-            DecisionRecord { submission_id: input.submission_id.clone(), decision: operator.clone() },
+            DecisionRecord {
+                submission_id: input.submission_id.clone(),
+                decision: operator.clone(),
+            },
             ops(&input.policy),
         )
         .await?;
         let mut reasons = decision.reasons.clone();
-        reasons.push(format!("operator {} decided {}: {}", operator.decided_by, operator.decision, operator.reason));
+        reasons.push(format!(
+            "operator {} decided {}: {}",
+            operator.decided_by, operator.decision, operator.reason
+        ));
         Ok((operator.decision, reasons))
     }
 
@@ -349,12 +463,16 @@ impl SubmissionWorkflow {
     ) -> WorkflowResult<SubmissionResult> {
         ctx.state_mut(|s| s.progress.outcome = Some(outcome));
         ctx.upsert_search_attributes([search::OUTCOME.value_set(outcome.as_str().to_owned())]);
-        Self::enter(ctx, input, StageUpdate {
-            stage: Some(Stage::Notification),
-            outcome: Some(outcome),
-            reasons: Some(reasons.clone()),
-            ..Default::default()
-        })
+        Self::enter(
+            ctx,
+            input,
+            StageUpdate {
+                stage: Some(Stage::Notification),
+                outcome: Some(outcome),
+                reasons: Some(reasons.clone()),
+                ..Default::default()
+            },
+        )
         .await?;
         ctx.execute_activity(
             OpsActivities::notify_developer,
@@ -367,12 +485,28 @@ impl SubmissionWorkflow {
             ops(&input.policy),
         )
         .await?;
-        Self::enter(ctx, input, StageUpdate { stage: Some(Stage::Done), ..Default::default() }).await?;
-        Ok(SubmissionResult { outcome, reasons, certificate_id })
+        Self::enter(
+            ctx,
+            input,
+            StageUpdate {
+                stage: Some(Stage::Done),
+                ..Default::default()
+            },
+        )
+        .await?;
+        Ok(SubmissionResult {
+            outcome,
+            reasons,
+            certificate_id,
+        })
     }
 
     /// Moves to a stage: workflow state, search attribute, UI details, then the projection.
-    async fn enter(ctx: &WorkflowContext<Self>, input: &SubmissionInput, mut update: StageUpdate) -> WorkflowResult<()> {
+    async fn enter(
+        ctx: &WorkflowContext<Self>,
+        input: &SubmissionInput,
+        mut update: StageUpdate,
+    ) -> WorkflowResult<()> {
         update.submission_id = input.submission_id.clone();
         if let Some(stage) = update.stage {
             ctx.state_mut(|s| s.progress.stage = stage);
@@ -380,13 +514,23 @@ impl SubmissionWorkflow {
         }
         let details = ctx.state(|s| {
             let p = &s.progress;
-            let mut md = format!("**Stage:** {}\n\n**Category:** {}\n", p.stage, input.category);
+            let mut md = format!(
+                "**Stage:** {}\n\n**Category:** {}\n",
+                p.stage, input.category
+            );
             if let Some(risk) = p.risk_level {
                 md.push_str(&format!("\n**Sandbox risk:** {risk}\n"));
             }
             for vote in &p.votes {
-                let verdict = vote.cast.as_ref().map(|c| c.verdict.as_str()).unwrap_or("FAILED");
-                md.push_str(&format!("\n- phase {} · {} · {verdict}", vote.phase, vote.validator_id));
+                let verdict = vote
+                    .cast
+                    .as_ref()
+                    .map(|c| c.verdict.as_str())
+                    .unwrap_or("FAILED");
+                md.push_str(&format!(
+                    "\n- phase {} · {} · {verdict}",
+                    vote.phase, vote.validator_id
+                ));
             }
             if let Some(reasons) = &update.reasons {
                 md.push_str("\n\n**Reasons:**\n");
@@ -397,7 +541,8 @@ impl SubmissionWorkflow {
             md
         });
         ctx.set_current_details(details);
-        ctx.execute_activity(OpsActivities::update_projection, update, ops(&input.policy)).await?;
+        ctx.execute_activity(OpsActivities::update_projection, update, ops(&input.policy))
+            .await?;
         Ok(())
     }
 }

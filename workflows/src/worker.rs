@@ -40,11 +40,19 @@ impl Queue {
 }
 
 pub async fn connect(settings: &TemporalSettings, identity: &str) -> anyhow::Result<Client> {
-    let url = Url::parse(&settings.address).with_context(|| format!("invalid temporal.address {}", settings.address))?;
-    let connection = Connection::connect(ConnectionOptions::new(url).identity(identity.to_owned()).build())
-        .await
-        .with_context(|| format!("cannot reach Temporal at {}", settings.address))?;
-    Ok(Client::new(connection, ClientOptions::new(settings.namespace.clone()).build())?)
+    let url = Url::parse(&settings.address)
+        .with_context(|| format!("invalid temporal.address {}", settings.address))?;
+    let connection = Connection::connect(
+        ConnectionOptions::new(url)
+            .identity(identity.to_owned())
+            .build(),
+    )
+    .await
+    .with_context(|| format!("cannot reach Temporal at {}", settings.address))?;
+    Ok(Client::new(
+        connection,
+        ClientOptions::new(settings.namespace.clone()).build(),
+    )?)
 }
 
 /// Registers SIGMA's custom search attributes on the namespace; harmless when they exist.
@@ -52,7 +60,10 @@ pub async fn ensure_search_attributes(client: &Client, namespace: &str) -> anyho
     let mut raw = client.clone();
     let existing = OperatorService::list_search_attributes(
         &mut raw,
-        ListSearchAttributesRequest { namespace: namespace.to_owned() }.into_request(),
+        ListSearchAttributesRequest {
+            namespace: namespace.to_owned(),
+        }
+        .into_request(),
     )
     .await
     .context("cannot list search attributes")?
@@ -67,7 +78,11 @@ pub async fn ensure_search_attributes(client: &Client, namespace: &str) -> anyho
     }
     OperatorService::add_search_attributes(
         &mut raw,
-        AddSearchAttributesRequest { search_attributes: missing, namespace: namespace.to_owned() }.into_request(),
+        AddSearchAttributesRequest {
+            search_attributes: missing,
+            namespace: namespace.to_owned(),
+        }
+        .into_request(),
     )
     .await
     .context("cannot add search attributes")?;
@@ -77,8 +92,12 @@ pub async fn ensure_search_attributes(client: &Client, namespace: &str) -> anyho
 pub fn worker_options(queue: Queue, deps: Deps) -> anyhow::Result<WorkerOptions> {
     let builder = WorkerOptions::new(queue.name());
     Ok(match queue {
-        Queue::Sandbox => builder.register_activities(SandboxActivities::new(deps)).build(),
-        Queue::Audit => builder.register_activities(AuditActivities::new(deps)).build(),
+        Queue::Sandbox => builder
+            .register_activities(SandboxActivities::new(deps))
+            .build(),
+        Queue::Audit => builder
+            .register_activities(AuditActivities::new(deps))
+            .build(),
         Queue::Ops => builder
             .register_workflow::<SubmissionWorkflow>()?
             .register_activities(OpsActivities::new(deps))
@@ -88,7 +107,12 @@ pub fn worker_options(queue: Queue, deps: Deps) -> anyhow::Result<WorkerOptions>
 
 /// Runs one task queue's worker until `shutdown` resolves. The worker future is `!Send`, so
 /// this runs on the caller's task.
-pub async fn run(client: Client, queue: Queue, deps: Deps, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    client: Client,
+    queue: Queue,
+    deps: Deps,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let runtime = Runtime::from_current_tokio(Default::default())?;
     let mut worker = Worker::new(&runtime, client, worker_options(queue, deps)?)?;
     let stop = worker.shutdown_handle();

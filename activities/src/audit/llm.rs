@@ -32,6 +32,7 @@ pub struct Message {
     pub content: String,
 }
 
+#[derive(Clone, Copy)]
 pub struct ChatRequest<'a> {
     pub base_url: &'a str,
     pub api_key: Option<&'a str>,
@@ -80,7 +81,9 @@ pub fn request_body(req: &ChatRequest<'_>) -> Value {
             "type": "json_schema",
             "json_schema": {"name": req.schema_name, "strict": true, "schema": req.schema}
         }),
-        ResponseFormatStyle::JsonObjectSchema => json!({"type": "json_object", "schema": req.schema}),
+        ResponseFormatStyle::JsonObjectSchema => {
+            json!({"type": "json_object", "schema": req.schema})
+        }
     };
     json!({
         "model": req.model,
@@ -95,18 +98,37 @@ pub fn request_body(req: &ChatRequest<'_>) -> Value {
 
 pub async fn chat(http: &reqwest::Client, req: &ChatRequest<'_>) -> Result<ChatAnswer, LlmError> {
     let url = format!("{}/chat/completions", req.base_url.trim_end_matches('/'));
-    let mut builder = http.post(&url).timeout(req.timeout).json(&request_body(req));
+    let mut builder = http
+        .post(&url)
+        .timeout(req.timeout)
+        .json(&request_body(req));
     if let Some(key) = req.api_key {
         builder = builder.bearer_auth(key);
     }
-    let response = builder.send().await.map_err(|e| LlmError::Transport(format!("{e:#}")))?;
+    let response = builder
+        .send()
+        .await
+        .map_err(|e| LlmError::Transport(format!("{e:#}")))?;
     let status = response.status();
-    let text = response.text().await.map_err(|e| LlmError::Transport(format!("{e:#}")))?;
+    let text = response
+        .text()
+        .await
+        .map_err(|e| LlmError::Transport(format!("{e:#}")))?;
     if !status.is_success() {
-        return Err(LlmError::Status { status: status.as_u16(), body: text.chars().take(500).collect() });
+        return Err(LlmError::Status {
+            status: status.as_u16(),
+            body: text.chars().take(500).collect(),
+        });
     }
-    let raw: Value = serde_json::from_str(&text).map_err(|e| LlmError::Envelope(format!("{e}: {}", text.chars().take(200).collect::<String>())))?;
-    let choice = raw.pointer("/choices/0").ok_or_else(|| LlmError::Envelope("no choices".into()))?;
+    let raw: Value = serde_json::from_str(&text).map_err(|e| {
+        LlmError::Envelope(format!(
+            "{e}: {}",
+            text.chars().take(200).collect::<String>()
+        ))
+    })?;
+    let choice = raw
+        .pointer("/choices/0")
+        .ok_or_else(|| LlmError::Envelope("no choices".into()))?;
     let content = choice
         .pointer("/message/content")
         .and_then(Value::as_str)
@@ -114,9 +136,14 @@ pub async fn chat(http: &reqwest::Client, req: &ChatRequest<'_>) -> Result<ChatA
         .to_owned();
     Ok(ChatAnswer {
         content,
-        finish_reason: choice.get("finish_reason").and_then(Value::as_str).map(str::to_owned),
+        finish_reason: choice
+            .get("finish_reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         prompt_tokens: raw.pointer("/usage/prompt_tokens").and_then(Value::as_u64),
-        completion_tokens: raw.pointer("/usage/completion_tokens").and_then(Value::as_u64),
+        completion_tokens: raw
+            .pointer("/usage/completion_tokens")
+            .and_then(Value::as_u64),
         raw,
     })
 }

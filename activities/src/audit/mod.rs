@@ -34,7 +34,11 @@ impl AuditActivities {
 impl AuditActivities {
     /// Asks one validator for a verdict and records the vote with its full transcript.
     #[activity(name = "audit.cast_vote")]
-    pub async fn cast_vote(self: Arc<Self>, ctx: ActivityContext, input: VoteRequest) -> Result<VoteResult, ActivityError> {
+    pub async fn cast_vote(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: VoteRequest,
+    ) -> Result<VoteResult, ActivityError> {
         // Heartbeat while the model thinks, so a crashed worker is noticed within the heartbeat
         // timeout rather than after the whole start-to-close budget.
         let heartbeat = async {
@@ -72,7 +76,15 @@ impl AuditActivities {
         .await
         .context("Failed to load the validator")?;
         let Some(validator) = validator else {
-            return self.record(input, "unknown", Err(format!("validator {} no longer exists", input.validator_id)), None, 0).await;
+            return self
+                .record(
+                    input,
+                    "unknown",
+                    Err(format!("validator {} no longer exists", input.validator_id)),
+                    None,
+                    0,
+                )
+                .await;
         };
         let submission = sqlx::query!(
             "select s.note, r.report_key from submission s join sandbox_report r using (submission_id) where s.submission_id = $1",
@@ -95,13 +107,19 @@ impl AuditActivities {
             Some(var) => match std::env::var(var) {
                 Ok(key) => Some(key),
                 Err(_) => {
-                    let failure = format!("provider key variable {var} is not set on the audit worker");
-                    return self.record(input, &validator.model, Err(failure), None, 0).await;
+                    let failure =
+                        format!("provider key variable {var} is not set on the audit worker");
+                    return self
+                        .record(input, &validator.model, Err(failure), None, 0)
+                        .await;
                 }
             },
             None => None,
         };
-        let style: ResponseFormatStyle = validator.response_format.parse().map_err(anyhow::Error::msg)?;
+        let style: ResponseFormatStyle = validator
+            .response_format
+            .parse()
+            .map_err(anyhow::Error::msg)?;
         let schema = prompt::verdict_schema();
         let request = ChatRequest {
             base_url: &validator.provider_url,
@@ -116,10 +134,16 @@ impl AuditActivities {
         };
         let mut attempts = Vec::new();
         let mut outcome: Result<LlmVerdict, String> = Err("no answer requested".into());
+        let mut conversation = messages.clone();
         for answer_attempt in 1..=input.answer_attempts.max(1) {
+            let request = ChatRequest {
+                messages: &conversation,
+                ..request
+            };
             match llm::chat(&self.deps.http, &request).await {
                 Ok(answer) => {
-                    let parsed = prompt::parse_verdict(&answer.content, answer.finish_reason.as_deref());
+                    let parsed =
+                        prompt::parse_verdict(&answer.content, answer.finish_reason.as_deref());
                     attempts.push(json!({
                         "attempt": answer_attempt,
                         "content": answer.content,
@@ -135,15 +159,29 @@ impl AuditActivities {
                         }
                         Err(reason) => {
                             tracing::warn!(answer_attempt, %reason, "malformed verdict, asking again");
-                            outcome = Err(format!("no schema-valid answer after {answer_attempt} attempt(s): {reason}"));
+                            // At temperature 0 the same prompt gives the same answer: say what was wrong.
+                            conversation.push(llm::Message {
+                                role: "assistant".into(),
+                                content: answer.content.chars().take(2000).collect(),
+                            });
+                            conversation.push(llm::Message {
+                                role: "user".into(),
+                                content: format!("That answer was rejected ({reason}). Reply again with one JSON object that matches the schema exactly."),
+                            });
+                            outcome = Err(format!(
+                                "no schema-valid answer after {answer_attempt} attempt(s): {reason}"
+                            ));
                         }
                     }
                 }
                 Err(e) if e.is_transient() => {
                     // Temporal retries the whole vote with backoff; the failure shows in the Web UI.
-                    return Err(anyhow::Error::new(e).context(format!("validator {} provider failed", input.validator_id)));
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("validator {} provider failed", input.validator_id)));
                 }
-                Err(e @ (LlmError::Status { .. } | LlmError::Envelope(_) | LlmError::Transport(_))) => {
+                Err(
+                    e @ (LlmError::Status { .. } | LlmError::Envelope(_) | LlmError::Transport(_)),
+                ) => {
                     attempts.push(json!({"attempt": answer_attempt, "error": e.to_string()}));
                     outcome = Err(format!("provider refused the request: {e}"));
                     break;
@@ -156,11 +194,22 @@ impl AuditActivities {
             "model": validator.model,
             "providerUrl": validator.provider_url,
             "activityAttempt": activity_attempt,
-            "request": llm::request_body(&request),
+            "request": llm::request_body(&ChatRequest { messages: &conversation, ..request }),
             "answers": attempts,
         });
-        let transcript_key = self.deps.blob.put_json("transcripts/audit", &transcript).await?;
-        self.record(input, &validator.model, outcome, Some(transcript_key), attempts.len() as i32).await
+        let transcript_key = self
+            .deps
+            .blob
+            .put_json("transcripts/audit", &transcript)
+            .await?;
+        self.record(
+            input,
+            &validator.model,
+            outcome,
+            Some(transcript_key),
+            attempts.len() as i32,
+        )
+        .await
     }
 
     async fn record(
@@ -181,7 +230,15 @@ impl AuditActivities {
                 Some(v.rationale.as_str()),
                 None,
             ),
-            Err(reason) => ("FAILED", None, None, None, json!([]), None, Some(reason.as_str())),
+            Err(reason) => (
+                "FAILED",
+                None,
+                None,
+                None,
+                json!([]),
+                None,
+                Some(reason.as_str()),
+            ),
         };
         // A retried activity overwrites its own earlier row: the vote that counts is the last one.
         sqlx::query!(
@@ -215,8 +272,16 @@ impl AuditActivities {
             Ok(v) => VoteResult {
                 phase: input.phase,
                 validator_id: input.validator_id.clone(),
-                finding_titles: v.findings.iter().map(|f| format!("[{}] {}", f.severity, f.title)).collect(),
-                cast: Some(CastVote { verdict: v.verdict, severity: v.severity, blocking: v.blocking }),
+                finding_titles: v
+                    .findings
+                    .iter()
+                    .map(|f| format!("[{}] {}", f.severity, f.title))
+                    .collect(),
+                cast: Some(CastVote {
+                    verdict: v.verdict,
+                    severity: v.severity,
+                    blocking: v.blocking,
+                }),
                 failure: None,
             },
             Err(reason) => VoteResult {

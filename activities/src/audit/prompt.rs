@@ -69,8 +69,8 @@ pub fn parse_verdict(content: &str, finish_reason: Option<&str>) -> Result<LlmVe
         .or_else(|| trimmed.strip_prefix("```"))
         .and_then(|s| s.strip_suffix("```"))
         .unwrap_or(trimmed);
-    let verdict: LlmVerdict =
-        serde_json::from_str(unfenced).map_err(|e| format!("answer does not match the verdict schema: {e}"))?;
+    let verdict: LlmVerdict = serde_json::from_str(unfenced)
+        .map_err(|e| format!("answer does not match the verdict schema: {e}"))?;
     if verdict.findings.len() > 20 {
         return Err("answer has more than 20 findings".into());
     }
@@ -140,7 +140,10 @@ pub fn build(input: &PromptInput<'_>) -> Vec<Message> {
         user.push_str("</phase_1_hypotheses>\n");
     }
     if let Some(note) = input.developer_note.filter(|n| !n.trim().is_empty()) {
-        user.push_str(&format!("<developer_note>\n{}\n</developer_note>\n", escape(note)));
+        user.push_str(&format!(
+            "<developer_note>\n{}\n</developer_note>\n",
+            escape(note)
+        ));
     }
     user.push_str("<untrusted_submission>\n");
     let mut budget = input.max_evidence_chars;
@@ -161,12 +164,23 @@ pub fn build(input: &PromptInput<'_>) -> Vec<Message> {
         ));
     }
     user.push_str("</untrusted_submission>\nReturn your verdict as JSON.");
-    vec![Message { role: "system".into(), content: system }, Message { role: "user".into(), content: user }]
+    vec![
+        Message {
+            role: "system".into(),
+            content: system,
+        },
+        Message {
+            role: "user".into(),
+            content: user,
+        },
+    ]
 }
 
 /// Submission text can neither close our tags nor open new ones.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -176,9 +190,21 @@ mod tests {
     #[test]
     fn parses_valid_and_refuses_truncated_or_malformed_answers() {
         let good = r#"{"verdict":"SAFE","severity":"LOW","blocking":false,"findings":[],"rationale":"fine"}"#;
-        assert_eq!(parse_verdict(good, Some("stop")).unwrap().verdict, Verdict::Safe);
-        assert_eq!(parse_verdict(&format!("```json\n{good}\n```"), None).unwrap().severity, Severity::Low);
-        assert!(parse_verdict(good, Some("length")).unwrap_err().contains("truncated"));
+        assert_eq!(
+            parse_verdict(good, Some("stop")).unwrap().verdict,
+            Verdict::Safe
+        );
+        assert_eq!(
+            parse_verdict(&format!("```json\n{good}\n```"), None)
+                .unwrap()
+                .severity,
+            Severity::Low
+        );
+        assert!(
+            parse_verdict(good, Some("length"))
+                .unwrap_err()
+                .contains("truncated")
+        );
         assert!(parse_verdict(r#"{"verdict":"MAYBE","severity":"LOW","blocking":false,"findings":[],"rationale":"x"}"#, None).is_err());
         assert!(parse_verdict(r#"{"verdict":"SAFE""#, None).is_err());
         assert!(parse_verdict(r#"{"verdict":"SAFE","severity":"LOW","blocking":false,"findings":[],"rationale":"x","extra":1}"#, None).is_err());

@@ -31,7 +31,10 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
     .fetch_optional(db)
     .await?
     {
-        return Ok(CertificateIssued { certificate_id: existing.certificate_id, payload_hash: existing.payload_hash });
+        return Ok(CertificateIssued {
+            certificate_id: existing.certificate_id,
+            payload_hash: existing.payload_hash,
+        });
     }
     let s = sqlx::query!(
         r#"select s.category, s.skill_name, s.skill_version, s.source_url, s.source_ref, s.bundle_sha256,
@@ -61,7 +64,15 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
             .map(|f| json!({"ruleId": f.rule_id, "severity": f.severity, "path": f.path, "line": f.line, "message": f.message}))
             .collect()
     };
-    let manifest = report.manifest.as_ref().map(serde_json::to_value).transpose()?;
+    let manifest = report
+        .manifest
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()?;
+    let skill_version = s
+        .skill_version
+        .clone()
+        .or_else(|| report.manifest.as_ref().and_then(|m| m.version.clone()));
     let issued_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let sealed = json!({
         "schemaVersion": CERTIFICATE_SCHEMA,
@@ -69,7 +80,7 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
         "status": "APPROVED",
         "category": s.category,
         "skillName": s.skill_name.clone().or_else(|| report.manifest.as_ref().map(|m| m.name.clone())),
-        "skillVersion": s.skill_version.clone().or_else(|| report.manifest.as_ref().and_then(|m| m.version.clone())),
+        "skillVersion": skill_version,
         "review": {
             "securityLevel": security_level(report.risk_level),
             "sandboxRiskLevel": report.risk_level,
@@ -108,7 +119,7 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
             "txHash": null,
             "explorerUrl": null,
             "network": null,
-            "codeVersion": s.skill_version,
+            "codeVersion": skill_version,
             "immutableCommitmentScope": "No on-chain certification transaction is linked to this certificate snapshot yet.",
         },
     });
@@ -132,9 +143,15 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
     .execute(db)
     .await
     .context("Failed to store the certificate")?;
-    let row = sqlx::query!("select payload_hash from certificate where certificate_id = $1", input.submission_id)
-        .fetch_one(db)
-        .await?;
+    let row = sqlx::query!(
+        "select payload_hash from certificate where certificate_id = $1",
+        input.submission_id
+    )
+    .fetch_one(db)
+    .await?;
     tracing::info!(payload_hash = %row.payload_hash, new = inserted.rows_affected() == 1, "certificate issued");
-    Ok(CertificateIssued { certificate_id: input.submission_id, payload_hash: row.payload_hash })
+    Ok(CertificateIssued {
+        certificate_id: input.submission_id,
+        payload_hash: row.payload_hash,
+    })
 }

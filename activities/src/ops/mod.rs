@@ -13,8 +13,8 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::types::{
-    CertificateInput, CertificateIssued, DecisionRecord, NotifyInput, RoundStart, StageUpdate, ValidatorRef,
-    VerdictInput,
+    CertificateInput, CertificateIssued, DecisionRecord, NotifyInput, RoundStart, StageUpdate,
+    ValidatorRef, VerdictInput,
 };
 use crate::{Deps, retryable};
 
@@ -32,26 +32,44 @@ impl OpsActivities {
 impl OpsActivities {
     /// Writes the submission's stage (and outcome, when known) to the projection the API reads.
     #[activity(name = "ops.update_projection")]
-    pub async fn update_projection(self: Arc<Self>, _ctx: ActivityContext, update: StageUpdate) -> Result<(), ActivityError> {
+    pub async fn update_projection(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        update: StageUpdate,
+    ) -> Result<(), ActivityError> {
         self.project(update).await.map_err(retryable)
     }
 
     /// Active validators, ordered by id so the workflow's seeded choice is reproducible.
     #[activity(name = "ops.eligible_validators")]
-    pub async fn eligible_validators(self: Arc<Self>, _ctx: ActivityContext, _input: ()) -> Result<Vec<ValidatorRef>, ActivityError> {
-        let rows = sqlx::query!("select validator_id, model, weight from validator where active order by validator_id")
-            .fetch_all(&self.deps.db)
-            .await
-            .context("Failed to list validators")
-            .map_err(retryable)?;
+    pub async fn eligible_validators(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        _input: (),
+    ) -> Result<Vec<ValidatorRef>, ActivityError> {
+        let rows = sqlx::query!(
+            "select validator_id, model, weight from validator where active order by validator_id"
+        )
+        .fetch_all(&self.deps.db)
+        .await
+        .context("Failed to list validators")
+        .map_err(retryable)?;
         Ok(rows
             .into_iter()
-            .map(|r| ValidatorRef { validator_id: r.validator_id, model: r.model, weight: r.weight })
+            .map(|r| ValidatorRef {
+                validator_id: r.validator_id,
+                model: r.model,
+                weight: r.weight,
+            })
             .collect())
     }
 
     #[activity(name = "ops.start_round")]
-    pub async fn start_round(self: Arc<Self>, _ctx: ActivityContext, input: RoundStart) -> Result<(), ActivityError> {
+    pub async fn start_round(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: RoundStart,
+    ) -> Result<(), ActivityError> {
         let result: anyhow::Result<()> = async {
             sqlx::query!(
                 r#"insert into audit_round (round_id, submission_id, ordinal, panel)
@@ -72,14 +90,27 @@ impl OpsActivities {
 
     /// Applies the consensus policy to the round's votes and records the result.
     #[activity(name = "ops.assemble_verdict")]
-    pub async fn assemble_verdict(self: Arc<Self>, _ctx: ActivityContext, input: VerdictInput) -> Result<Decision, ActivityError> {
+    pub async fn assemble_verdict(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: VerdictInput,
+    ) -> Result<Decision, ActivityError> {
         self.assemble(input).await.map_err(retryable)
     }
 
     #[activity(name = "ops.record_decision")]
-    pub async fn record_decision(self: Arc<Self>, _ctx: ActivityContext, input: DecisionRecord) -> Result<(), ActivityError> {
+    pub async fn record_decision(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: DecisionRecord,
+    ) -> Result<(), ActivityError> {
         let d = &input.decision;
-        let operator_id = d.operator_id.as_deref().map(uuid_of).transpose().map_err(retryable)?;
+        let operator_id = d
+            .operator_id
+            .as_deref()
+            .map(uuid_of)
+            .transpose()
+            .map_err(retryable)?;
         sqlx::query!(
             r#"insert into operator_decision (submission_id, operator_id, decided_by, decision, reason)
                values ($1, $2, $3, $4, $5) on conflict (submission_id) do nothing"#,
@@ -99,19 +130,30 @@ impl OpsActivities {
     /// Seals, hashes and stores the certificate. At most one per submission: a retry returns
     /// the certificate the first attempt issued.
     #[activity(name = "ops.issue_certificate")]
-    pub async fn issue_certificate(self: Arc<Self>, _ctx: ActivityContext, input: CertificateInput) -> Result<CertificateIssued, ActivityError> {
-        certificate::issue(&self.deps, input).await.map_err(retryable)
+    pub async fn issue_certificate(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: CertificateInput,
+    ) -> Result<CertificateIssued, ActivityError> {
+        certificate::issue(&self.deps, input)
+            .await
+            .map_err(retryable)
     }
 
     /// Emails the developer the outcome, once.
     #[activity(name = "ops.notify_developer")]
-    pub async fn notify_developer(self: Arc<Self>, _ctx: ActivityContext, input: NotifyInput) -> Result<(), ActivityError> {
+    pub async fn notify_developer(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: NotifyInput,
+    ) -> Result<(), ActivityError> {
         self.notify(input).await.map_err(retryable)
     }
 }
 
 fn uuid_of(raw: &str) -> anyhow::Result<sqlx::types::Uuid> {
-    raw.parse().with_context(|| format!("`{raw}` is not a uuid"))
+    raw.parse()
+        .with_context(|| format!("`{raw}` is not a uuid"))
 }
 
 impl OpsActivities {
@@ -168,7 +210,12 @@ impl OpsActivities {
         let votes: Vec<PhaseVote> = input
             .votes
             .iter()
-            .map(|v| PhaseVote { phase: v.phase, validator_id: v.validator_id.clone(), cast: v.cast.clone(), failure: v.failure.clone() })
+            .map(|v| PhaseVote {
+                phase: v.phase,
+                validator_id: v.validator_id.clone(),
+                cast: v.cast.clone(),
+                failure: v.failure.clone(),
+            })
             .collect();
         let decision = consensus::decide(&input.signals, &votes, &[1, 2]);
         sqlx::query!(
@@ -213,8 +260,14 @@ impl OpsActivities {
         }
         let base = self.deps.settings.api.public_base_url.trim_end_matches('/');
         let name = row.skill_name.unwrap_or_else(|| row.category.clone());
-        let subject = format!("SIGMA: {name} was {}", input.outcome.as_str().to_lowercase());
-        let status_url = format!("{base}/api/v1/sigma/dev/submissions/{}", input.submission_id);
+        let subject = format!(
+            "SIGMA: {name} was {}",
+            input.outcome.as_str().to_lowercase()
+        );
+        let status_url = format!(
+            "{base}/api/v1/sigma/dev/submissions/{}",
+            input.submission_id
+        );
         let mut text = format!(
             "Your {} submission {} ({name}) finished with outcome {}.\n\nReasons:\n",
             row.category, input.submission_id, input.outcome
@@ -224,9 +277,14 @@ impl OpsActivities {
         }
         text.push_str(&format!("\nStatus: {status_url}\n"));
         if let Some(cert) = &input.certificate_id {
-            text.push_str(&format!("Certificate: {base}/api/v1/public/certificates/{cert}/verify\n"));
+            text.push_str(&format!(
+                "Certificate: {base}/api/v1/public/certificates/{cert}/verify\n"
+            ));
         }
-        let html = format!("<pre>{}</pre>", text.replace('&', "&amp;").replace('<', "&lt;"));
+        let html = format!(
+            "<pre>{}</pre>",
+            text.replace('&', "&amp;").replace('<', "&lt;")
+        );
         sqlx::query!(
             r#"insert into notification (submission_id, kind, recipient, subject, attempts)
                values ($1, 'OUTCOME', $2, $3, 1)
@@ -240,7 +298,12 @@ impl OpsActivities {
         let sent = self
             .deps
             .mailer
-            .send(Email { to: row.email.clone(), subject, text, html })
+            .send(Email {
+                to: row.email.clone(),
+                subject,
+                text,
+                html,
+            })
             .await;
         match sent {
             Ok(()) => {

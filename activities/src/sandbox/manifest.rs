@@ -56,8 +56,8 @@ pub fn parse(skill_md: &str) -> Result<Manifest, String> {
     if !closed {
         return Err("SKILL.md front matter is not closed by a `---` line".into());
     }
-    let front: FrontMatter =
-        serde_yaml_ng::from_str(&yaml).map_err(|e| format!("SKILL.md front matter is not valid YAML: {e}"))?;
+    let front: FrontMatter = serde_yaml_ng::from_str(&yaml)
+        .map_err(|e| format!("SKILL.md front matter is not valid YAML: {e}"))?;
     let name = front
         .name
         .map(|n| n.trim().to_owned())
@@ -68,7 +68,12 @@ pub fn parse(skill_md: &str) -> Result<Manifest, String> {
         version: front.version.and_then(|v| scalar(&v)),
         description: front.description,
         capabilities: string_list(front.capabilities.as_ref()),
-        external_calls: front.external_calls.unwrap_or_default().iter().filter_map(external_call).collect(),
+        external_calls: front
+            .external_calls
+            .unwrap_or_default()
+            .iter()
+            .filter_map(external_call)
+            .collect(),
         allowed_tools: string_list(front.allowed_tools.as_ref()),
     })
 }
@@ -86,9 +91,11 @@ fn scalar(value: &serde_yaml_ng::Value) -> Option<String> {
 fn string_list(value: Option<&serde_yaml_ng::Value>) -> Vec<String> {
     match value {
         Some(serde_yaml_ng::Value::Sequence(items)) => items.iter().filter_map(scalar).collect(),
-        Some(serde_yaml_ng::Value::String(s)) => {
-            s.split([',', ' ']).filter(|p| !p.is_empty()).map(str::to_owned).collect()
-        }
+        Some(serde_yaml_ng::Value::String(s)) => s
+            .split([',', ' '])
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
         Some(serde_yaml_ng::Value::Mapping(map)) => map.keys().filter_map(scalar).collect(),
         _ => Vec::new(),
     }
@@ -96,7 +103,10 @@ fn string_list(value: Option<&serde_yaml_ng::Value>) -> Vec<String> {
 
 fn external_call(value: &serde_yaml_ng::Value) -> Option<ExternalCall> {
     match value {
-        serde_yaml_ng::Value::String(url) => Some(ExternalCall { url: url.clone(), ..Default::default() }),
+        serde_yaml_ng::Value::String(url) => Some(ExternalCall {
+            url: url.clone(),
+            ..Default::default()
+        }),
         serde_yaml_ng::Value::Mapping(map) => {
             let get = |key: &str| map.get(key).and_then(scalar);
             Some(ExternalCall {
@@ -129,9 +139,21 @@ mod tests {
 
     #[test]
     fn missing_or_broken_front_matter_is_explained() {
-        assert!(parse("# no front matter").unwrap_err().contains("no YAML front matter"));
+        assert!(
+            parse("# no front matter")
+                .unwrap_err()
+                .contains("no YAML front matter")
+        );
         assert!(parse("---\nname: x\n").unwrap_err().contains("not closed"));
-        assert!(parse("---\ndescription: x\n---\n").unwrap_err().contains("no `name`"));
-        assert!(parse("---\nname: [unclosed\n---\n").unwrap_err().contains("not valid YAML"));
+        assert!(
+            parse("---\ndescription: x\n---\n")
+                .unwrap_err()
+                .contains("no `name`")
+        );
+        assert!(
+            parse("---\nname: [unclosed\n---\n")
+                .unwrap_err()
+                .contains("not valid YAML")
+        );
     }
 }

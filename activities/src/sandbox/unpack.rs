@@ -61,7 +61,11 @@ pub enum UnpackError {
 }
 
 pub fn unpack(bytes: &[u8], limits: &SandboxLimits) -> Result<Vec<BundleFile>, UnpackError> {
-    let mut sink = Sink { limits, files: Vec::new(), total: 0 };
+    let mut sink = Sink {
+        limits,
+        files: Vec::new(),
+        total: 0,
+    };
     match BundleFormat::sniff(bytes).ok_or(UnpackError::UnknownFormat)? {
         BundleFormat::Zip => unpack_zip(bytes, &mut sink)?,
         BundleFormat::TarGz => unpack_tar_gz(bytes, &mut sink)?,
@@ -81,14 +85,18 @@ pub fn check_readable(bytes: &[u8]) -> Result<BundleFormat, UnpackError> {
     let format = BundleFormat::sniff(bytes).ok_or(UnpackError::UnknownFormat)?;
     match format {
         BundleFormat::Zip => {
-            zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| UnpackError::Corrupt(e.to_string()))?;
+            zip::ZipArchive::new(std::io::Cursor::new(bytes))
+                .map_err(|e| UnpackError::Corrupt(e.to_string()))?;
         }
         BundleFormat::TarGz => {
             let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
-            let entries = archive.entries().map_err(|e| UnpackError::Corrupt(e.to_string()))?;
+            let entries = archive
+                .entries()
+                .map_err(|e| UnpackError::Corrupt(e.to_string()))?;
             for entry in entries {
                 let mut entry = entry.map_err(|e| UnpackError::Corrupt(e.to_string()))?;
-                std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| UnpackError::Corrupt(e.to_string()))?;
+                std::io::copy(&mut entry, &mut std::io::sink())
+                    .map_err(|e| UnpackError::Corrupt(e.to_string()))?;
             }
         }
     }
@@ -104,6 +112,9 @@ struct Sink<'a> {
 impl Sink<'_> {
     fn add(&mut self, raw_path: &str, reader: &mut dyn Read) -> Result<(), UnpackError> {
         let path = safe_path(raw_path)?;
+        if path.is_empty() {
+            return Err(UnpackError::UnsafePath(raw_path.to_owned()));
+        }
         if self.files.len() >= self.limits.max_files {
             return Err(UnpackError::TooManyFiles(self.limits.max_files));
         }
@@ -114,7 +125,10 @@ impl Sink<'_> {
             .read_to_end(&mut bytes)
             .map_err(|e| UnpackError::Corrupt(e.to_string()))?;
         if bytes.len() as u64 > self.limits.max_file_bytes {
-            return Err(UnpackError::FileTooLarge { path, limit: self.limits.max_file_bytes });
+            return Err(UnpackError::FileTooLarge {
+                path,
+                limit: self.limits.max_file_bytes,
+            });
         }
         self.total += bytes.len() as u64;
         if self.total > self.limits.max_total_bytes {
@@ -125,8 +139,8 @@ impl Sink<'_> {
     }
 }
 
-/// Normalises an archive path to a relative, forward-slash path, refusing anything that could
-/// escape the bundle root.
+/// Normalises an archive path to a relative, forward-slash path (empty for the root itself),
+/// refusing anything that could escape the bundle root.
 fn safe_path(raw: &str) -> Result<String, UnpackError> {
     let unsafe_path = || UnpackError::UnsafePath(raw.to_owned());
     let unified = raw.replace('\\', "/");
@@ -140,9 +154,6 @@ fn safe_path(raw: &str) -> Result<String, UnpackError> {
             ".." => return Err(unsafe_path()),
             p => parts.push(p),
         }
-    }
-    if parts.is_empty() {
-        return Err(unsafe_path());
     }
     Ok(parts.join("/"))
 }
@@ -179,7 +190,10 @@ fn unpack_tar_gz(bytes: &[u8], sink: &mut Sink<'_>) -> Result<(), UnpackError> {
             }
             EntryType::Symlink | EntryType::Link => return Err(UnpackError::Link(name)),
             // PAX and GNU long-name headers are folded into the next entry by the tar crate.
-            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink => {}
+            EntryType::XGlobalHeader
+            | EntryType::XHeader
+            | EntryType::GNULongName
+            | EntryType::GNULongLink => {}
             _ => return Err(UnpackError::SpecialFile(name)),
         }
     }
@@ -195,7 +209,11 @@ pub fn bundle_digest(files: &[BundleFile]) -> String {
     sorted.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     let mut hasher = Sha256::new();
     for file in sorted {
-        hasher.update(format!("{}  {}\n", hex::encode(Sha256::digest(&file.bytes)), file.path));
+        hasher.update(format!(
+            "{}  {}\n",
+            hex::encode(Sha256::digest(&file.bytes)),
+            file.path
+        ));
     }
     hex::encode(hasher.finalize())
 }
@@ -205,15 +223,26 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    const LIMITS: SandboxLimits = SandboxLimits { max_files: 3, max_total_bytes: 100, max_file_bytes: 60 };
+    const LIMITS: SandboxLimits = SandboxLimits {
+        max_files: 3,
+        max_total_bytes: 100,
+        max_file_bytes: 60,
+    };
 
     fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
         for (path, data) in entries {
             let mut header = tar::Header::new_gnu();
             header.set_size(data.len() as u64);
             header.set_mode(0o644);
-            header.set_entry_type(tar::EntryType::Regular);
+            header.set_entry_type(if path.ends_with('/') {
+                tar::EntryType::Directory
+            } else {
+                tar::EntryType::Regular
+            });
             // set_path refuses `..`; write the raw name so we can test hostile archives.
             header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
             header.set_cksum();
@@ -225,7 +254,9 @@ mod tests {
     fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
         for (path, data) in entries {
-            writer.start_file(*path, zip::write::SimpleFileOptions::default()).unwrap();
+            writer
+                .start_file(*path, zip::write::SimpleFileOptions::default())
+                .unwrap();
             writer.write_all(data).unwrap();
         }
         writer.finish().unwrap().into_inner()
@@ -233,7 +264,10 @@ mod tests {
 
     #[test]
     fn reads_both_formats_and_sorts_paths() {
-        for bytes in [tar_gz(&[("b.txt", b"b"), ("./a/SKILL.md", b"a")]), zip_of(&[("b.txt", b"b"), ("a/SKILL.md", b"a")])] {
+        for bytes in [
+            tar_gz(&[("./", b""), ("b.txt", b"b"), ("./a/SKILL.md", b"a")]),
+            zip_of(&[("b.txt", b"b"), ("a/SKILL.md", b"a")]),
+        ] {
             let files = unpack(&bytes, &LIMITS).unwrap();
             let paths: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();
             assert_eq!(paths, ["a/SKILL.md", "b.txt"]);
@@ -242,30 +276,67 @@ mod tests {
 
     #[test]
     fn refuses_traversal_absolute_and_links() {
-        assert_eq!(unpack(&tar_gz(&[("../evil", b"x")]), &LIMITS).unwrap_err(), UnpackError::UnsafePath("../evil".into()));
-        assert!(matches!(unpack(&zip_of(&[("/etc/passwd", b"x")]), &LIMITS), Err(UnpackError::UnsafePath(_))));
-        assert!(matches!(unpack(&zip_of(&[("a\\..\\..\\x", b"x")]), &LIMITS), Err(UnpackError::UnsafePath(_))));
+        assert_eq!(
+            unpack(&tar_gz(&[("../evil", b"x")]), &LIMITS).unwrap_err(),
+            UnpackError::UnsafePath("../evil".into())
+        );
+        assert!(matches!(
+            unpack(&zip_of(&[("/etc/passwd", b"x")]), &LIMITS),
+            Err(UnpackError::UnsafePath(_))
+        ));
+        assert!(matches!(
+            unpack(&zip_of(&[("a\\..\\..\\x", b"x")]), &LIMITS),
+            Err(UnpackError::UnsafePath(_))
+        ));
 
-        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Symlink);
         header.set_size(0);
-        builder.append_link(&mut header, "link", "/etc/passwd").unwrap();
+        builder
+            .append_link(&mut header, "link", "/etc/passwd")
+            .unwrap();
         let bytes = builder.into_inner().unwrap().finish().unwrap();
-        assert_eq!(unpack(&bytes, &LIMITS).unwrap_err(), UnpackError::Link("link".into()));
+        assert_eq!(
+            unpack(&bytes, &LIMITS).unwrap_err(),
+            UnpackError::Link("link".into())
+        );
     }
 
     #[test]
     fn enforces_limits_on_bytes_read() {
         let big = vec![b'x'; 61];
-        assert!(matches!(unpack(&tar_gz(&[("big", &big)]), &LIMITS), Err(UnpackError::FileTooLarge { .. })));
+        assert!(matches!(
+            unpack(&tar_gz(&[("big", &big)]), &LIMITS),
+            Err(UnpackError::FileTooLarge { .. })
+        ));
         let fifty = vec![b'x'; 50];
-        assert_eq!(unpack(&tar_gz(&[("a", &fifty), ("b", &fifty), ("c", b"x")]), &LIMITS).unwrap_err(), UnpackError::TotalTooLarge(100));
-        assert_eq!(unpack(&zip_of(&[("a", b""), ("b", b""), ("c", b""), ("d", b"")]), &LIMITS).unwrap_err(), UnpackError::TooManyFiles(3));
+        assert_eq!(
+            unpack(
+                &tar_gz(&[("a", &fifty), ("b", &fifty), ("c", b"x")]),
+                &LIMITS
+            )
+            .unwrap_err(),
+            UnpackError::TotalTooLarge(100)
+        );
+        assert_eq!(
+            unpack(
+                &zip_of(&[("a", b""), ("b", b""), ("c", b""), ("d", b"")]),
+                &LIMITS
+            )
+            .unwrap_err(),
+            UnpackError::TooManyFiles(3)
+        );
         // A zip bomb: a tiny archive that inflates past the per-file cap is stopped while reading.
         let bomb = zip_of(&[("bomb", &vec![0u8; 1_000_000])]);
         assert!(bomb.len() < 5_000);
-        assert!(matches!(unpack(&bomb, &LIMITS), Err(UnpackError::FileTooLarge { .. })));
+        assert!(matches!(
+            unpack(&bomb, &LIMITS),
+            Err(UnpackError::FileTooLarge { .. })
+        ));
     }
 
     #[test]
@@ -273,22 +344,37 @@ mod tests {
         assert_eq!(check_readable(b"hello"), Err(UnpackError::UnknownFormat));
         let mut truncated = tar_gz(&[("a", b"some content here")]);
         truncated.truncate(truncated.len() / 2);
-        assert!(matches!(check_readable(&truncated), Err(UnpackError::Corrupt(_))));
-        assert!(matches!(check_readable(b"PK\x03\x04garbage"), Err(UnpackError::Corrupt(_))));
+        assert!(matches!(
+            check_readable(&truncated),
+            Err(UnpackError::Corrupt(_))
+        ));
+        assert!(matches!(
+            check_readable(b"PK\x03\x04garbage"),
+            Err(UnpackError::Corrupt(_))
+        ));
     }
 
     #[test]
     fn bundle_digest_matches_sha256sum_lines() {
         use sha2::{Digest, Sha256};
         let files = vec![
-            BundleFile { path: "b".into(), bytes: b"2".to_vec() },
-            BundleFile { path: "a".into(), bytes: b"1".to_vec() },
+            BundleFile {
+                path: "b".into(),
+                bytes: b"2".to_vec(),
+            },
+            BundleFile {
+                path: "a".into(),
+                bytes: b"1".to_vec(),
+            },
         ];
         let lines = format!(
             "{}  a\n{}  b\n",
             hex::encode(Sha256::digest(b"1")),
             hex::encode(Sha256::digest(b"2"))
         );
-        assert_eq!(bundle_digest(&files), hex::encode(Sha256::digest(lines.as_bytes())));
+        assert_eq!(
+            bundle_digest(&files),
+            hex::encode(Sha256::digest(lines.as_bytes()))
+        );
     }
 }

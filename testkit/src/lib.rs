@@ -1,0 +1,422 @@
+//! A real SIGMA stack per test: its own Temporal dev server, a fresh PostgreSQL database, a fresh
+//! S3 bucket on the shared s3s-fs, the shared maildev, the API on port 0, workers in a thread of
+//! their own, and a scripted LLM. `scripts/test.sh` starts s3s-fs and maildev and exports where
+//! they are; nothing of SIGMA's own is mocked.
+
+pub mod bundle;
+pub mod llm;
+
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use secrecy::SecretString;
+use serde_json::Value;
+use sigma_activities::Deps;
+use sigma_shared::Settings;
+use sigma_shared::blob::BlobStore;
+use sigma_shared::email::Mailer;
+use sigma_workflows::worker::{self, Queue};
+use sqlx::PgPool;
+use temporalio_sdk::testing::{
+    EphemeralExe, LocalServer, LocalWorkflowEnvironmentOptions, WorkflowEnvironment,
+};
+use tokio::sync::watch;
+
+pub use llm::{Reply, ScriptedLlm};
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn init_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("info,temporalio_sdk_core=warn")
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+pub struct Options {
+    /// Validator ids; validator `x` uses model `model-x` on the scripted LLM.
+    pub validators: Vec<&'static str>,
+    pub panel_size: u32,
+    /// Queues whose workers run inside the test process.
+    pub queues: Vec<Queue>,
+    pub tweak: fn(&mut Settings),
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            validators: vec!["v1", "v2", "v3", "v4"],
+            panel_size: 2,
+            queues: Queue::ALL.to_vec(),
+            tweak: |_| {},
+        }
+    }
+}
+
+pub fn model_of(validator: &str) -> String {
+    format!("model-{validator}")
+}
+
+/// Worker threads: the worker future is `!Send`, so each runs on a runtime of its own.
+struct Workers {
+    stop: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Workers {
+    fn start(settings: Arc<Settings>, queues: Vec<Queue>) -> Self {
+        let (stop, stop_rx) = watch::channel(false);
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let deps = deps(settings.clone()).await?;
+                let client = worker::connect(&settings.temporal, "sigma-test-worker").await?;
+                let runs = queues.into_iter().map(|queue| {
+                    let mut stop = stop_rx.clone();
+                    worker::run(client.clone(), queue, deps.clone(), async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                });
+                for result in futures::future::join_all(runs).await {
+                    result?;
+                }
+                anyhow::Ok(())
+            })
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+pub async fn deps(settings: Arc<Settings>) -> anyhow::Result<Deps> {
+    Ok(Deps {
+        db: sigma_shared::db::connect(&settings.database).await?,
+        blob: BlobStore::new(&settings.blob),
+        mailer: Mailer::new(&settings.smtp)?,
+        http: reqwest::Client::new(),
+        settings,
+    })
+}
+
+pub struct TestApp {
+    pub base_url: String,
+    pub http: reqwest::Client,
+    pub db: PgPool,
+    pub settings: Arc<Settings>,
+    pub temporal: temporalio_client::Client,
+    pub llm: ScriptedLlm,
+    pub developer_email: String,
+    pub developer_token: String,
+    pub operator_token: String,
+    pub maildev_url: String,
+    workers: Option<Workers>,
+    env: Option<WorkflowEnvironment<LocalServer>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> anyhow::Result<Self> {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> anyhow::Result<Self> {
+        init_tracing();
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+
+        // Temporal: an isolated dev server on a port we choose, so other processes can reach it.
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+            probe.local_addr()?.port()
+        };
+        let cli = std::env::var("TEMPORAL_CLI")
+            .context("TEMPORAL_CLI must point at the temporal binary (scripts/test.sh sets it)")?;
+        let env = WorkflowEnvironment::start_local(
+            LocalWorkflowEnvironmentOptions::builder()
+                .server_executable(EphemeralExe::ExistingPath(cli))
+                .port(port)
+                .build(),
+        )
+        .await
+        .context("cannot start the Temporal dev server")?;
+
+        let mut settings = Settings::default();
+        settings.temporal.address = format!("http://127.0.0.1:{port}");
+        let base = env_or(
+            "SIGMA_TEST_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+        );
+        let db_url = format!(
+            "{}/sigma_test_{run_id}",
+            base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base)
+        );
+        settings.database.url = SecretString::from(db_url);
+        settings.database.max_connections = 5;
+        settings.blob.endpoint = env_or("SIGMA_TEST_S3_ENDPOINT", "http://127.0.0.1:8114");
+        settings.blob.access_key = env_or("SIGMA_TEST_S3_ACCESS_KEY", "sigma");
+        settings.blob.secret_key =
+            SecretString::from(env_or("SIGMA_TEST_S3_SECRET_KEY", "sigma-test-secret"));
+        settings.blob.bucket = format!("t-{}", &run_id[..20]);
+        settings.smtp.port = env_or("SIGMA_TEST_SMTP_PORT", "1125").parse()?;
+        settings.pipeline.panel_size = options.panel_size;
+        settings.pipeline.llm_timeout_secs = 20;
+        settings.pipeline.llm_answer_attempts = 2;
+        settings.pipeline.activity_max_attempts = 3;
+        settings.pipeline.activity_initial_retry_ms = 200;
+        settings.pipeline.heartbeat_timeout_secs = 3;
+        (options.tweak)(&mut settings);
+
+        sigma_shared::db::create_database_if_missing(&settings.database).await?;
+        let db = sigma_shared::db::connect(&settings.database).await?;
+        sigma_shared::db::migrate(&db).await?;
+        BlobStore::new(&settings.blob).ensure_bucket().await?;
+        let temporal = env.client().clone();
+        worker::ensure_search_attributes(&temporal, &settings.temporal.namespace).await?;
+
+        let llm = ScriptedLlm::start().await?;
+        for id in &options.validators {
+            sqlx::query("insert into validator (validator_id, display_name, model, provider_url, response_format) values ($1, $1, $2, $3, 'json_schema')")
+                .bind(id)
+                .bind(model_of(id))
+                .bind(&llm.base_url)
+                .execute(&db)
+                .await?;
+        }
+        let developer_email = format!("dev-{}@test.sigma", &run_id[..12]);
+        let developer_token = create_token(&db, "developer", &developer_email).await?;
+        let operator_token = create_token(&db, "operator", &format!("op-{}", &run_id[..8])).await?;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        settings.api.public_base_url = base_url.clone();
+        let settings = Arc::new(settings);
+        let state = sigma_api::AppState {
+            db: db.clone(),
+            temporal: temporal.clone(),
+            blob: BlobStore::new(&settings.blob),
+            settings: settings.clone(),
+        };
+        tokio::spawn(sigma_api::serve(listener, state, std::future::pending()));
+
+        let workers = (!options.queues.is_empty())
+            .then(|| Workers::start(settings.clone(), options.queues.clone()));
+        Ok(Self {
+            base_url,
+            http: reqwest::Client::new(),
+            db,
+            settings,
+            temporal,
+            llm,
+            developer_email,
+            developer_token,
+            operator_token,
+            maildev_url: env_or("SIGMA_TEST_MAILDEV_URL", "http://127.0.0.1:1180"),
+            workers,
+            env: Some(env),
+        })
+    }
+
+    /// Environment for a `sigma` process that joins this stack (e.g. a worker to be killed).
+    pub fn process_env(&self) -> Vec<(String, String)> {
+        use secrecy::ExposeSecret;
+        let s = &self.settings;
+        vec![
+            (
+                "SIGMA__DATABASE__URL".into(),
+                s.database.url.expose_secret().to_owned(),
+            ),
+            (
+                "SIGMA__TEMPORAL__ADDRESS".into(),
+                s.temporal.address.clone(),
+            ),
+            ("SIGMA__BLOB__ENDPOINT".into(), s.blob.endpoint.clone()),
+            ("SIGMA__BLOB__BUCKET".into(), s.blob.bucket.clone()),
+            ("SIGMA__BLOB__ACCESS_KEY".into(), s.blob.access_key.clone()),
+            (
+                "SIGMA__BLOB__SECRET_KEY".into(),
+                s.blob.secret_key.expose_secret().to_owned(),
+            ),
+            ("SIGMA__SMTP__PORT".into(), s.smtp.port.to_string()),
+            ("SIGMA__LOG__FORMAT".into(), "pretty".into()),
+        ]
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// POST a bundle as multipart form data.
+    pub async fn submit(
+        &self,
+        category: &str,
+        bundle: Vec<u8>,
+        metadata: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> reqwest::Response {
+        let mut form = reqwest::multipart::Form::new()
+            .text("category", category.to_owned())
+            .part(
+                "bundle",
+                reqwest::multipart::Part::bytes(bundle).file_name("bundle.tar.gz"),
+            );
+        if let Some(m) = metadata {
+            form = form.text("metadata", m.to_string());
+        }
+        let mut request = self
+            .http
+            .post(self.url("/api/v1/sigma/dev/submissions"))
+            .bearer_auth(&self.developer_token)
+            .multipart(form);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send().await.expect("API reachable")
+    }
+
+    /// Submits and returns the new submission id, asserting 202.
+    pub async fn submit_ok(&self, bundle: Vec<u8>) -> String {
+        let response = self.submit("SKILL", bundle, None, None).await;
+        let status = response.status();
+        let body: Value = response.json().await.expect("JSON body");
+        assert_eq!(status, 202, "submission refused: {body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn submission(&self, id: &str) -> Value {
+        self.http
+            .get(self.url(&format!("/api/v1/sigma/dev/submissions/{id}")))
+            .bearer_auth(&self.developer_token)
+            .send()
+            .await
+            .expect("API reachable")
+            .json()
+            .await
+            .expect("JSON body")
+    }
+
+    /// Polls the projection until `stage` is reached.
+    pub async fn wait_for_stage(&self, id: &str, stage: &str, timeout: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let s = self.submission(id).await;
+            if s["stage"] == stage {
+                return s;
+            }
+            assert!(
+                s["stage"] != "FAILED" || stage == "FAILED",
+                "submission failed: {s}"
+            );
+            assert!(
+                start.elapsed() < timeout,
+                "stage {stage} not reached in {timeout:?}; last: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn decide(&self, id: &str, decision: &str, reason: &str) -> reqwest::Response {
+        self.http
+            .post(self.url(&format!("/api/v1/sigma/operator/submissions/{id}/decision")))
+            .bearer_auth(&self.operator_token)
+            .json(&serde_json::json!({"decision": decision, "reason": reason}))
+            .send()
+            .await
+            .expect("API reachable")
+    }
+
+    /// Emails maildev holds for this test's developer.
+    pub async fn emails(&self) -> Vec<Value> {
+        let all: Vec<Value> = self
+            .http
+            .get(format!("{}/api/email", self.maildev_url))
+            .send()
+            .await
+            .expect("maildev")
+            .json()
+            .await
+            .expect("maildev JSON");
+        all.into_iter()
+            .filter(|m| {
+                m["to"].as_array().is_some_and(|to| {
+                    to.iter()
+                        .any(|t| t["address"] == self.developer_email.as_str())
+                })
+            })
+            .collect()
+    }
+
+    pub async fn wait_for_email(&self, timeout: Duration) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let emails = self.emails().await;
+            if !emails.is_empty() || start.elapsed() > timeout {
+                return emails;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the in-process workers (as if their process died).
+    pub fn stop_workers(&mut self) {
+        self.workers.take();
+    }
+
+    pub async fn shutdown(mut self) {
+        self.workers.take();
+        if let Some(env) = self.env.take() {
+            let _ = env.shutdown().await;
+        }
+    }
+}
+
+async fn create_token(db: &PgPool, plane: &str, who: &str) -> anyhow::Result<String> {
+    use sigma_api::auth::{DEVELOPER_TOKEN_PREFIX, OPERATOR_TOKEN_PREFIX, new_token};
+    let id = uuid::Uuid::new_v4();
+    if plane == "developer" {
+        let (token, hash) = new_token(DEVELOPER_TOKEN_PREFIX);
+        sqlx::query("insert into developer (developer_id, email) values ($1, $2)")
+            .bind(id)
+            .bind(who)
+            .execute(db)
+            .await?;
+        sqlx::query("insert into developer_token (token_hash, developer_id) values ($1, $2)")
+            .bind(hash)
+            .bind(id)
+            .execute(db)
+            .await?;
+        Ok(token)
+    } else {
+        let (token, hash) = new_token(OPERATOR_TOKEN_PREFIX);
+        sqlx::query("insert into operator (operator_id, name) values ($1, $2)")
+            .bind(id)
+            .bind(who)
+            .execute(db)
+            .await?;
+        sqlx::query("insert into operator_token (token_hash, operator_id) values ($1, $2)")
+            .bind(hash)
+            .bind(id)
+            .execute(db)
+            .await?;
+        Ok(token)
+    }
+}

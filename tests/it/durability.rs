@@ -1,0 +1,128 @@
+//! Durability: a worker process dies mid-audit and the pipeline still finishes exactly once.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use sigma_testkit::{Options, Reply, TestApp, bundle, model_of};
+use sigma_workflows::worker::Queue;
+
+fn audit_worker(app: &TestApp) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_sigma"))
+        .args(["worker", "--queue", "audit"])
+        .envs(app.process_env())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the sigma binary starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_worker_killed_mid_vote_is_replaced_and_one_certificate_is_issued() {
+    let app = TestApp::spawn_with(Options {
+        validators: vec!["v1", "v2"],
+        panel_size: 1,
+        queues: vec![Queue::Sandbox, Queue::Ops],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Each model's first answer takes long enough for us to kill the worker while it waits.
+    for v in ["v1", "v2"] {
+        app.llm.script(
+            &model_of(v),
+            [Reply::Delayed(
+                Duration::from_secs(60),
+                Box::new(Reply::safe()),
+            )],
+        );
+    }
+    let mut worker = audit_worker(&app);
+    let id = app.submit_ok(bundle::weather_skill()).await;
+    let waiting = app
+        .wait_for_stage(&id, "AUDIT_PHASE_1", Duration::from_secs(60))
+        .await;
+    let panel_model = {
+        let progress = waiting["roundId"].clone();
+        assert!(progress.is_string());
+        let mut found = None;
+        let start = std::time::Instant::now();
+        while found.is_none() {
+            found = ["v1", "v2"]
+                .into_iter()
+                .find(|v| !app.llm.requests_for(&model_of(v)).is_empty());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no vote reached the LLM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        model_of(found.unwrap())
+    };
+
+    worker.kill().await.unwrap(); // SIGKILL: no graceful shutdown, the vote is mid-flight.
+    let status = app.submission(&id).await;
+    assert_eq!(
+        status["stage"], "AUDIT_PHASE_1",
+        "status reads work while no audit worker runs"
+    );
+    let mut replacement = audit_worker(&app);
+
+    let done = app
+        .wait_for_stage(&id, "DONE", Duration::from_secs(90))
+        .await;
+    assert_eq!(done["outcome"], "APPROVED", "{done}");
+    assert!(
+        app.llm.requests_for(&panel_model).len() >= 2,
+        "the interrupted vote was asked again"
+    );
+    let certificates: i64 = sqlx::query_scalar("select count(*) from certificate")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(certificates, 1);
+    let votes: i64 = sqlx::query_scalar("select count(*) from audit_vote")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        votes, 2,
+        "one vote per phase, the retried one not duplicated"
+    );
+    let emails = app.wait_for_email(Duration::from_secs(10)).await;
+    assert_eq!(emails.len(), 1);
+    replacement.kill().await.unwrap();
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_provider_is_retried_then_recorded_as_a_failed_vote() {
+    let app = TestApp::spawn_with(Options {
+        validators: vec!["v1", "v2"],
+        panel_size: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for v in ["v1", "v2"] {
+        app.llm.fallback(&model_of(v), Reply::Status(503));
+    }
+    let id = app.submit_ok(bundle::weather_skill()).await;
+    let waiting = app
+        .wait_for_stage(&id, "AWAITING_OPERATOR", Duration::from_secs(90))
+        .await;
+    let votes = waiting["votes"].as_array().unwrap();
+    assert_eq!(votes.len(), 2);
+    for vote in votes {
+        assert_eq!(vote["status"], "FAILED", "{vote}");
+        assert!(vote["failure"].as_str().unwrap().contains("503"), "{vote}");
+    }
+    // Temporal retried each vote up to the policy's bound (3 attempts), no more.
+    assert_eq!(app.llm.request_count(), 6);
+    app.shutdown().await;
+}

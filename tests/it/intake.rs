@@ -1,0 +1,278 @@
+//! Intake: idempotency and clear errors that leave nothing half-written.
+
+use serde_json::{Value, json};
+use sigma_testkit::TestApp;
+use sigma_testkit::bundle;
+
+async fn submission_count(app: &TestApp) -> i64 {
+    sqlx::query_scalar("select count(*) from submission")
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
+async fn workflow_count(app: &TestApp, id: &str) -> usize {
+    use futures::StreamExt;
+    let query = format!("WorkflowId = 'submission:{id}'");
+    let stream = app.temporal.list_workflows(query, Default::default());
+    stream.collect::<Vec<_>>().await.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_idempotency_key_twice_gives_one_submission_and_one_workflow() {
+    let app = TestApp::spawn().await.unwrap();
+    let meta = Some(json!({"name": "weather", "version": "1.0.0"}));
+    let first = app
+        .submit(
+            "SKILL",
+            bundle::weather_skill(),
+            meta.clone(),
+            Some("key-1"),
+        )
+        .await;
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    let second = app
+        .submit(
+            "SKILL",
+            bundle::weather_skill(),
+            meta.clone(),
+            Some("key-1"),
+        )
+        .await;
+    assert_eq!(second.status(), 202);
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(first["id"], second["id"]);
+    assert_eq!(submission_count(&app).await, 1);
+    // Visibility is eventually consistent; give it a moment before counting runs.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(workflow_count(&app, first["id"].as_str().unwrap()).await, 1);
+
+    let conflict = app
+        .submit(
+            "SKILL",
+            bundle::weather_skill_variant(1),
+            meta,
+            Some("key-1"),
+        )
+        .await;
+    assert_eq!(conflict.status(), 409);
+    let body: Value = conflict.json().await.unwrap();
+    assert_eq!(body["code"], "idempotency_key_reused");
+    assert_eq!(submission_count(&app).await, 1);
+
+    // Without a key, each POST is its own submission.
+    let a = app.submit_ok(bundle::weather_skill()).await;
+    let b = app.submit_ok(bundle::weather_skill()).await;
+    assert_ne!(a, b);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_retries_with_one_key_create_one_submission() {
+    let app = TestApp::spawn().await.unwrap();
+    let calls = (0..6).map(|_| app.submit("SKILL", bundle::weather_skill(), None, Some("race")));
+    let responses = futures::future::join_all(calls).await;
+    let mut ids = Vec::new();
+    for response in responses {
+        assert_eq!(response.status(), 202);
+        ids.push(response.json::<Value>().await.unwrap()["id"].clone());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(submission_count(&app).await, 1);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_and_writes_nothing() {
+    let app = TestApp::spawn_with(sigma_testkit::Options {
+        tweak: |s| s.api.max_body_bytes = 64 * 1024,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let cases: Vec<(reqwest::Response, u16, &str)> = vec![
+        (
+            app.submit("SMART_CONTRACT", bundle::weather_skill(), None, None)
+                .await,
+            422,
+            "unknown_category",
+        ),
+        (
+            app.submit("SKILL", b"just some text".to_vec(), None, None)
+                .await,
+            415,
+            "unsupported_bundle",
+        ),
+        (
+            app.submit("SKILL", b"PK\x03\x04 not really a zip".to_vec(), None, None)
+                .await,
+            422,
+            "corrupt_archive",
+        ),
+        (
+            app.submit(
+                "SKILL",
+                {
+                    let mut b = bundle::weather_skill();
+                    b.truncate(b.len() / 2);
+                    b
+                },
+                None,
+                None,
+            )
+            .await,
+            422,
+            "corrupt_archive",
+        ),
+        (
+            app.submit("SKILL", vec![0u8; 100 * 1024], None, None).await,
+            413,
+            "payload_too_large",
+        ),
+        (
+            app.submit(
+                "SKILL",
+                bundle::weather_skill(),
+                Some(json!({"unknown": 1})),
+                None,
+            )
+            .await,
+            422,
+            "invalid_metadata",
+        ),
+        (
+            app.http
+                .post(app.url("/api/v1/sigma/dev/submissions?category=SKILL"))
+                .body(bundle::weather_skill())
+                .send()
+                .await
+                .unwrap(),
+            401,
+            "unauthorized",
+        ),
+        (
+            app.http
+                .post(app.url("/api/v1/sigma/dev/submissions?category=SKILL"))
+                .bearer_auth(&app.operator_token)
+                .body(bundle::weather_skill())
+                .send()
+                .await
+                .unwrap(),
+            401,
+            "unauthorized",
+        ),
+        (
+            app.http
+                .post(app.url("/api/v1/sigma/dev/submissions"))
+                .bearer_auth(&app.developer_token)
+                .header("content-type", "application/gzip")
+                .body(bundle::weather_skill())
+                .send()
+                .await
+                .unwrap(),
+            422,
+            "missing_category",
+        ),
+    ];
+    for (response, status, code) in cases {
+        let actual = response.status().as_u16();
+        let body: Value = response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{code}: body is not JSON ({e})"));
+        assert_eq!(
+            (actual, body["code"].as_str().unwrap()),
+            (status, code),
+            "{body}"
+        );
+        assert!(!body["detail"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(submission_count(&app).await, 0, "nothing half-written");
+
+    // The raw-body form works too, and the status URL it returns is readable.
+    let raw = app
+        .http
+        .post(app.url("/api/v1/sigma/dev/submissions?category=SKILL%20%2B%20API&name=weather"))
+        .bearer_auth(&app.developer_token)
+        .header("content-type", "application/gzip")
+        .body(bundle::weather_skill())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 202);
+    let location = raw.headers()["location"].to_str().unwrap().to_owned();
+    let accepted: Value = raw.json().await.unwrap();
+    assert_eq!(location, accepted["statusUrl"]);
+    let status: Value = app
+        .http
+        .get(&location)
+        .bearer_auth(&app.developer_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["category"], "SKILL_API");
+    assert_eq!(status["skillName"], "weather");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_list_pages_newest_first_and_stays_private() {
+    let app = TestApp::spawn_with(sigma_testkit::Options {
+        queues: vec![],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(app.submit_ok(bundle::weather_skill_variant(n)).await);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = app.url("/api/v1/sigma/dev/submissions?limit=2");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = app
+            .http
+            .get(url)
+            .bearer_auth(&app.developer_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_owned()),
+        );
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids);
+    let bad = app
+        .http
+        .get(app.url("/api/v1/sigma/dev/submissions?limit=500"))
+        .bearer_auth(&app.developer_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    // Status reads come from the projection, so they work with no worker running at all.
+    let status = app.submission(&ids[0]).await;
+    assert_eq!(status["stage"], "RECEIVED");
+    app.shutdown().await;
+}

@@ -1,0 +1,8 @@
+//! Integration tests as a user: the real API on port 0, real Temporal, a fresh database, real
+//! S3 (s3s-fs) and SMTP (maildev), and a scripted LLM at the network boundary.
+
+mod durability;
+mod intake;
+mod pipeline;
+mod real_llm;
+mod replay;

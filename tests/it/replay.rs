@@ -1,0 +1,95 @@
+//! The determinism guard: recorded workflow histories must replay against the current code.
+//! Histories under tests/fixtures/histories are committed; set SIGMA_RECORD_HISTORIES=1 to
+//! record fresh ones from this run.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sigma_testkit::{Reply, TestApp, bundle, model_of};
+use sigma_workflows::SubmissionWorkflow;
+use temporalio_client::WorkflowHistory;
+use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/histories")
+}
+
+fn replayer() -> WorkflowReplayer {
+    WorkflowReplayer::new(
+        WorkflowReplayerOptions::new()
+            .register_workflow::<SubmissionWorkflow>()
+            .unwrap()
+            .build(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_histories_replay_against_the_current_workflow_code() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .expect("fixtures directory")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 3,
+        "expected committed histories (approved, rejected, escalated) in {}",
+        fixtures().display()
+    );
+    let replayer = replayer();
+    for file in files {
+        let json = std::fs::read(&file).unwrap();
+        let history = WorkflowHistory::from_json(&json).unwrap();
+        replayer
+            .replay_workflow(history)
+            .await
+            .unwrap_or_else(|e| panic!("{} no longer replays: {e}", file.display()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_histories_of_every_path_replay_and_can_be_recorded() {
+    let app = TestApp::spawn().await.unwrap();
+    let approved = app.submit_ok(bundle::weather_skill()).await;
+    app.wait_for_stage(&approved, "DONE", Duration::from_secs(60))
+        .await;
+    let rejected = app.submit_ok(bundle::tar_gz(&[("../escape", b"x")])).await;
+    app.wait_for_stage(&rejected, "DONE", Duration::from_secs(60))
+        .await;
+    app.llm.fallback(&model_of("v2"), Reply::unsafe_());
+    let escalated = app.submit_ok(bundle::weather_skill_variant(7)).await;
+    app.wait_for_stage(&escalated, "AWAITING_OPERATOR", Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        app.decide(&escalated, "REJECTED", "confirmed the UNSAFE finding")
+            .await
+            .status(),
+        200
+    );
+    app.wait_for_stage(&escalated, "DONE", Duration::from_secs(60))
+        .await;
+
+    let replayer = replayer();
+    for (name, id) in [
+        ("approved", approved),
+        ("sandbox-rejected", rejected),
+        ("escalated-then-rejected", escalated),
+    ] {
+        let json = app
+            .temporal
+            .get_workflow_handle::<SubmissionWorkflow>(format!("submission:{id}"))
+            .fetch_history(Default::default())
+            .to_json()
+            .await
+            .unwrap();
+        replayer
+            .replay_workflow(WorkflowHistory::from_json(&json).unwrap())
+            .await
+            .unwrap();
+        if std::env::var_os("SIGMA_RECORD_HISTORIES").is_some() {
+            std::fs::write(fixtures().join(format!("{name}.json")), &json).unwrap();
+        }
+    }
+    app.shutdown().await;
+}
