@@ -7,8 +7,8 @@ use serde::Deserialize;
 use sigma_activities::types::OperatorDecision;
 use sigma_shared::domain::{Category, Outcome, SubmissionId};
 use sigma_workflows::{SubmissionProgress, SubmissionWorkflow};
-use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowExecutionStatus};
 use temporalio_client::errors::WorkflowUpdateError;
+use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowExecutionStatus};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -93,7 +93,10 @@ async fn decide_submission(
             {
                 return Err(ApiError::conflict(
                     "not_awaiting_decision",
-                    format!("submission {id} is no longer awaiting a decision (workflow {:?})", description.status()),
+                    format!(
+                        "submission {id} is no longer awaiting a decision (workflow {:?})",
+                        description.status()
+                    ),
                 ));
             }
             tracing::warn!(error = %e, "decision update failed");

@@ -114,6 +114,17 @@ impl BlobStore {
         Ok(key)
     }
 
+    pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .with_context(|| format!("cannot delete blob {key}"))?;
+        Ok(())
+    }
+
     pub async fn get(&self, key: &str) -> anyhow::Result<Bytes> {
         let object = self
             .client

@@ -126,3 +126,82 @@ async fn an_unreachable_provider_is_retried_then_recorded_as_a_failed_vote() {
     assert_eq!(app.llm.request_count(), 6);
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_failure_is_visible_and_an_operator_retry_completes_the_submission() {
+    let app = TestApp::spawn_with(Options {
+        queues: vec![Queue::Audit, Queue::Ops],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let bundle = bundle::weather_skill();
+    let id = app.submit_ok(bundle.clone()).await;
+    // The stored bundle disappears before any sandbox worker runs: every sandbox attempt fails.
+    let key: String =
+        sqlx::query_scalar("select bundle_key from submission where submission_id = $1")
+            .bind(&id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let blob = sigma_shared::blob::BlobStore::new(&app.settings.blob);
+    blob.delete(&key).await.unwrap();
+    let mut sandbox = tokio::process::Command::new(env!("CARGO_BIN_EXE_sigma"))
+        .args(["worker", "--queue", "sandbox"])
+        .envs(app.process_env())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let failed = app
+        .wait_for_stage(&id, "FAILED", Duration::from_secs(60))
+        .await;
+    let reasons = failed["reasons"].to_string();
+    assert!(
+        reasons.contains("platform failure during SANDBOX") && reasons.contains(&key),
+        "{failed}"
+    );
+    assert!(
+        failed["outcome"].is_null(),
+        "a platform failure is not a verdict"
+    );
+
+    let not_failed_yet = app
+        .http
+        .post(app.url(&format!(
+            "/api/v1/sigma/operator/submissions/{}/retry",
+            sigma_shared::domain::SubmissionId::random()
+        )))
+        .bearer_auth(&app.operator_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_failed_yet.status(), 404);
+    blob.put(&key, bundle.into(), "application/octet-stream")
+        .await
+        .unwrap();
+    let retry = app
+        .http
+        .post(app.url(&format!("/api/v1/sigma/operator/submissions/{id}/retry")))
+        .bearer_auth(&app.operator_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), 202, "{}", retry.text().await.unwrap());
+    let done = app
+        .wait_for_stage(&id, "DONE", Duration::from_secs(60))
+        .await;
+    assert_eq!(done["outcome"], "APPROVED", "{done}");
+    let again = app
+        .http
+        .post(app.url(&format!("/api/v1/sigma/operator/submissions/{id}/retry")))
+        .bearer_auth(&app.operator_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409, "a completed submission is not retried");
+    sandbox.kill().await.unwrap();
+    app.shutdown().await;
+}

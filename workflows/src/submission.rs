@@ -107,7 +107,22 @@ fn failure_chain(error: &temporalio_sdk::ActivityExecutionError) -> String {
         }
         failure = f.cause.as_deref();
     }
-    if parts.is_empty() { error.to_string() } else { parts.join(": ") }
+    if parts.is_empty() {
+        error.to_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
+/// Turns an activity's failure into a workflow failure that keeps the root cause in its message.
+trait Explained<T> {
+    fn explained(self) -> WorkflowResult<T>;
+}
+
+impl<T> Explained<T> for Result<T, temporalio_sdk::ActivityExecutionError> {
+    fn explained(self) -> WorkflowResult<T> {
+        self.map_err(|e| temporalio_sdk::ApplicationFailure::new(failure_chain(&e)).into())
+    }
 }
 
 fn ops(policy: &PipelineSettings) -> ActivityOptions {
@@ -213,7 +228,8 @@ impl SubmissionWorkflow {
                 },
                 on_queue(policy, queues::SANDBOX, Duration::from_secs(120)),
             )
-            .await?;
+            .await
+            .explained()?;
         ctx.state_mut(|s| s.progress.risk_level = Some(sandbox.risk_level));
         if sandbox.signals.blocked {
             let reasons = sandbox.signals.block_reasons.clone();
@@ -235,7 +251,8 @@ impl SubmissionWorkflow {
         // Audit: two phases, fresh panel in phase 2.
         let validators = ctx
             .execute_activity(OpsActivities::eligible_validators, (), ops(policy))
-            .await?;
+            .await
+            .explained()?;
         let round_id = format!("rnd_{}", ctx.uuid4().replace("-", ""));
         let size = policy.panel_size as usize;
         let first = panel::select(&validators, size, &[], || ctx.random::<f64>());
@@ -258,7 +275,8 @@ impl SubmissionWorkflow {
             },
             ops(policy),
         )
-        .await?;
+        .await
+        .explained()?;
 
         let mut prior_findings = Vec::new();
         for (phase, stage) in [(1u8, Stage::AuditPhase1), (2u8, Stage::AuditPhase2)] {
@@ -311,7 +329,8 @@ impl SubmissionWorkflow {
                 },
                 ops(policy),
             )
-            .await?;
+            .await
+            .explained()?;
         ctx.state_mut(|s| s.progress.consensus = Some(decision.clone()));
 
         let (outcome, reasons) = match decision.outcome {
@@ -343,7 +362,8 @@ impl SubmissionWorkflow {
                     },
                     ops(policy),
                 )
-                .await?;
+                .await
+                .explained()?;
             ctx.state_mut(|s| s.progress.certificate = Some(issued.clone()));
             Some(issued.certificate_id)
         } else {
@@ -392,7 +412,10 @@ impl SubmissionWorkflow {
                         phase,
                         validator_id,
                         cast: None,
-                        failure: Some(format!("vote activity failed after retries: {}", failure_chain(&e))),
+                        failure: Some(format!(
+                            "vote activity failed after retries: {}",
+                            failure_chain(&e)
+                        )),
                         finding_titles: Vec::new(),
                     },
                 }
@@ -445,7 +468,8 @@ impl SubmissionWorkflow {
             },
             ops(&input.policy),
         )
-        .await?;
+        .await
+        .explained()?;
         let mut reasons = decision.reasons.clone();
         reasons.push(format!(
             "operator {} decided {}: {}",
@@ -484,7 +508,8 @@ impl SubmissionWorkflow {
             },
             ops(&input.policy),
         )
-        .await?;
+        .await
+        .explained()?;
         Self::enter(
             ctx,
             input,
@@ -542,7 +567,8 @@ impl SubmissionWorkflow {
         });
         ctx.set_current_details(details);
         ctx.execute_activity(OpsActivities::update_projection, update, ops(&input.policy))
-            .await?;
+            .await
+            .explained()?;
         Ok(())
     }
 }
