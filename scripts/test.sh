@@ -56,6 +56,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 bash scripts/check-sqlx.sh
 cargo run -q -- openapi | diff -u openapi.json - || { echo "openapi.json is stale: cargo run -- openapi > openapi.json" >&2; exit 1; }
 
+check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+python3 scripts/check-compose.py docker-compose.yml
+
 step "running the tests"
 if command -v cargo-nextest >/dev/null; then
   cargo nextest run --workspace --no-fail-fast "$@"

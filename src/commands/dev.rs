@@ -274,14 +274,8 @@ pub async fn run(settings: Settings, args: DevArgs) -> anyhow::Result<()> {
     }
 
     eprintln!("preparing database, bucket and namespace");
-    sigma_shared::db::create_database_if_missing(&settings.database).await?;
-    let db = sigma_shared::db::connect(&settings.database).await?;
-    sigma_shared::db::migrate(&db).await?;
-    sigma_shared::blob::BlobStore::new(&settings.blob)
-        .ensure_bucket()
-        .await?;
+    let db = super::setup(&settings).await?;
     let client = worker::connect(&settings.temporal, &super::identity("dev")).await?;
-    worker::ensure_search_attributes(&client, &settings.temporal.namespace).await?;
 
     // Seed: a council of four validators on the local model (two per phase), and tokens.
     for n in 1..=4 {

@@ -43,6 +43,9 @@ enum Command {
     Migrate,
     /// Register SIGMA's search attributes on the Temporal namespace.
     TemporalSetup,
+    /// Everything a deployment needs before first start, idempotently: database and migrations,
+    /// the blob bucket, and the Temporal search attributes.
+    Setup,
     /// Print the OpenAPI document.
     Openapi,
     #[command(flatten)]
@@ -101,6 +104,11 @@ impl Cli {
                 );
                 Ok(())
             }
+            Command::Setup => {
+                setup(&settings).await?;
+                println!("database, bucket and search attributes are ready");
+                Ok(())
+            }
             Command::Openapi => {
                 println!("{}", sigma_api::openapi().to_pretty_json()?);
                 Ok(())
@@ -108,6 +116,17 @@ impl Cli {
             Command::Admin(command) => command.run(settings).await,
         }
     }
+}
+
+/// Migrations, bucket and search attributes; shared by `setup` and `dev`.
+pub(crate) async fn setup(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
+    sigma_shared::db::create_database_if_missing(&settings.database).await?;
+    let pool = sigma_shared::db::connect(&settings.database).await?;
+    sigma_shared::db::migrate(&pool).await?;
+    BlobStore::new(&settings.blob).ensure_bucket().await?;
+    let client = worker::connect(&settings.temporal, &identity("setup")).await?;
+    worker::ensure_search_attributes(&client, &settings.temporal.namespace).await?;
+    Ok(pool)
 }
 
 pub(crate) fn identity(role: &str) -> String {
