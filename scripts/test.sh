@@ -9,46 +9,7 @@ cd "$SIGMA_ROOT"
 
 bash scripts/install-tools.sh --with-llm
 
-work=$(mktemp -d /tmp/sigma-test.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_http() { # name url seconds
-  local deadline=$((SECONDS + $3))
-  until curl -s -o /dev/null "$2"; do
-    (( SECONDS < deadline )) || { echo "$1 did not start; log:" >&2; cat "$work/$1.log" >&2; exit 1; }
-    sleep 0.2
-  done
-}
-
-step "starting test servers (s3s-fs :8114, maildev :1125/:1180, SmolLM2 :8191)"
-mkdir -p "$work/s3"
-s3s-fs --host 127.0.0.1 --port 8114 --access-key sigma --secret-key sigma-test-secret "$work/s3" >"$work/s3s-fs.log" 2>&1 &
-pids+=($!)
-maildev --ip 127.0.0.1 --web-ip 127.0.0.1 -s 1125 -w 1180 >"$work/maildev.log" 2>&1 &
-pids+=($!)
-"$SIGMA_TOOLS/llm/bin/python" -m llama_cpp.server --model "$SIGMA_LLM_MODEL" --model_alias smollm2 \
-  --host 127.0.0.1 --port 8191 --n_ctx 2048 --n_threads 2 >"$work/llm.log" 2>&1 &
-pids+=($!)
-wait_http s3s-fs http://127.0.0.1:8114 30
-wait_http maildev http://127.0.0.1:1180/api/healthz 60
-wait_http llm http://127.0.0.1:8191/v1/models 120
-
-export SIGMA_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres
-export SIGMA_TEST_S3_ENDPOINT=http://127.0.0.1:8114 SIGMA_TEST_S3_SECRET_KEY=sigma-test-secret
-export SIGMA_TEST_SMTP_PORT=1125 SIGMA_TEST_MAILDEV_URL=http://127.0.0.1:1180
-export SIGMA_TEST_LLM_URL=http://127.0.0.1:8191/v1
-
-# Databases of earlier runs (each test makes its own).
-psql -qAt -h 127.0.0.1 -U postgres -d postgres -c \
-  "select 'drop database \"' || datname || '\";' from pg_database where datname like 'sigma_test_%'" \
-  | psql -q -h 127.0.0.1 -U postgres -d postgres >/dev/null
-
+start_test_servers --with-llm
 export SQLX_OFFLINE=true
 step "checking formatting, lints, the sqlx query cache and the OpenAPI document"
 cargo fmt --all -- --check
