@@ -109,7 +109,11 @@ const MAX_TEXT_FIELD: usize = 4096;
         (status = 422, description = "Unknown category, bad metadata or unreadable archive", body = ErrorBody),
         (status = 503, description = "The workflow engine is unreachable; nothing was recorded", body = ErrorBody),
     ))]
-#[tracing::instrument(name = "create_submission", skip_all)]
+#[tracing::instrument(
+    name = "create_submission",
+    skip_all,
+    fields(submission_id, workflow_id)
+)]
 async fn create_submission(
     State(state): State<AppState>,
     developer: DeveloperAuth,
@@ -160,7 +164,9 @@ async fn create_submission(
         .await?;
 
     let id = SubmissionId::random();
-    tracing::Span::current().record("submission_id", tracing::field::display(&id));
+    let span = tracing::Span::current();
+    span.record("submission_id", tracing::field::display(&id));
+    span.record("workflow_id", id.workflow_id());
     let mut tx = state.db.begin().await?;
     let m = &intake.metadata;
     sqlx::query!(

@@ -13,7 +13,10 @@ async fn submit_and_wait(app: &TestApp, n: usize) -> anyhow::Result<Duration> {
     loop {
         let s = app.submission(&id).await;
         if s["stage"] == "DONE" {
-            anyhow::ensure!(s["outcome"] == "APPROVED" && s["certificateId"].is_string(), "unexpected outcome: {s}");
+            anyhow::ensure!(
+                s["outcome"] == "APPROVED" && s["certificateId"].is_string(),
+                "unexpected outcome: {s}"
+            );
             return Ok(start.elapsed());
         }
         anyhow::ensure!(s["stage"] != "FAILED", "submission failed: {s}");
@@ -29,14 +32,28 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse()).collect::<Result<_, _>>()?;
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()?;
     let sequential = args.first().copied().unwrap_or(20);
     let clients = args.get(1).copied().unwrap_or(4);
     let per_client = args.get(2).copied().unwrap_or(10);
     let app = TestApp::spawn_with(Options::default()).await?;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    println!("machine: {cores} cores; build profile: {}", if cfg!(debug_assertions) { "debug" } else { "release" });
-    println!("pipeline per submission: sandbox, 2 phases x 2 validators (scripted, instant LLM), verdict, certificate, email");
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    println!(
+        "machine: {cores} cores; build profile: {}",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    println!(
+        "pipeline per submission: sandbox, 2 phases x 2 validators (scripted, instant LLM), verdict, certificate, email"
+    );
 
     // Warm-up: first-use costs (connections, worker caches) are not what we measure.
     submit_and_wait(&app, 0).await?;

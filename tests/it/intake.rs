@@ -276,3 +276,32 @@ async fn submissions_list_pages_newest_first_and_stays_private() {
     assert_eq!(status["stage"], "RECEIVED");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_openapi_document_is_the_committed_one_with_a_browsable_ui() {
+    let app = TestApp::spawn_with(sigma_testkit::Options {
+        queues: vec![],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let served: Value = app
+        .http
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let committed: Value = serde_json::from_str(include_str!("../../openapi.json")).unwrap();
+    assert_eq!(served, committed);
+    assert!(served["paths"]["/api/v1/sigma/dev/submissions"]["post"].is_object());
+    let ui = app.http.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(ui.status(), 200);
+    assert!(
+        ui.text().await.unwrap().contains("swagger"),
+        "Swagger UI page"
+    );
+    app.shutdown().await;
+}

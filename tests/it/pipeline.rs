@@ -247,6 +247,23 @@ async fn split_votes_escalate_and_the_operator_decides() {
     );
     assert!(waiting["outcome"].is_null());
 
+    // The live query answers from the running workflow: the panels and every vote so far.
+    let progress: Value = app
+        .http
+        .get(app.url(&format!("/api/v1/sigma/dev/submissions/{id}/progress")))
+        .bearer_auth(&app.developer_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(progress["stage"], "AWAITING_OPERATOR", "{progress}");
+    assert_eq!(progress["panel"]["1"].as_array().unwrap().len(), 2);
+    assert_eq!(progress["votes"].as_array().unwrap().len(), 4);
+    assert_eq!(progress["consensus"]["outcome"], "ESCALATED");
+    assert!(progress["operatorDecision"].is_null());
+
     // Bad decisions are refused with a clear error and change nothing.
     let bad = app.decide(&id, "MAYBE", "x").await;
     assert_eq!(bad.status(), 422);
