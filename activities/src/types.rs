@@ -65,6 +65,9 @@ pub struct StageUpdate {
     pub consensus: Option<Outcome>,
     pub outcome: Option<Outcome>,
     pub reasons: Option<Vec<String>>,
+    /// Internal detail of a platform failure, shown to operators only.
+    #[serde(default)]
+    pub failure_detail: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::DeveloperAuth;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiQuery, ApiResult, ErrorBody};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -117,7 +117,7 @@ const MAX_TEXT_FIELD: usize = 4096;
 async fn create_submission(
     State(state): State<AppState>,
     developer: DeveloperAuth,
-    Query(params): Query<RawUploadParams>,
+    ApiQuery(params): ApiQuery<RawUploadParams>,
     headers: HeaderMap,
     request: Request,
 ) -> ApiResult<axum::response::Response> {
@@ -136,14 +136,16 @@ async fn create_submission(
     if let Some(key) = &idempotency_key
         && let Some(previous) = find_idempotent(&state, &developer, key, &request_sha256).await?
     {
-        return Ok((
-            StatusCode::ACCEPTED,
-            Json(accepted(&state, &previous, &bundle_sha256)),
-        )
-            .into_response());
+        return replay(&state, &previous, &bundle_sha256).await;
     }
 
-    let format = unpack::check_readable(&intake.bundle).map_err(|e| match e {
+    // Inflating an archive is CPU work: keep it off the async workers.
+    let bundle = intake.bundle.clone();
+    let readable =
+        tokio::task::spawn_blocking(move || unpack::check_readable(&bundle, INTAKE_INFLATE_CAP))
+            .await
+            .map_err(anyhow::Error::from)?;
+    let format = readable.map_err(|e| match e {
         UnpackError::UnknownFormat => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_bundle",
@@ -167,6 +169,7 @@ async fn create_submission(
     let span = tracing::Span::current();
     span.record("submission_id", tracing::field::display(&id));
     span.record("workflow_id", id.workflow_id());
+    // Rows first, then the workflow: the workflow's activities always find their submission.
     let mut tx = state.db.begin().await?;
     let m = &intake.metadata;
     sqlx::query!(
@@ -206,23 +209,72 @@ async fn create_submission(
             let previous = find_idempotent(&state, &developer, key, &request_sha256)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("idempotency row vanished"))?;
-            return Ok((
-                StatusCode::ACCEPTED,
-                Json(accepted(&state, &previous, &bundle_sha256)),
-            )
-                .into_response());
+            return replay(&state, &previous, &bundle_sha256).await;
         }
     }
-    // Start the workflow before committing: if Temporal refuses, nothing is recorded.
-    start_workflow(&state, &id, intake.category, &bundle_key, m.name.as_deref()).await?;
     tx.commit().await?;
-    tracing::info!(workflow_id = %id.workflow_id(), category = %intake.category, bytes = intake.bundle.len(), "submission accepted");
+    if let Err(e) =
+        start_workflow(&state, &id, intake.category, &bundle_key, m.name.as_deref()).await
+    {
+        // Compensate: without a workflow the submission must not exist (the idempotency row
+        // cascades), so a retry of this request starts afresh. The bundle blob is content-addressed.
+        sqlx::query!(
+            "delete from submission where submission_id = $1",
+            id.as_str()
+        )
+        .execute(&state.db)
+        .await?;
+        return Err(e);
+    }
+    tracing::info!(category = %intake.category, bytes = intake.bundle.len(), "submission accepted");
     let body = accepted(&state, id.as_str(), &bundle_sha256);
     let location = body.status_url.clone();
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
         Json(body),
+    )
+        .into_response())
+}
+
+/// Decompressed bytes read at intake to prove an archive is readable; the sandbox enforces the
+/// real limits, so this only bounds the work a hostile archive can cause here.
+const INTAKE_INFLATE_CAP: u64 = 16 * 1024 * 1024;
+
+/// Answers a repeated request as the first one was answered, and makes sure its workflow runs
+/// (it may not, if the first request's process died between the commit and the start).
+async fn replay(
+    state: &AppState,
+    id: &str,
+    bundle_sha256: &Sha256Hex,
+) -> ApiResult<axum::response::Response> {
+    let row = sqlx::query!(
+        "select category, bundle_key, skill_name from submission where submission_id = $1",
+        id
+    )
+    .fetch_one(&state.db)
+    .await?;
+    let submission_id = SubmissionId::parse(id).map_err(anyhow::Error::msg)?;
+    let category: Category = row.category.parse().map_err(anyhow::Error::msg)?;
+    match start_workflow(
+        state,
+        &submission_id,
+        category,
+        &row.bundle_key,
+        row.skill_name.as_deref(),
+    )
+    .await
+    {
+        Ok(())
+        | Err(ApiError::Client {
+            code: "already_started",
+            ..
+        }) => {}
+        Err(e) => return Err(e),
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(accepted(state, id, bundle_sha256)),
     )
         .into_response())
 }
@@ -682,7 +734,7 @@ pub struct SubmissionPage {
 async fn list_submissions(
     State(state): State<AppState>,
     developer: DeveloperAuth,
-    Query(params): Query<ListParams>,
+    ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Json<SubmissionPage>> {
     let limit = params.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
@@ -699,7 +751,10 @@ async fn list_submissions(
                 .ok_or_else(|| {
                     ApiError::unprocessable("invalid_cursor", "cursor is not one this API issued")
                 })?;
-            (DateTime::from_timestamp_micros(micros), Some(id))
+            let time = DateTime::from_timestamp_micros(micros).ok_or_else(|| {
+                ApiError::unprocessable("invalid_cursor", "cursor is not one this API issued")
+            })?;
+            (Some(time), Some(id))
         }
         None => (None, None),
     };

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::auth::OperatorAuth;
 use crate::dev::start_workflow;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -44,7 +44,7 @@ async fn decide_submission(
     State(state): State<AppState>,
     operator: OperatorAuth,
     Path(id): Path<String>,
-    Json(request): Json<DecisionRequest>,
+    ApiJson(request): ApiJson<DecisionRequest>,
 ) -> ApiResult<Json<SubmissionProgress>> {
     let id = SubmissionId::parse(&id).map_err(|_| ApiError::not_found("submission"))?;
     let decision = match request.decision.as_str() {
@@ -120,16 +120,37 @@ async fn retry_submission(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let id = SubmissionId::parse(&id).map_err(|_| ApiError::not_found("submission"))?;
+    let certified = sqlx::query_scalar!(
+        "select exists(select 1 from certificate where certificate_id = $1)",
+        id.as_str()
+    )
+    .fetch_one(&state.db)
+    .await?;
+    if certified == Some(true) {
+        return Err(ApiError::conflict(
+            "certificate_issued",
+            "this submission's certificate was issued before the failure; it is not re-audited",
+        ));
+    }
+    // Only a FAILED submission is retried, decided here by the projection (which outlives
+    // Temporal's retention), and claimed atomically so two retries cannot both start a run.
     let row = sqlx::query!(
-        "select category, bundle_key, skill_name, stage from submission where submission_id = $1",
+        r#"update submission set stage = 'RECEIVED', completed_at = null, failure_detail = null, reasons = '[]'
+           where submission_id = $1 and stage = 'FAILED'
+           returning category, bundle_key, skill_name"#,
         id.as_str()
     )
     .fetch_optional(&state.db)
-    .await?
-    .ok_or_else(|| ApiError::not_found("submission"))?;
+    .await?;
+    let Some(row) = row else {
+        exists(&state, &id).await?;
+        return Err(ApiError::conflict(
+            "not_failed",
+            format!("submission {id} has not failed; only a failed run can be retried"),
+        ));
+    };
     let category: Category = row.category.parse().map_err(anyhow::Error::msg)?;
-    // The id-reuse policy lets a new run start only when the previous one failed.
-    start_workflow(
+    if let Err(e) = start_workflow(
         &state,
         &id,
         category,
@@ -137,25 +158,16 @@ async fn retry_submission(
         row.skill_name.as_deref(),
     )
     .await
-    .map_err(|e| match e {
-        ApiError::Client {
-            code: "already_started",
-            ..
-        } => ApiError::conflict(
-            "not_failed",
-            format!(
-                "submission {id} is at stage {}; only a failed run can be retried",
-                row.stage
-            ),
-        ),
-        other => other,
-    })?;
-    sqlx::query!(
-        "update submission set stage = 'RECEIVED', completed_at = null where submission_id = $1",
-        id.as_str()
-    )
-    .execute(&state.db)
-    .await?;
+    {
+        // Leave it retryable.
+        sqlx::query!(
+            "update submission set stage = 'FAILED' where submission_id = $1",
+            id.as_str()
+        )
+        .execute(&state.db)
+        .await?;
+        return Err(e);
+    }
     tracing::info!("submission retried");
     Ok((
         StatusCode::ACCEPTED,

@@ -1,6 +1,7 @@
 //! Measures the whole pipeline on real servers with an instant scripted LLM:
 //! 1. latency from POST to certificate (stage DONE, APPROVED) over sequential submissions;
 //! 2. sustained throughput with concurrent clients, each submitting and waiting for completion.
+//!
 //! Run through `bench/run.sh`, which starts the servers this needs.
 
 use std::time::{Duration, Instant};

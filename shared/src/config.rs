@@ -93,6 +93,10 @@ pub struct PipelineSettings {
     /// Temporal retry budget of each activity (transport errors, 5xx, crashed workers).
     pub activity_max_attempts: u32,
     pub activity_initial_retry_ms: u64,
+    /// Retry budget of bookkeeping activities (projection, verdict, certificate, email): an outage
+    /// of Postgres or SMTP shorter than this (about 15 minutes at 20) never fails a submission.
+    #[serde(default = "default_ops_max_attempts")]
+    pub ops_max_attempts: u32,
     /// A worker that stops heartbeating for this long is presumed dead and its activity retried.
     pub heartbeat_timeout_secs: u64,
     /// How long an escalated submission waits for an operator before it is rejected.
@@ -154,6 +158,7 @@ impl Default for Settings {
                 llm_max_evidence_chars: 24_000,
                 activity_max_attempts: 5,
                 activity_initial_retry_ms: 1000,
+                ops_max_attempts: default_ops_max_attempts(),
                 heartbeat_timeout_secs: 20,
                 escalation_timeout_secs: 72 * 3600,
             },
@@ -168,6 +173,10 @@ impl Default for Settings {
             },
         }
     }
+}
+
+fn default_ops_max_attempts() -> u32 {
+    20
 }
 
 impl Settings {

@@ -19,6 +19,7 @@ pub struct Email {
     pub subject: String,
     pub text: String,
     pub html: String,
+    pub message_id: Option<String>,
 }
 
 impl Mailer {
@@ -59,6 +60,7 @@ impl Mailer {
             .from(self.from.clone())
             .to(to)
             .subject(email.subject)
+            .message_id(email.message_id)
             .multipart(MultiPart::alternative_plain_html(email.text, email.html))
             .context("cannot build email")?;
         self.transport

@@ -160,8 +160,22 @@ async fn a_platform_failure_is_visible_and_an_operator_retry_completes_the_submi
         .await;
     let reasons = failed["reasons"].to_string();
     assert!(
-        reasons.contains("platform failure during SANDBOX") && reasons.contains(&key),
+        reasons.contains("platform failure during SANDBOX; an operator can retry"),
         "{failed}"
+    );
+    assert!(
+        !reasons.contains(&key),
+        "internal detail stays out of developer-facing reasons: {failed}"
+    );
+    let detail: Option<String> =
+        sqlx::query_scalar("select failure_detail from submission where submission_id = $1")
+            .bind(&id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert!(
+        detail.unwrap().contains(&key),
+        "operators keep the root cause"
     );
     assert!(
         failed["outcome"].is_null(),

@@ -263,14 +263,26 @@ async fn submissions_list_pages_newest_first_and_stays_private() {
     }
     ids.reverse();
     assert_eq!(seen, ids);
-    let bad = app
-        .http
-        .get(app.url("/api/v1/sigma/dev/submissions?limit=500"))
-        .bearer_auth(&app.developer_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 422);
+    for query in [
+        "limit=500",
+        "limit=abc",
+        "cursor=9223372036854775807_x",
+        "cursor=nonsense",
+    ] {
+        let bad = app
+            .http
+            .get(app.url(&format!("/api/v1/sigma/dev/submissions?{query}")))
+            .bearer_auth(&app.developer_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 422, "{query}");
+        let body: Value = bad.json().await.unwrap();
+        assert!(
+            body["code"].is_string() && body["detail"].is_string(),
+            "{query}: {body}"
+        );
+    }
     // Status reads come from the projection, so they work with no worker running at all.
     let status = app.submission(&ids[0]).await;
     assert_eq!(status["stage"], "RECEIVED");

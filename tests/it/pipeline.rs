@@ -267,6 +267,20 @@ async fn split_votes_escalate_and_the_operator_decides() {
     // Bad decisions are refused with a clear error and change nothing.
     let bad = app.decide(&id, "MAYBE", "x").await;
     assert_eq!(bad.status(), 422);
+    let not_json = app
+        .http
+        .post(app.url(&format!("/api/v1/sigma/operator/submissions/{id}/decision")))
+        .bearer_auth(&app.operator_token)
+        .header("content-type", "application/json")
+        .body("{decision: APPROVED")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_json.status(), 400);
+    assert_eq!(
+        not_json.json::<Value>().await.unwrap()["code"],
+        "invalid_json"
+    );
     let wrong_plane = app
         .http
         .post(app.url(&format!("/api/v1/sigma/operator/submissions/{id}/decision")))
@@ -358,5 +372,40 @@ async fn unanimous_unsafe_rejects_and_a_prompt_injection_cannot_buy_approval() {
         waiting["reasons"].to_string().contains("prompt-injection"),
         "{waiting}"
     );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalation_nobody_decides_is_rejected_at_the_deadline() {
+    let app = TestApp::spawn_with(sigma_testkit::Options {
+        tweak: |s| s.pipeline.escalation_timeout_secs = 3,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    app.llm.fallback(&model_of("v1"), Reply::unsafe_());
+    let id = app.submit_ok(bundle::weather_skill()).await;
+    app.wait_for_stage(&id, "AWAITING_OPERATOR", WAIT).await;
+    let done = app.wait_for_stage(&id, "DONE", WAIT).await;
+    assert_eq!(done["outcome"], "REJECTED", "{done}");
+    assert!(
+        done["reasons"]
+            .to_string()
+            .contains("no operator decision within"),
+        "{done}"
+    );
+    let late = app.decide(&id, "APPROVED", "too late").await;
+    assert_eq!(
+        late.status(),
+        409,
+        "a decision after the deadline is refused, not silently ignored"
+    );
+    let decided_by: String =
+        sqlx::query_scalar("select decided_by from operator_decision where submission_id = $1")
+            .bind(&id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(decided_by, "escalation-timeout");
     app.shutdown().await;
 }

@@ -48,6 +48,9 @@ pub struct SubmissionProgress {
     pub operator_decision: Option<OperatorDecision>,
     pub outcome: Option<Outcome>,
     pub certificate: Option<CertificateIssued>,
+    /// Why the outcome email could not be delivered, if it could not.
+    #[serde(default)]
+    pub email_error: Option<String>,
 }
 
 impl Default for SubmissionProgress {
@@ -62,6 +65,7 @@ impl Default for SubmissionProgress {
             operator_decision: None,
             outcome: None,
             certificate: None,
+            email_error: None,
         }
     }
 }
@@ -80,19 +84,28 @@ pub struct SubmissionWorkflow {
     progress: SubmissionProgress,
 }
 
-fn retry(policy: &PipelineSettings) -> RetryPolicy {
+fn retry(policy: &PipelineSettings, maximum_attempts: u32) -> RetryPolicy {
     RetryPolicy::builder()
         .initial_interval(Duration::from_millis(policy.activity_initial_retry_ms))
         .backoff_coefficient(2.0)
         .maximum_interval(Duration::from_secs(60))
-        .maximum_attempts(policy.activity_max_attempts)
+        .maximum_attempts(maximum_attempts)
         .build()
 }
 
 fn on_queue(policy: &PipelineSettings, queue: &str, start_to_close: Duration) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(start_to_close)
         .task_queue(queue.to_owned())
-        .retry_policy(retry(policy))
+        .retry_policy(retry(policy, policy.activity_max_attempts))
+        .build()
+}
+
+/// Bookkeeping on the ops queue retries far longer than analysis does: a passing database or
+/// SMTP outage must not turn a decided submission into a failed one.
+fn ops(policy: &PipelineSettings) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+        .task_queue(queues::OPS.to_owned())
+        .retry_policy(retry(policy, policy.ops_max_attempts))
         .build()
 }
 
@@ -125,10 +138,6 @@ impl<T> Explained<T> for Result<T, temporalio_sdk::ActivityExecutionError> {
     }
 }
 
-fn ops(policy: &PipelineSettings) -> ActivityOptions {
-    on_queue(policy, queues::OPS, Duration::from_secs(30))
-}
-
 #[workflow_methods]
 impl SubmissionWorkflow {
     #[run]
@@ -142,13 +151,16 @@ impl SubmissionWorkflow {
                 // A platform failure (every retry of some step spent): make it visible in the
                 // projection, then fail the run so an operator can retry it.
                 let stage = ctx.state(|s| s.progress.stage);
-                let reason = format!("platform failure during {stage}: {failure}");
+                let reasons = vec![format!(
+                    "platform failure during {stage}; an operator can retry the submission"
+                )];
                 Self::enter(
                     ctx,
                     &input,
                     StageUpdate {
                         stage: Some(Stage::Failed),
-                        reasons: Some(vec![reason]),
+                        reasons: Some(reasons),
+                        failure_detail: Some(format!("{failure}")),
                         ..Default::default()
                     },
                 )
@@ -400,7 +412,7 @@ impl SubmissionWorkflow {
             let options = ActivityOptions::with_start_to_close_timeout(per_vote)
                 .task_queue(queues::AUDIT.to_owned())
                 .heartbeat_timeout(Duration::from_secs(policy.heartbeat_timeout_secs))
-                .retry_policy(retry(policy))
+                .retry_policy(retry(policy, policy.activity_max_attempts))
                 .summary(format!("phase {phase} vote by {validator_id}"))
                 .build();
             let validator_id = validator_id.clone();
@@ -446,20 +458,24 @@ impl SubmissionWorkflow {
             _ = ctx.wait_condition(|s| s.progress.operator_decision.is_some()) => true,
             _ = ctx.timer(deadline) => false,
         };
-        let operator = if decided {
-            ctx.state(|s| s.progress.operator_decision.clone())
-                .expect("decision is set when the wait ends")
-        } else {
-            OperatorDecision {
-                decision: Outcome::Rejected,
-                reason: format!(
-                    "no operator decision within {} hours of escalation",
-                    deadline.as_secs() / 3600
-                ),
-                decided_by: "escalation-timeout".into(),
-                operator_id: None,
-            }
-        };
+        if !decided {
+            // Recorded at once, so a decision arriving now is refused by the update validator
+            // instead of being accepted and then ignored.
+            ctx.state_mut(|s| {
+                s.progress.operator_decision = Some(OperatorDecision {
+                    decision: Outcome::Rejected,
+                    reason: format!(
+                        "no operator decision within {} hours of escalation",
+                        deadline.as_secs() / 3600
+                    ),
+                    decided_by: "escalation-timeout".into(),
+                    operator_id: None,
+                })
+            });
+        }
+        let operator = ctx
+            .state(|s| s.progress.operator_decision.clone())
+            .expect("a decision is set once the wait ends");
         ctx.execute_activity(
             OpsActivities::record_decision,
             DecisionRecord {
@@ -498,18 +514,24 @@ impl SubmissionWorkflow {
             },
         )
         .await?;
-        ctx.execute_activity(
-            OpsActivities::notify_developer,
-            NotifyInput {
-                submission_id: input.submission_id.clone(),
-                outcome,
-                reasons: reasons.clone(),
-                certificate_id: certificate_id.clone(),
-            },
-            ops(&input.policy),
-        )
-        .await
-        .explained()?;
+        let notified = ctx
+            .execute_activity(
+                OpsActivities::notify_developer,
+                NotifyInput {
+                    submission_id: input.submission_id.clone(),
+                    outcome,
+                    reasons: reasons.clone(),
+                    certificate_id: certificate_id.clone(),
+                },
+                ops(&input.policy),
+            )
+            .await;
+        if let Err(e) = notified {
+            // The outcome stands; the undelivered email stays visible in the notification table
+            // (last_error) and in this run's history.
+            let error = failure_chain(&e);
+            ctx.state_mut(|s| s.progress.email_error = Some(error));
+        }
         Self::enter(
             ctx,
             input,
@@ -556,6 +578,9 @@ impl SubmissionWorkflow {
                     "\n- phase {} · {} · {verdict}",
                     vote.phase, vote.validator_id
                 ));
+            }
+            if let Some(error) = &p.email_error {
+                md.push_str(&format!("\n\n**Outcome email not delivered:** {error}"));
             }
             if let Some(reasons) = &update.reasons {
                 md.push_str("\n\n**Reasons:**\n");

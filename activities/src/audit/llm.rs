@@ -58,7 +58,9 @@ pub struct ChatAnswer {
 pub enum LlmError {
     #[error("provider unreachable: {0}")]
     Transport(String),
-    #[error("provider answered HTTP {status}: {body}")]
+    /// The body goes to the transcript and logs, not into the message: it can carry provider
+    /// internals that developers reading a vote's failure should not see.
+    #[error("provider answered HTTP {status}")]
     Status { status: u16, body: String },
     #[error("provider answer is not a chat completion: {0}")]
     Envelope(String),

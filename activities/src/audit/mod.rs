@@ -79,6 +79,7 @@ impl AuditActivities {
             return self
                 .record(
                     input,
+                    activity_attempt,
                     "unknown",
                     Err(format!("validator {} no longer exists", input.validator_id)),
                     None,
@@ -107,10 +108,18 @@ impl AuditActivities {
             Some(var) => match std::env::var(var) {
                 Ok(key) => Some(key),
                 Err(_) => {
+                    tracing::error!(variable = %var, "provider key variable is not set on the audit worker");
                     let failure =
-                        format!("provider key variable {var} is not set on the audit worker");
+                        "validator is misconfigured: its provider key is not available".to_owned();
                     return self
-                        .record(input, &validator.model, Err(failure), None, 0)
+                        .record(
+                            input,
+                            activity_attempt,
+                            &validator.model,
+                            Err(failure),
+                            None,
+                            0,
+                        )
                         .await;
                 }
             },
@@ -175,6 +184,9 @@ impl AuditActivities {
                     }
                 }
                 Err(e) if e.is_transient() => {
+                    if let LlmError::Status { body, .. } = &e {
+                        tracing::warn!(%body, "provider error body");
+                    }
                     // Temporal retries the whole vote with backoff; the failure shows in the Web UI.
                     return Err(anyhow::Error::new(e)
                         .context(format!("validator {} provider failed", input.validator_id)));
@@ -182,7 +194,13 @@ impl AuditActivities {
                 Err(
                     e @ (LlmError::Status { .. } | LlmError::Envelope(_) | LlmError::Transport(_)),
                 ) => {
-                    attempts.push(json!({"attempt": answer_attempt, "error": e.to_string()}));
+                    let body = match &e {
+                        LlmError::Status { body, .. } => Some(body.clone()),
+                        _ => None,
+                    };
+                    attempts.push(
+                        json!({"attempt": answer_attempt, "error": e.to_string(), "body": body}),
+                    );
                     outcome = Err(format!("provider refused the request: {e}"));
                     break;
                 }
@@ -204,6 +222,7 @@ impl AuditActivities {
             .await?;
         self.record(
             input,
+            activity_attempt,
             &validator.model,
             outcome,
             Some(transcript_key),
@@ -215,6 +234,7 @@ impl AuditActivities {
     async fn record(
         &self,
         input: &VoteRequest,
+        activity_attempt: u32,
         model: &str,
         outcome: Result<LlmVerdict, String>,
         transcript_key: Option<String>,
@@ -243,13 +263,17 @@ impl AuditActivities {
         // A retried activity overwrites its own earlier row: the vote that counts is the last one.
         sqlx::query!(
             r#"insert into audit_vote (round_id, phase, validator_id, model, status, verdict, severity, blocking,
-                   findings, rationale, failure, transcript_key, attempts)
-               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                   findings, rationale, failure, transcript_key, attempts, activity_attempt)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
                on conflict (round_id, phase, validator_id) do update set
                    model = excluded.model, status = excluded.status, verdict = excluded.verdict,
                    severity = excluded.severity, blocking = excluded.blocking, findings = excluded.findings,
                    rationale = excluded.rationale, failure = excluded.failure,
-                   transcript_key = excluded.transcript_key, attempts = excluded.attempts"#,
+                   transcript_key = excluded.transcript_key, attempts = excluded.attempts,
+                   activity_attempt = excluded.activity_attempt
+               -- A late, timed-out attempt never overwrites a newer one, nor a closed round.
+               where audit_vote.activity_attempt <= excluded.activity_attempt
+                 and (select consensus from audit_round where round_id = excluded.round_id) is null"#,
             input.round_id,
             input.phase as i16,
             input.validator_id,
@@ -263,6 +287,7 @@ impl AuditActivities {
             failure,
             transcript_key,
             attempts,
+            activity_attempt as i32,
         )
         .execute(&self.deps.db)
         .await

@@ -113,7 +113,10 @@ impl OpsActivities {
             .map_err(retryable)?;
         sqlx::query!(
             r#"insert into operator_decision (submission_id, operator_id, decided_by, decision, reason)
-               values ($1, $2, $3, $4, $5) on conflict (submission_id) do nothing"#,
+               values ($1, $2, $3, $4, $5)
+               on conflict (submission_id) do update set operator_id = excluded.operator_id,
+                   decided_by = excluded.decided_by, decision = excluded.decision, reason = excluded.reason,
+                   decided_at = now()"#,
             input.submission_id,
             operator_id,
             d.decided_by,
@@ -161,7 +164,7 @@ impl OpsActivities {
     async fn project(&self, u: StageUpdate) -> anyhow::Result<()> {
         let stage = u.stage.map(|s| s.as_str());
         let reasons = u.reasons.as_ref().map(serde_json::to_value).transpose()?;
-        sqlx::query!(
+        let updated = sqlx::query!(
             r#"update submission set
                    stage = coalesce($2, stage),
                    round_id = coalesce($3, round_id),
@@ -169,6 +172,7 @@ impl OpsActivities {
                    consensus = coalesce($5, consensus),
                    outcome = coalesce($6, outcome),
                    reasons = coalesce($7, reasons),
+                   failure_detail = coalesce($8, failure_detail),
                    sandbox_started_at = case when $2 = 'SANDBOX' then coalesce(sandbox_started_at, now()) else sandbox_started_at end,
                    audit_started_at = case when $2 = 'AUDIT_PHASE_1' then coalesce(audit_started_at, now()) else audit_started_at end,
                    decided_at = case when $6::text is not null then coalesce(decided_at, now()) else decided_at end,
@@ -181,23 +185,31 @@ impl OpsActivities {
             u.consensus.map(|c| c.as_str()),
             u.outcome.map(|o| o.as_str()),
             reasons,
+            u.failure_detail,
         )
         .execute(&self.deps.db)
         .await
         .context("Failed to update the submission projection")?;
+        anyhow::ensure!(
+            updated.rows_affected() == 1,
+            "submission {} has no row to project onto",
+            u.submission_id
+        );
         Ok(())
     }
 
     #[tracing::instrument(name = "verdict", skip_all, fields(submission_id = %input.submission_id, round_id = %input.round_id))]
     async fn assemble(&self, input: VerdictInput) -> anyhow::Result<Decision> {
         let mut tx = self.deps.db.begin().await?;
-        // Votes that never reached the audit activity's own bookkeeping (every Temporal retry
-        // failed) are recorded here as FAILED, so the round shows every seat.
+        // The votes consensus counts are the ones recorded: a vote the workflow saw fail (every
+        // Temporal retry spent) is FAILED here even if an earlier attempt left a row behind.
         for vote in input.votes.iter().filter(|v| v.cast.is_none()) {
             sqlx::query!(
                 r#"insert into audit_vote (round_id, phase, validator_id, model, status, failure)
                    values ($1, $2, $3, coalesce((select model from validator where validator_id = $3), 'unknown'), 'FAILED', $4)
-                   on conflict (round_id, phase, validator_id) do nothing"#,
+                   on conflict (round_id, phase, validator_id) do update set
+                       status = 'FAILED', verdict = null, severity = null, blocking = null, findings = '[]',
+                       rationale = null, failure = excluded.failure"#,
                 input.round_id,
                 vote.phase as i16,
                 vote.validator_id,
@@ -244,26 +256,59 @@ impl OpsActivities {
 
     #[tracing::instrument(name = "notify", skip_all, fields(submission_id = %input.submission_id))]
     async fn notify(&self, input: NotifyInput) -> anyhow::Result<()> {
+        // One email per outcome: a retried run that reaches the same outcome does not send again,
+        // one that reaches another outcome does.
+        let kind = format!("OUTCOME_{}", input.outcome);
         let row = sqlx::query!(
-            r#"select d.email, s.skill_name, s.category, n.sent_at as "sent_at?"
-               from submission s join developer d using (developer_id)
-               left join notification n on n.submission_id = s.submission_id and n.kind = 'OUTCOME'
+            r#"select d.email, s.skill_name, s.category from submission s join developer d using (developer_id)
                where s.submission_id = $1"#,
             input.submission_id
         )
         .fetch_one(&self.deps.db)
         .await
         .context("Failed to load the submission's developer")?;
-        if row.sent_at.is_some() {
-            tracing::info!("outcome email already sent");
-            return Ok(());
-        }
         let base = self.deps.settings.api.public_base_url.trim_end_matches('/');
         let name = row.skill_name.unwrap_or_else(|| row.category.clone());
         let subject = format!(
             "SIGMA: {name} was {}",
             input.outcome.as_str().to_lowercase()
         );
+        sqlx::query!(
+            r#"insert into notification (submission_id, kind, recipient, subject) values ($1, $2, $3, $4)
+               on conflict (submission_id, kind) do nothing"#,
+            input.submission_id,
+            kind,
+            row.email,
+            subject,
+        )
+        .execute(&self.deps.db)
+        .await?;
+        // Claim the email so that two attempts (one timed out but still running) cannot both send.
+        let claimed = sqlx::query!(
+            r#"update notification set claimed_at = now(), attempts = attempts + 1
+               where submission_id = $1 and kind = $2 and sent_at is null
+                 and (claimed_at is null or claimed_at < now() - interval '2 minutes')
+               returning attempts"#,
+            input.submission_id,
+            kind,
+        )
+        .fetch_optional(&self.deps.db)
+        .await?;
+        if claimed.is_none() {
+            let sent = sqlx::query_scalar!(
+                "select sent_at is not null from notification where submission_id = $1 and kind = $2",
+                input.submission_id,
+                kind
+            )
+            .fetch_one(&self.deps.db)
+            .await?;
+            anyhow::ensure!(
+                sent == Some(true),
+                "another attempt is sending this email; will check again"
+            );
+            tracing::info!("outcome email already sent");
+            return Ok(());
+        }
         let status_url = format!(
             "{base}/api/v1/sigma/dev/submissions/{}",
             input.submission_id
@@ -285,31 +330,24 @@ impl OpsActivities {
             "<pre>{}</pre>",
             text.replace('&', "&amp;").replace('<', "&lt;")
         );
-        sqlx::query!(
-            r#"insert into notification (submission_id, kind, recipient, subject, attempts)
-               values ($1, 'OUTCOME', $2, $3, 1)
-               on conflict (submission_id, kind) do update set attempts = notification.attempts + 1"#,
-            input.submission_id,
-            row.email,
+        let email = Email {
+            to: row.email.clone(),
             subject,
-        )
-        .execute(&self.deps.db)
-        .await?;
-        let sent = self
-            .deps
-            .mailer
-            .send(Email {
-                to: row.email.clone(),
-                subject,
-                text,
-                html,
-            })
-            .await;
-        match sent {
+            text,
+            html,
+            // A stable Message-ID lets mail systems drop the duplicate a crash after sending can cause.
+            message_id: Some(format!(
+                "<{}.{}@sigma>",
+                input.submission_id,
+                kind.to_lowercase()
+            )),
+        };
+        match self.deps.mailer.send(email).await {
             Ok(()) => {
                 sqlx::query!(
-                    "update notification set sent_at = now(), last_error = null where submission_id = $1 and kind = 'OUTCOME'",
-                    input.submission_id
+                    "update notification set sent_at = now(), last_error = null where submission_id = $1 and kind = $2",
+                    input.submission_id,
+                    kind
                 )
                 .execute(&self.deps.db)
                 .await?;
@@ -317,11 +355,11 @@ impl OpsActivities {
                 Ok(())
             }
             Err(e) => {
-                let message = format!("{e:#}");
                 sqlx::query!(
-                    "update notification set last_error = $2 where submission_id = $1 and kind = 'OUTCOME'",
+                    "update notification set last_error = $3, claimed_at = null where submission_id = $1 and kind = $2",
                     input.submission_id,
-                    message
+                    kind,
+                    format!("{e:#}"),
                 )
                 .execute(&self.deps.db)
                 .await?;

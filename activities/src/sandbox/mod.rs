@@ -70,9 +70,25 @@ pub fn analyze(
         Err(e) => return blocked_report(category, vec![format!("bundle rejected: {e}")]),
     };
     let mut block_reasons = Vec::new();
-    let skill_md = files
+    // The root SKILL.md is the manifest; a single nested one is accepted (a skill in a folder);
+    // several nested ones and none at the root are ambiguous: a decoy could be certified.
+    let skill_mds: Vec<&BundleFile> = files
         .iter()
-        .find(|f| f.path == "SKILL.md" || f.path.ends_with("/SKILL.md"));
+        .filter(|f| f.path == "SKILL.md" || f.path.ends_with("/SKILL.md"))
+        .collect();
+    let skill_md = match skill_mds.iter().find(|f| f.path == "SKILL.md") {
+        Some(root) => Some(*root),
+        None if skill_mds.len() == 1 => Some(skill_mds[0]),
+        None if skill_mds.len() > 1 => {
+            let paths: Vec<&str> = skill_mds.iter().map(|f| f.path.as_str()).collect();
+            block_reasons.push(format!(
+                "several SKILL.md files and none at the root: {}",
+                paths.join(", ")
+            ));
+            None
+        }
+        None => None,
+    };
     let skill_md_sha256 = skill_md.map(|f| lf_normalised_sha256(&f.bytes));
     let manifest = match skill_md {
         Some(file) => match manifest::parse(&String::from_utf8_lossy(&file.bytes)) {
@@ -85,7 +101,7 @@ pub fn analyze(
             }
         },
         None => {
-            if category.has_skill() {
+            if category.has_skill() && skill_mds.is_empty() {
                 block_reasons.push(format!(
                     "category {category} requires a SKILL.md, and the bundle has none"
                 ));
@@ -302,6 +318,36 @@ mod tests {
         let code = analyze(Category::Code, Ok(vec![file("main.py", "print(1)")]));
         assert!(!code.blocked);
         assert_eq!(code.risk_level, RiskLevel::Low);
+    }
+
+    #[test]
+    fn the_root_skill_md_wins_and_ambiguous_ones_block() {
+        let root = analyze(
+            Category::Skill,
+            Ok(vec![
+                file("a/SKILL.md", "---\nname: decoy\n---\n"),
+                file("SKILL.md", "---\nname: real\n---\n"),
+            ]),
+        );
+        assert_eq!(root.manifest.unwrap().name, "real");
+        let nested = analyze(
+            Category::Skill,
+            Ok(vec![file("skill/SKILL.md", "---\nname: nested\n---\n")]),
+        );
+        assert_eq!(nested.manifest.unwrap().name, "nested");
+        let ambiguous = analyze(
+            Category::Skill,
+            Ok(vec![
+                file("a/SKILL.md", "---\nname: a\n---\n"),
+                file("b/SKILL.md", "---\nname: b\n---\n"),
+            ]),
+        );
+        assert!(ambiguous.blocked);
+        assert!(
+            ambiguous.block_reasons[0].contains("several SKILL.md"),
+            "{:?}",
+            ambiguous.block_reasons
+        );
     }
 
     #[test]

@@ -80,23 +80,28 @@ pub fn unpack(bytes: &[u8], limits: &SandboxLimits) -> Result<Vec<BundleFile>, U
     Ok(files)
 }
 
-/// Cheap check used at intake: is this a readable archive at all? Limits are the sandbox's job.
-pub fn check_readable(bytes: &[u8]) -> Result<BundleFormat, UnpackError> {
+/// Cheap check used at intake: is this a readable archive at all? Limits are the sandbox's job;
+/// `inflate_cap` only bounds how much a hostile archive can make this check decompress.
+pub fn check_readable(bytes: &[u8], inflate_cap: u64) -> Result<BundleFormat, UnpackError> {
+    let corrupt = |e: &dyn std::fmt::Display| UnpackError::Corrupt(e.to_string());
     let format = BundleFormat::sniff(bytes).ok_or(UnpackError::UnknownFormat)?;
     match format {
         BundleFormat::Zip => {
-            zip::ZipArchive::new(std::io::Cursor::new(bytes))
-                .map_err(|e| UnpackError::Corrupt(e.to_string()))?;
+            zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| corrupt(&e))?;
         }
         BundleFormat::TarGz => {
             let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
-            let entries = archive
-                .entries()
-                .map_err(|e| UnpackError::Corrupt(e.to_string()))?;
-            for entry in entries {
-                let mut entry = entry.map_err(|e| UnpackError::Corrupt(e.to_string()))?;
-                std::io::copy(&mut entry, &mut std::io::sink())
-                    .map_err(|e| UnpackError::Corrupt(e.to_string()))?;
+            let mut inflated = 0u64;
+            for entry in archive.entries().map_err(|e| corrupt(&e))? {
+                let entry = entry.map_err(|e| corrupt(&e))?;
+                inflated += std::io::copy(
+                    &mut entry.take(inflate_cap - inflated),
+                    &mut std::io::sink(),
+                )
+                .map_err(|e| corrupt(&e))?;
+                if inflated >= inflate_cap {
+                    break; // Readable so far; the sandbox will refuse it by its limits.
+                }
             }
         }
     }
@@ -144,7 +149,12 @@ impl Sink<'_> {
 fn safe_path(raw: &str) -> Result<String, UnpackError> {
     let unsafe_path = || UnpackError::UnsafePath(raw.to_owned());
     let unified = raw.replace('\\', "/");
-    if unified.starts_with('/') || unified.contains('\0') || unified.chars().nth(1) == Some(':') {
+    // Control characters (newlines above all) would make paths ambiguous in the bundle digest's
+    // `sha256sum` lines and in the reviewers' prompt.
+    if unified.starts_with('/')
+        || unified.chars().any(char::is_control)
+        || unified.chars().nth(1) == Some(':')
+    {
         return Err(unsafe_path());
     }
     let mut parts = Vec::new();
@@ -288,6 +298,11 @@ mod tests {
             unpack(&zip_of(&[("a\\..\\..\\x", b"x")]), &LIMITS),
             Err(UnpackError::UnsafePath(_))
         ));
+        // A newline in a name could forge a second `sha256sum` line in the bundle digest.
+        assert!(matches!(
+            unpack(&tar_gz(&[("b\n0000  c", b"x")]), &LIMITS),
+            Err(UnpackError::UnsafePath(_))
+        ));
 
         let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
             Vec::new(),
@@ -341,15 +356,21 @@ mod tests {
 
     #[test]
     fn corrupt_and_unknown_input_is_refused() {
-        assert_eq!(check_readable(b"hello"), Err(UnpackError::UnknownFormat));
+        assert_eq!(
+            check_readable(b"hello", 1024),
+            Err(UnpackError::UnknownFormat)
+        );
+        // A gzip bomb is only inflated up to the cap, and still counts as readable.
+        let bomb = tar_gz(&[("bomb", &vec![0u8; 2_000_000])]);
+        assert_eq!(check_readable(&bomb, 1024), Ok(BundleFormat::TarGz));
         let mut truncated = tar_gz(&[("a", b"some content here")]);
         truncated.truncate(truncated.len() / 2);
         assert!(matches!(
-            check_readable(&truncated),
+            check_readable(&truncated, 1 << 20),
             Err(UnpackError::Corrupt(_))
         ));
         assert!(matches!(
-            check_readable(b"PK\x03\x04garbage"),
+            check_readable(b"PK\x03\x04garbage", 1 << 20),
             Err(UnpackError::Corrupt(_))
         ));
     }
