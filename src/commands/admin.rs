@@ -3,12 +3,11 @@
 use anyhow::Context;
 use clap::Subcommand;
 use sigma_activities::types::OperatorDecision;
-use sigma_api::auth::{DEVELOPER_TOKEN_PREFIX, OPERATOR_TOKEN_PREFIX, new_token};
+use sigma_api::auth::{developer_token, operator_token};
 use sigma_shared::Settings;
 use sigma_shared::domain::{Outcome, SubmissionId};
 use sigma_workflows::SubmissionWorkflow;
 use sqlx::PgPool;
-use sqlx::types::Uuid;
 use temporalio_client::WorkflowExecuteUpdateOptions;
 
 #[derive(Subcommand)]
@@ -176,58 +175,6 @@ impl AdminCommand {
         }
         Ok(())
     }
-}
-
-pub async fn developer_token(
-    db: &PgPool,
-    email: &str,
-    name: Option<&str>,
-    label: &str,
-) -> anyhow::Result<String> {
-    anyhow::ensure!(
-        email.contains('@') && email.len() <= 320,
-        "`{email}` is not an email address"
-    );
-    let developer_id = sqlx::query_scalar!(
-        r#"insert into developer (developer_id, email, display_name) values ($1, lower($2), $3)
-           on conflict (email) do update set display_name = coalesce(excluded.display_name, developer.display_name)
-           returning developer_id"#,
-        Uuid::new_v4(),
-        email,
-        name
-    )
-    .fetch_one(db)
-    .await?;
-    let (token, hash) = new_token(DEVELOPER_TOKEN_PREFIX);
-    sqlx::query!(
-        "insert into developer_token (token_hash, developer_id, label) values ($1, $2, $3)",
-        hash,
-        developer_id,
-        label
-    )
-    .execute(db)
-    .await?;
-    Ok(token)
-}
-
-pub async fn operator_token(db: &PgPool, name: &str) -> anyhow::Result<String> {
-    let operator_id = sqlx::query_scalar!(
-        r#"insert into operator (operator_id, name) values ($1, $2)
-           on conflict (name) do update set name = excluded.name returning operator_id"#,
-        Uuid::new_v4(),
-        name
-    )
-    .fetch_one(db)
-    .await?;
-    let (token, hash) = new_token(OPERATOR_TOKEN_PREFIX);
-    sqlx::query!(
-        "insert into operator_token (token_hash, operator_id) values ($1, $2)",
-        hash,
-        operator_id
-    )
-    .execute(db)
-    .await?;
-    Ok(token)
 }
 
 pub struct ValidatorSpec {

@@ -12,7 +12,9 @@ use sigma_shared::Settings;
 use sigma_workflows::worker::{self, Queue};
 use tokio::process::{Child, Command};
 
-use super::admin::{ValidatorSpec, developer_token, operator_token, upsert_validator};
+use sigma_api::auth::{developer_token, operator_token};
+
+use super::admin::{ValidatorSpec, upsert_validator};
 
 #[derive(Args)]
 pub struct DevArgs {

@@ -173,14 +173,5 @@ pub(crate) async fn run_workers(
         ctrl_c().await;
         let _ = stop_tx.send(true);
     });
-    let runs = queues.into_iter().map(|queue| {
-        let mut stop = stop_rx.clone();
-        worker::run(client.clone(), queue, deps.clone(), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-    });
-    for result in futures::future::join_all(runs).await {
-        result?;
-    }
-    Ok(())
+    worker::run_all(client, queues, deps, stop_rx).await
 }

@@ -82,16 +82,7 @@ impl Workers {
             runtime.block_on(async move {
                 let deps = deps(settings.clone()).await?;
                 let client = worker::connect(&settings.temporal, "sigma-test-worker").await?;
-                let runs = queues.into_iter().map(|queue| {
-                    let mut stop = stop_rx.clone();
-                    worker::run(client.clone(), queue, deps.clone(), async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                });
-                for result in futures::future::join_all(runs).await {
-                    result?;
-                }
-                anyhow::Ok(())
+                worker::run_all(client, queues, deps, stop_rx).await
             })
         });
         Self {
@@ -203,8 +194,10 @@ impl TestApp {
                 .await?;
         }
         let developer_email = format!("dev-{}@test.sigma", &run_id[..12]);
-        let developer_token = create_token(&db, "developer", &developer_email).await?;
-        let operator_token = create_token(&db, "operator", &format!("op-{}", &run_id[..8])).await?;
+        let developer_token =
+            sigma_api::auth::developer_token(&db, &developer_email, None, "test").await?;
+        let operator_token =
+            sigma_api::auth::operator_token(&db, &format!("op-{}", &run_id[..8])).await?;
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base_url = format!("http://{}", listener.local_addr()?);
@@ -263,6 +256,33 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
+    }
+
+    /// GET a JSON body with a token; `target` is a path or a full URL.
+    pub async fn get_json(&self, target: &str, token: &str) -> Value {
+        let url = if target.starts_with('/') {
+            self.url(target)
+        } else {
+            target.to_owned()
+        };
+        self.http
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("API reachable")
+            .json()
+            .await
+            .expect("JSON body")
+    }
+
+    /// POST with a token and an optional JSON body.
+    pub async fn post(&self, path: &str, token: &str, body: Option<Value>) -> reqwest::Response {
+        let mut request = self.http.post(self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("API reachable")
     }
 
     /// POST a bundle as multipart form data.
@@ -386,37 +406,5 @@ impl TestApp {
         if let Some(env) = self.env.take() {
             let _ = env.shutdown().await;
         }
-    }
-}
-
-async fn create_token(db: &PgPool, plane: &str, who: &str) -> anyhow::Result<String> {
-    use sigma_api::auth::{DEVELOPER_TOKEN_PREFIX, OPERATOR_TOKEN_PREFIX, new_token};
-    let id = uuid::Uuid::new_v4();
-    if plane == "developer" {
-        let (token, hash) = new_token(DEVELOPER_TOKEN_PREFIX);
-        sqlx::query("insert into developer (developer_id, email) values ($1, $2)")
-            .bind(id)
-            .bind(who)
-            .execute(db)
-            .await?;
-        sqlx::query("insert into developer_token (token_hash, developer_id) values ($1, $2)")
-            .bind(hash)
-            .bind(id)
-            .execute(db)
-            .await?;
-        Ok(token)
-    } else {
-        let (token, hash) = new_token(OPERATOR_TOKEN_PREFIX);
-        sqlx::query("insert into operator (operator_id, name) values ($1, $2)")
-            .bind(id)
-            .bind(who)
-            .execute(db)
-            .await?;
-        sqlx::query("insert into operator_token (token_hash, operator_id) values ($1, $2)")
-            .bind(hash)
-            .bind(id)
-            .execute(db)
-            .await?;
-        Ok(token)
     }
 }

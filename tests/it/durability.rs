@@ -183,38 +183,38 @@ async fn a_platform_failure_is_visible_and_an_operator_retry_completes_the_submi
     );
 
     let not_failed_yet = app
-        .http
-        .post(app.url(&format!(
-            "/api/v1/sigma/operator/submissions/{}/retry",
-            sigma_shared::domain::SubmissionId::random()
-        )))
-        .bearer_auth(&app.operator_token)
-        .send()
-        .await
-        .unwrap();
+        .post(
+            &format!(
+                "/api/v1/sigma/operator/submissions/{}/retry",
+                sigma_shared::domain::SubmissionId::random()
+            ),
+            &app.operator_token,
+            None,
+        )
+        .await;
     assert_eq!(not_failed_yet.status(), 404);
     blob.put(&key, bundle.into(), "application/octet-stream")
         .await
         .unwrap();
     let retry = app
-        .http
-        .post(app.url(&format!("/api/v1/sigma/operator/submissions/{id}/retry")))
-        .bearer_auth(&app.operator_token)
-        .send()
-        .await
-        .unwrap();
+        .post(
+            &format!("/api/v1/sigma/operator/submissions/{id}/retry"),
+            &app.operator_token,
+            None,
+        )
+        .await;
     assert_eq!(retry.status(), 202, "{}", retry.text().await.unwrap());
     let done = app
         .wait_for_stage(&id, "DONE", Duration::from_secs(60))
         .await;
     assert_eq!(done["outcome"], "APPROVED", "{done}");
     let again = app
-        .http
-        .post(app.url(&format!("/api/v1/sigma/operator/submissions/{id}/retry")))
-        .bearer_auth(&app.operator_token)
-        .send()
-        .await
-        .unwrap();
+        .post(
+            &format!("/api/v1/sigma/operator/submissions/{id}/retry"),
+            &app.operator_token,
+            None,
+        )
+        .await;
     assert_eq!(again.status(), 409, "a completed submission is not retried");
     sandbox.kill().await.unwrap();
     app.shutdown().await;

@@ -205,16 +205,7 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
     let location = raw.headers()["location"].to_str().unwrap().to_owned();
     let accepted: Value = raw.json().await.unwrap();
     assert_eq!(location, accepted["statusUrl"]);
-    let status: Value = app
-        .http
-        .get(&location)
-        .bearer_auth(&app.developer_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = app.get_json(&location, &app.developer_token).await;
     assert_eq!(status["category"], "SKILL_API");
     assert_eq!(status["skillName"], "weather");
     app.shutdown().await;
@@ -239,16 +230,7 @@ async fn submissions_list_pages_newest_first_and_stays_private() {
         if let Some(c) = &cursor {
             url.push_str(&format!("&cursor={c}"));
         }
-        let page: Value = app
-            .http
-            .get(url)
-            .bearer_auth(&app.developer_token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = app.get_json(&url, &app.developer_token).await;
         seen.extend(
             page["items"]
                 .as_array()

@@ -249,15 +249,11 @@ async fn split_votes_escalate_and_the_operator_decides() {
 
     // The live query answers from the running workflow: the panels and every vote so far.
     let progress: Value = app
-        .http
-        .get(app.url(&format!("/api/v1/sigma/dev/submissions/{id}/progress")))
-        .bearer_auth(&app.developer_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(
+            &format!("/api/v1/sigma/dev/submissions/{id}/progress"),
+            &app.developer_token,
+        )
+        .await;
     assert_eq!(progress["stage"], "AWAITING_OPERATOR", "{progress}");
     assert_eq!(progress["panel"]["1"].as_array().unwrap().len(), 2);
     assert_eq!(progress["votes"].as_array().unwrap().len(), 4);

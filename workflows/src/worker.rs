@@ -128,3 +128,22 @@ pub async fn run(
     };
     result.with_context(|| format!("worker for queue {} failed", queue.name()))
 }
+
+/// Runs several queues' workers on this task until `stop` turns true.
+pub async fn run_all(
+    client: Client,
+    queues: Vec<Queue>,
+    deps: Deps,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let runs = queues.into_iter().map(|queue| {
+        let mut stop = stop.clone();
+        run(client.clone(), queue, deps.clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+    });
+    for result in futures::future::join_all(runs).await {
+        result?;
+    }
+    Ok(())
+}
