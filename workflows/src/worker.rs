@@ -89,8 +89,12 @@ pub async fn ensure_search_attributes(client: &Client, namespace: &str) -> anyho
     Ok(())
 }
 
+/// How long a stopping worker lets in-flight activities finish before cancelling them; a
+/// cancelled activity is retried by another worker, so stopping never loses work.
+pub const GRACEFUL_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub fn worker_options(queue: Queue, deps: Deps) -> anyhow::Result<WorkerOptions> {
-    let builder = WorkerOptions::new(queue.name());
+    let builder = WorkerOptions::new(queue.name()).graceful_shutdown_period(GRACEFUL_SHUTDOWN);
     Ok(match queue {
         Queue::Sandbox => builder
             .register_activities(SandboxActivities::new(deps))

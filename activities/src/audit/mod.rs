@@ -49,6 +49,8 @@ impl AuditActivities {
         };
         tokio::select! {
             result = self.vote(&input, ctx.info().attempt) => result.map_err(retryable),
+            // A stopping worker cancels us: give the vote back to Temporal for another worker.
+            () = ctx.cancelled() => Err(ActivityError::cancelled()),
             _ = heartbeat => unreachable!("the heartbeat loop never ends"),
         }
     }
