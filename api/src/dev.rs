@@ -213,8 +213,9 @@ async fn create_submission(
         }
     }
     tx.commit().await?;
+    // `already_started`: a concurrent replay of this request's idempotency key started it first.
     if let Err(e) =
-        start_workflow(&state, &id, intake.category, &bundle_key, m.name.as_deref()).await
+        ensure_started(&state, &id, intake.category, &bundle_key, m.name.as_deref()).await
     {
         // Compensate: without a workflow the submission must not exist (the idempotency row
         // cascades), so a retry of this request starts afresh. The bundle blob is content-addressed.
@@ -256,22 +257,14 @@ async fn replay(
     .await?;
     let submission_id = SubmissionId::parse(id).map_err(anyhow::Error::msg)?;
     let category: Category = row.category.parse().map_err(anyhow::Error::msg)?;
-    match start_workflow(
+    ensure_started(
         state,
         &submission_id,
         category,
         &row.bundle_key,
         row.skill_name.as_deref(),
     )
-    .await
-    {
-        Ok(())
-        | Err(ApiError::Client {
-            code: "already_started",
-            ..
-        }) => {}
-        Err(e) => return Err(e),
-    }
+    .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(accepted(state, id, bundle_sha256)),
@@ -287,6 +280,23 @@ fn accepted(state: &AppState, id: &str, bundle_sha256: &Sha256Hex) -> Submission
         stage: "RECEIVED".into(),
         status_url: format!("{base}/api/v1/sigma/dev/submissions/{id}"),
         bundle_sha256: bundle_sha256.to_string(),
+    }
+}
+
+/// Starts the submission's workflow unless it already runs.
+async fn ensure_started(
+    state: &AppState,
+    id: &SubmissionId,
+    category: Category,
+    bundle_key: &str,
+    name: Option<&str>,
+) -> ApiResult<()> {
+    match start_workflow(state, id, category, bundle_key, name).await {
+        Err(ApiError::Client {
+            code: "already_started",
+            ..
+        }) => Ok(()),
+        other => other,
     }
 }
 

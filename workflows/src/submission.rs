@@ -20,7 +20,8 @@ use sigma_shared::domain::{Category, Outcome, RiskLevel, Stage};
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
+    ActivityOptions, LocalActivityOptions, SyncWorkflowContext, WorkflowContext,
+    WorkflowContextView, WorkflowResult,
 };
 
 use crate::{panel, search};
@@ -105,6 +106,15 @@ fn on_queue(policy: &PipelineSettings, queue: &str, start_to_close: Duration) ->
 fn ops(policy: &PipelineSettings) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
         .task_queue(queues::OPS.to_owned())
+        .retry_policy(retry(policy, policy.ops_max_attempts))
+        .build()
+}
+
+/// Projection writes run as local activities in the workflow's own worker: same retries, no
+/// round trip through the server per stage (about half of a submission's hops).
+fn local_ops(policy: &PipelineSettings) -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .start_to_close_timeout(Duration::from_secs(30))
         .retry_policy(retry(policy, policy.ops_max_attempts))
         .build()
 }
@@ -591,9 +601,13 @@ impl SubmissionWorkflow {
             md
         });
         ctx.set_current_details(details);
-        ctx.execute_activity(OpsActivities::update_projection, update, ops(&input.policy))
-            .await
-            .explained()?;
+        ctx.execute_local_activity(
+            OpsActivities::update_projection,
+            update,
+            local_ops(&input.policy),
+        )
+        .await
+        .explained()?;
         Ok(())
     }
 }
