@@ -61,6 +61,25 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// Two validators, one per phase: each phase's vote is a known validator's.
+    pub fn one_per_phase() -> Self {
+        Self {
+            validators: vec!["v1", "v2"],
+            panel_size: 1,
+            ..Default::default()
+        }
+    }
+
+    /// The API alone: submissions are accepted but no worker picks them up.
+    pub fn without_workers() -> Self {
+        Self {
+            queues: vec![],
+            ..Default::default()
+        }
+    }
+}
+
 pub fn model_of(validator: &str) -> String {
     format!("model-{validator}")
 }

@@ -102,13 +102,9 @@ async fn an_audit_worker_killed_mid_vote_is_replaced_and_one_certificate_is_issu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_provider_is_retried_then_recorded_as_a_failed_vote() {
-    let app = TestApp::spawn_with(Options {
-        validators: vec!["v1", "v2"],
-        panel_size: 1,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let app = TestApp::spawn_with(sigma_testkit::Options::one_per_phase())
+        .await
+        .unwrap();
     for v in ["v1", "v2"] {
         app.llm.fallback(&model_of(v), Reply::Status(503));
     }

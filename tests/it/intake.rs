@@ -213,12 +213,9 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submissions_list_pages_newest_first_and_stays_private() {
-    let app = TestApp::spawn_with(sigma_testkit::Options {
-        queues: vec![],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let app = TestApp::spawn_with(sigma_testkit::Options::without_workers())
+        .await
+        .unwrap();
     let mut ids = Vec::new();
     for n in 0..5 {
         ids.push(app.submit_ok(bundle::weather_skill_variant(n)).await);
@@ -273,12 +270,9 @@ async fn submissions_list_pages_newest_first_and_stays_private() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_served_openapi_document_is_the_committed_one_with_a_browsable_ui() {
-    let app = TestApp::spawn_with(sigma_testkit::Options {
-        queues: vec![],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let app = TestApp::spawn_with(sigma_testkit::Options::without_workers())
+        .await
+        .unwrap();
     let served: Value = app
         .http
         .get(app.url("/api/v1/openapi.json"))

@@ -161,13 +161,9 @@ async fn sandbox_rejects_traversal_and_oversized_bundles_before_any_audit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_llm_answer_is_retried_and_the_valid_answer_counts() {
-    let app = TestApp::spawn_with(sigma_testkit::Options {
-        validators: vec!["v1", "v2"],
-        panel_size: 1,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let app = TestApp::spawn_with(sigma_testkit::Options::one_per_phase())
+        .await
+        .unwrap();
     for v in ["v1", "v2"] {
         app.llm.script(
             &model_of(v),
@@ -201,13 +197,9 @@ async fn malformed_llm_answer_is_retried_and_the_valid_answer_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistently_malformed_or_truncated_answers_are_failed_votes_never_safe() {
-    let app = TestApp::spawn_with(sigma_testkit::Options {
-        validators: vec!["v1", "v2"],
-        panel_size: 1,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let app = TestApp::spawn_with(sigma_testkit::Options::one_per_phase())
+        .await
+        .unwrap();
     app.llm.fallback(
         &model_of("v1"),
         Reply::Truncated(
