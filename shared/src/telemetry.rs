@@ -20,7 +20,7 @@ pub fn init(settings: &LogSettings) {
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .with_span_events(FmtSpan::NONE)
             .try_init()
     };
