@@ -39,6 +39,35 @@ mod tests {
         );
     }
 
+    /// The examples published in RFC 8785 itself (§3.2.2 numbers, strings and literals; §3.2.3
+    /// property sorting by UTF-16 code units, where a surrogate pair sorts before U+FB33).
+    #[test]
+    fn rfc_8785_published_examples() {
+        let input = r#"{
+            "numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+            "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+            "literals": [null, true, false]
+        }"#;
+        let value: serde_json::Value = serde_json::from_str(input).unwrap();
+        let expected = r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#;
+        assert_eq!(String::from_utf8(canonical_json(&value).unwrap()).unwrap(), expected);
+
+        let sorting = r#"{
+            "\u20ac": "Euro Sign", "\r": "Carriage Return", "\ufb33": "Hebrew Letter Dalet With Dagesh",
+            "1": "One", "\ud83d\ude00": "Emoji: Grinning Face", "\u0080": "Control",
+            "\u00f6": "Latin Small Letter O With Diaeresis"
+        }"#;
+        let value: serde_json::Value = serde_json::from_str(sorting).unwrap();
+        let canonical: serde_json::Value = serde_json::from_slice(&canonical_json(&value).unwrap()).unwrap();
+        let text = String::from_utf8(canonical_json(&value).unwrap()).unwrap();
+        let order: Vec<usize> = ["Carriage Return", "One", "Control", "Latin Small", "Euro Sign", "Emoji", "Hebrew"]
+            .iter()
+            .map(|v| text.find(v).expect("value present"))
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "UTF-16 order violated: {text}");
+        assert_eq!(canonical, value);
+    }
+
     #[test]
     fn keccak_is_the_ethereum_variant_not_nist_sha3() {
         // The well-known keccak-256 of the empty input (NIST SHA3-256 would give a7ffc6f8…).
