@@ -50,7 +50,10 @@ mod tests {
         }"#;
         let value: serde_json::Value = serde_json::from_str(input).unwrap();
         let expected = r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#;
-        assert_eq!(String::from_utf8(canonical_json(&value).unwrap()).unwrap(), expected);
+        assert_eq!(
+            String::from_utf8(canonical_json(&value).unwrap()).unwrap(),
+            expected
+        );
 
         let sorting = r#"{
             "\u20ac": "Euro Sign", "\r": "Carriage Return", "\ufb33": "Hebrew Letter Dalet With Dagesh",
@@ -58,13 +61,25 @@ mod tests {
             "\u00f6": "Latin Small Letter O With Diaeresis"
         }"#;
         let value: serde_json::Value = serde_json::from_str(sorting).unwrap();
-        let canonical: serde_json::Value = serde_json::from_slice(&canonical_json(&value).unwrap()).unwrap();
+        let canonical: serde_json::Value =
+            serde_json::from_slice(&canonical_json(&value).unwrap()).unwrap();
         let text = String::from_utf8(canonical_json(&value).unwrap()).unwrap();
-        let order: Vec<usize> = ["Carriage Return", "One", "Control", "Latin Small", "Euro Sign", "Emoji", "Hebrew"]
-            .iter()
-            .map(|v| text.find(v).expect("value present"))
-            .collect();
-        assert!(order.windows(2).all(|w| w[0] < w[1]), "UTF-16 order violated: {text}");
+        let order: Vec<usize> = [
+            "Carriage Return",
+            "One",
+            "Control",
+            "Latin Small",
+            "Euro Sign",
+            "Emoji",
+            "Hebrew",
+        ]
+        .iter()
+        .map(|v| text.find(v).expect("value present"))
+        .collect();
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "UTF-16 order violated: {text}"
+        );
         assert_eq!(canonical, value);
     }
 

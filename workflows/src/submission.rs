@@ -110,6 +110,9 @@ fn ops(policy: &PipelineSettings) -> ActivityOptions {
         .build()
 }
 
+/// Marks histories whose projection writes are local activities (see `enter`).
+const LOCAL_PROJECTION_PATCH: &str = "local-projection-activities";
+
 /// Projection writes run as local activities in the workflow's own worker: same retries, no
 /// round trip through the server per stage (about half of a submission's hops).
 fn local_ops(policy: &PipelineSettings) -> LocalActivityOptions {
@@ -601,13 +604,20 @@ impl SubmissionWorkflow {
             md
         });
         ctx.set_current_details(details);
-        ctx.execute_local_activity(
-            OpsActivities::update_projection,
-            update,
-            local_ops(&input.policy),
-        )
-        .await
-        .explained()?;
+        // Runs started before projections became local activities keep their recorded shape.
+        if ctx.patched(LOCAL_PROJECTION_PATCH) {
+            ctx.execute_local_activity(
+                OpsActivities::update_projection,
+                update,
+                local_ops(&input.policy),
+            )
+            .await
+            .explained()?;
+        } else {
+            ctx.execute_activity(OpsActivities::update_projection, update, ops(&input.policy))
+                .await
+                .explained()?;
+        }
         Ok(())
     }
 }
