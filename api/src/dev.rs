@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sigma_activities::sandbox::unpack::{self, UnpackError};
 use sigma_shared::blob::keys;
-use sigma_shared::domain::{Category, Sha256Hex, SubmissionId};
+use sigma_shared::domain::{Category, Sha256Hex, Stage, SubmissionId};
 use sigma_workflows::search;
 use sigma_workflows::{SubmissionInput, SubmissionProgress, SubmissionWorkflow};
 use temporalio_client::errors::WorkflowStartError;
@@ -208,7 +208,7 @@ async fn create_submission(
             tx.rollback().await?;
             let previous = find_idempotent(&state, &developer, key, &request_sha256)
                 .await?
-                .ok_or_else(|| anyhow::anyhow!("idempotency row vanished"))?;
+                .ok_or_else(in_flight)?;
             return replay(&state, &previous, &bundle_sha256).await;
         }
     }
@@ -217,15 +217,19 @@ async fn create_submission(
     if let Err(e) =
         ensure_started(&state, &id, intake.category, &bundle_key, m.name.as_deref()).await
     {
-        // Compensate: without a workflow the submission must not exist (the idempotency row
-        // cascades), so a retry of this request starts afresh. The bundle blob is content-addressed.
-        sqlx::query!(
-            "delete from submission where submission_id = $1",
-            id.as_str()
-        )
-        .execute(&state.db)
-        .await?;
-        return Err(e);
+        // The start may have failed after the server created the run (a timeout), or a replay may
+        // have started it meanwhile: only a submission with no run at all is removed.
+        if workflow_status(&state, &id).await.is_none() {
+            // Without a workflow the submission must not exist (the idempotency row cascades), so a
+            // retry of this request starts afresh. The bundle blob is content-addressed.
+            sqlx::query!(
+                "delete from submission where submission_id = $1",
+                id.as_str()
+            )
+            .execute(&state.db)
+            .await?;
+            return Err(e);
+        }
     }
     tracing::info!(category = %intake.category, bytes = intake.bundle.len(), "submission accepted");
     let body = accepted(&state, id.as_str(), &bundle_sha256);
@@ -250,26 +254,55 @@ async fn replay(
     bundle_sha256: &Sha256Hex,
 ) -> ApiResult<axum::response::Response> {
     let row = sqlx::query!(
-        "select category, bundle_key, skill_name from submission where submission_id = $1",
+        "select category, bundle_key, skill_name, stage from submission where submission_id = $1",
         id
     )
-    .fetch_one(&state.db)
+    .fetch_optional(&state.db)
     .await?;
-    let submission_id = SubmissionId::parse(id).map_err(anyhow::Error::msg)?;
-    let category: Category = row.category.parse().map_err(anyhow::Error::msg)?;
-    ensure_started(
-        state,
-        &submission_id,
-        category,
-        &row.bundle_key,
-        row.skill_name.as_deref(),
-    )
-    .await?;
+    // The first request is being undone (its workflow could not start): ask the client to retry.
+    let row = row.ok_or_else(in_flight)?;
+    // Only a submission that never got going is started here; anything further along (even
+    // FAILED) belongs to its workflow or to an operator retry.
+    if row.stage == Stage::Received.as_str() {
+        let submission_id = SubmissionId::parse(id).map_err(anyhow::Error::msg)?;
+        let category: Category = row.category.parse().map_err(anyhow::Error::msg)?;
+        ensure_started(
+            state,
+            &submission_id,
+            category,
+            &row.bundle_key,
+            row.skill_name.as_deref(),
+        )
+        .await?;
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(accepted(state, id, bundle_sha256)),
     )
         .into_response())
+}
+
+fn in_flight() -> ApiError {
+    ApiError::unavailable(
+        "request_in_flight",
+        "an earlier request with this Idempotency-Key is still being settled; retry shortly",
+    )
+}
+
+/// The status of the submission's latest workflow run, or `None` when Temporal has none (or
+/// cannot say).
+pub(crate) async fn workflow_status(
+    state: &AppState,
+    id: &SubmissionId,
+) -> Option<temporalio_client::WorkflowExecutionStatus> {
+    let handle = state
+        .temporal
+        .get_workflow_handle::<SubmissionWorkflow>(id.workflow_id());
+    handle
+        .describe(Default::default())
+        .await
+        .ok()
+        .map(|d| d.status())
 }
 
 fn accepted(state: &AppState, id: &str, bundle_sha256: &Sha256Hex) -> SubmissionAccepted {
@@ -291,7 +324,17 @@ async fn ensure_started(
     bundle_key: &str,
     name: Option<&str>,
 ) -> ApiResult<()> {
-    match start_workflow(state, id, category, bundle_key, name).await {
+    // Intake starts a submission's workflow once, ever; only an operator retry reuses the id.
+    match start_workflow(
+        state,
+        id,
+        category,
+        bundle_key,
+        name,
+        WorkflowIdReusePolicy::RejectDuplicate,
+    )
+    .await
+    {
         Err(ApiError::Client {
             code: "already_started",
             ..
@@ -306,6 +349,7 @@ pub(crate) async fn start_workflow(
     category: Category,
     bundle_key: &str,
     name: Option<&str>,
+    reuse: WorkflowIdReusePolicy,
 ) -> ApiResult<()> {
     let settings = &state.settings;
     let input = SubmissionInput {
@@ -326,8 +370,7 @@ pub(crate) async fn start_workflow(
             name.map(|n| format!(" ({n})")).unwrap_or_default()
         ))
         .build();
-    // One workflow per submission; only a failed run may be retried under the same id.
-    options.id_reuse_policy = WorkflowIdReusePolicy::AllowDuplicateFailedOnly;
+    options.id_reuse_policy = reuse;
     match state
         .temporal
         .start_workflow(SubmissionWorkflow::run, input, options)

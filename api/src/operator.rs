@@ -8,14 +8,16 @@ use sigma_activities::types::OperatorDecision;
 use sigma_shared::domain::{Category, Outcome, SubmissionId};
 use sigma_workflows::{SubmissionProgress, SubmissionWorkflow};
 use temporalio_client::errors::WorkflowUpdateError;
-use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowExecutionStatus};
+use temporalio_client::{
+    WorkflowExecuteUpdateOptions, WorkflowExecutionStatus, WorkflowIdReusePolicy,
+};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::OperatorAuth;
-use crate::dev::start_workflow;
+use crate::dev::{start_workflow, workflow_status};
 use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -132,13 +134,25 @@ async fn retry_submission(
             "this submission's certificate was issued before the failure; it is not re-audited",
         ));
     }
-    // Only a FAILED submission is retried, decided here by the projection (which outlives
-    // Temporal's retention), and claimed atomically so two retries cannot both start a run.
+    // A failed submission is retried: FAILED in the projection, or (when even writing FAILED
+    // failed) a latest run that Temporal reports closed without completing. The update claims
+    // it atomically, so two retries cannot both start a run; reasons and failure detail stay
+    // on record until the new run writes its own.
+    let temporal_failed = matches!(
+        workflow_status(&state, &id).await,
+        Some(
+            WorkflowExecutionStatus::Failed
+                | WorkflowExecutionStatus::Terminated
+                | WorkflowExecutionStatus::TimedOut
+                | WorkflowExecutionStatus::Canceled
+        )
+    );
     let row = sqlx::query!(
-        r#"update submission set stage = 'RECEIVED', completed_at = null, failure_detail = null, reasons = '[]'
-           where submission_id = $1 and stage = 'FAILED'
+        r#"update submission set stage = 'RECEIVED', completed_at = null
+           where submission_id = $1 and (stage = 'FAILED' or ($2 and stage not in ('DONE', 'RECEIVED')))
            returning category, bundle_key, skill_name"#,
-        id.as_str()
+        id.as_str(),
+        temporal_failed,
     )
     .fetch_optional(&state.db)
     .await?;
@@ -150,23 +164,23 @@ async fn retry_submission(
         ));
     };
     let category: Category = row.category.parse().map_err(anyhow::Error::msg)?;
-    if let Err(e) = start_workflow(
+    let started = start_workflow(
         &state,
         &id,
         category,
         &row.bundle_key,
         row.skill_name.as_deref(),
+        WorkflowIdReusePolicy::AllowDuplicateFailedOnly,
     )
-    .await
-    {
-        // Leave it retryable.
-        sqlx::query!(
-            "update submission set stage = 'FAILED' where submission_id = $1",
-            id.as_str()
-        )
-        .execute(&state.db)
-        .await?;
-        return Err(e);
+    .await;
+    if let Err(e) = started {
+        // Leave it retryable, unless the run started after all (the start timed out).
+        if workflow_status(&state, &id).await != Some(WorkflowExecutionStatus::Running) {
+            sqlx::query!("update submission set stage = 'FAILED' where submission_id = $1 and stage = 'RECEIVED'", id.as_str())
+                .execute(&state.db)
+                .await?;
+            return Err(e);
+        }
     }
     tracing::info!("submission retried");
     Ok((

@@ -132,7 +132,14 @@ async fn a_platform_failure_is_visible_and_an_operator_retry_completes_the_submi
     .await
     .unwrap();
     let bundle = bundle::weather_skill();
-    let id = app.submit_ok(bundle.clone()).await;
+    let first = app
+        .submit("SKILL", bundle.clone(), None, Some("platform-key"))
+        .await;
+    assert_eq!(first.status(), 202);
+    let id = first.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // The stored bundle disappears before any sandbox worker runs: every sandbox attempt fails.
     let key: String =
         sqlx::query_scalar("select bundle_key from submission where submission_id = $1")
@@ -176,6 +183,23 @@ async fn a_platform_failure_is_visible_and_an_operator_retry_completes_the_submi
     assert!(
         failed["outcome"].is_null(),
         "a platform failure is not a verdict"
+    );
+
+    // Replaying the original request answers as before but never re-runs a failed submission:
+    // that is the operator's call (and the certificate check's).
+    let replayed = app
+        .submit("SKILL", bundle.clone(), None, Some("platform-key"))
+        .await;
+    assert_eq!(replayed.status(), 202);
+    assert_eq!(
+        replayed.json::<serde_json::Value>().await.unwrap()["id"],
+        id.as_str()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        app.submission(&id).await["stage"],
+        "FAILED",
+        "a replay does not start a new run"
     );
 
     let not_failed_yet = app

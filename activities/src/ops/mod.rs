@@ -209,7 +209,11 @@ impl OpsActivities {
                    values ($1, $2, $3, coalesce((select model from validator where validator_id = $3), 'unknown'), 'FAILED', $4)
                    on conflict (round_id, phase, validator_id) do update set
                        status = 'FAILED', verdict = null, severity = null, blocking = null, findings = '[]',
-                       rationale = null, failure = excluded.failure"#,
+                       rationale = null, failure = excluded.failure,
+                       transcript_key = case when audit_vote.status = 'CAST' then null else audit_vote.transcript_key end,
+                       -- Postgres re-checks this column against the newest row version, so a late
+                       -- attempt waiting on our lock cannot overwrite the vote consensus counted.
+                       activity_attempt = 2147483647"#,
                 input.round_id,
                 vote.phase as i16,
                 vote.validator_id,
@@ -284,17 +288,17 @@ impl OpsActivities {
         .execute(&self.deps.db)
         .await?;
         // Claim the email so that two attempts (one timed out but still running) cannot both send.
-        let claimed = sqlx::query!(
-            r#"update notification set claimed_at = now(), attempts = attempts + 1
+        let claimed = sqlx::query_scalar!(
+            r#"update notification set claimed_at = now(), claim_token = gen_random_uuid(), attempts = attempts + 1
                where submission_id = $1 and kind = $2 and sent_at is null
                  and (claimed_at is null or claimed_at < now() - interval '2 minutes')
-               returning attempts"#,
+               returning claim_token as "claim_token!""#,
             input.submission_id,
             kind,
         )
         .fetch_optional(&self.deps.db)
         .await?;
-        if claimed.is_none() {
+        let Some(claim) = claimed else {
             let sent = sqlx::query_scalar!(
                 "select sent_at is not null from notification where submission_id = $1 and kind = $2",
                 input.submission_id,
@@ -308,7 +312,7 @@ impl OpsActivities {
             );
             tracing::info!("outcome email already sent");
             return Ok(());
-        }
+        };
         let status_url = format!(
             "{base}/api/v1/sigma/dev/submissions/{}",
             input.submission_id
@@ -345,9 +349,10 @@ impl OpsActivities {
         match self.deps.mailer.send(email).await {
             Ok(()) => {
                 sqlx::query!(
-                    "update notification set sent_at = now(), last_error = null where submission_id = $1 and kind = $2",
+                    "update notification set sent_at = now(), last_error = null where submission_id = $1 and kind = $2 and claim_token = $3",
                     input.submission_id,
-                    kind
+                    kind,
+                    claim,
                 )
                 .execute(&self.deps.db)
                 .await?;
@@ -356,10 +361,11 @@ impl OpsActivities {
             }
             Err(e) => {
                 sqlx::query!(
-                    "update notification set last_error = $3, claimed_at = null where submission_id = $1 and kind = $2",
+                    "update notification set last_error = $3, claimed_at = null, claim_token = null where submission_id = $1 and kind = $2 and claim_token = $4",
                     input.submission_id,
                     kind,
                     format!("{e:#}"),
+                    claim,
                 )
                 .execute(&self.deps.db)
                 .await?;
