@@ -342,9 +342,17 @@ impl TestApp {
     }
 
     pub async fn submission(&self, id: &str) -> Value {
+        self.get_json(
+            &format!("/api/v1/sigma/dev/submissions/{id}"),
+            &self.developer_token,
+        )
+        .await
+    }
+
+    /// GET a JSON body from the public plane, without credentials.
+    pub async fn public_json(&self, path: &str) -> Value {
         self.http
-            .get(self.url(&format!("/api/v1/sigma/dev/submissions/{id}")))
-            .bearer_auth(&self.developer_token)
+            .get(self.url(path))
             .send()
             .await
             .expect("API reachable")

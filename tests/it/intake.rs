@@ -273,15 +273,7 @@ async fn the_served_openapi_document_is_the_committed_one_with_a_browsable_ui() 
     let app = TestApp::spawn_with(sigma_testkit::Options::without_workers())
         .await
         .unwrap();
-    let served: Value = app
-        .http
-        .get(app.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let served: Value = app.public_json("/api/v1/openapi.json").await;
     let committed: Value = serde_json::from_str(include_str!("../../openapi.json")).unwrap();
     assert_eq!(served, committed);
     assert!(served["paths"]["/api/v1/sigma/dev/submissions"]["post"].is_object());

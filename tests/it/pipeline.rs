@@ -58,14 +58,8 @@ async fn upload_to_certificate_to_public_verify_to_email() {
     }
 
     let verify: Value = app
-        .http
-        .get(app.url(&format!("/api/v1/public/certificates/{id}/verify")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .public_json(&format!("/api/v1/public/certificates/{id}/verify"))
+        .await;
     assert_eq!(verify["valid"], true, "{verify}");
     assert_eq!(verify["status"], "APPROVED");
     assert_eq!(verify["securityLevel"], "CLEAR");
@@ -77,14 +71,8 @@ async fn upload_to_certificate_to_public_verify_to_email() {
     assert_eq!(verify["onChain"]["committed"], false);
     // The published hash is the keccak-256 of the canonical sealed snapshot.
     let record: Value = app
-        .http
-        .get(app.url(&format!("/api/v1/public/certificates/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .public_json(&format!("/api/v1/public/certificates/{id}"))
+        .await;
     assert_eq!(
         record["payloadHash"],
         payload_hash(&record["sealed"]).unwrap().as_str()
