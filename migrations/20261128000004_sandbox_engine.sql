@@ -10,3 +10,6 @@ alter table sandbox_report
 alter table submission drop constraint submission_bundle_format_check;
 alter table submission add constraint submission_bundle_format_check
     check (bundle_format in ('zip', 'tar.gz', 'tar', 'git'));
+
+-- `owner/name` of a public git repository the sandbox fetches (pinned by `source_ref`).
+alter table submission add column git_repository text;

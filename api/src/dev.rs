@@ -24,11 +24,13 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::DeveloperAuth;
-use crate::error::{ApiError, ApiQuery, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
+use sigma_activities::types::GitSource;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_submission, list_submissions))
+        .routes(routes!(create_git_submission))
         .routes(routes!(get_submission))
         .routes(routes!(get_submission_progress))
 }
@@ -77,7 +79,9 @@ pub struct SubmissionAccepted {
     pub workflow_id: String,
     pub stage: String,
     pub status_url: String,
-    pub bundle_sha256: String,
+    /// SHA-256 of the uploaded archive; absent for a git submission until the sandbox fetches it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bundle_sha256: Option<String>,
 }
 
 struct Intake {
@@ -136,7 +140,7 @@ async fn create_submission(
     if let Some(key) = &idempotency_key
         && let Some(previous) = find_idempotent(&state, &developer, key, &request_sha256).await?
     {
-        return replay(&state, &previous, &bundle_sha256).await;
+        return replay(&state, &previous, Some(&bundle_sha256)).await;
     }
 
     // Inflating an archive is CPU work: keep it off the async workers.
@@ -165,34 +169,73 @@ async fn create_submission(
         )
         .await?;
 
+    record_and_start(
+        &state,
+        &developer,
+        idempotency_key.as_deref(),
+        &request_sha256,
+        NewSubmission {
+            category: intake.category,
+            metadata: intake.metadata,
+            bundle_key,
+            bundle_sha256: Some(bundle_sha256),
+            bundle_bytes: intake.bundle.len() as i64,
+            format: format.as_str(),
+            git: None,
+        },
+    )
+    .await
+}
+
+/// What intake records before starting the workflow.
+struct NewSubmission {
+    category: Category,
+    metadata: SubmissionMetadata,
+    /// Empty for a git submission: the sandbox fetches and records the archive.
+    bundle_key: String,
+    bundle_sha256: Option<Sha256Hex>,
+    bundle_bytes: i64,
+    format: &'static str,
+    git: Option<GitSource>,
+}
+
+/// Rows first, then the workflow: the workflow's activities always find their submission. With
+/// an idempotency key, a concurrent duplicate answers as the winner did.
+async fn record_and_start(
+    state: &AppState,
+    developer: &DeveloperAuth,
+    idempotency_key: Option<&str>,
+    request_sha256: &str,
+    new: NewSubmission,
+) -> ApiResult<axum::response::Response> {
     let id = SubmissionId::random();
     let span = tracing::Span::current();
     span.record("submission_id", tracing::field::display(&id));
     span.record("workflow_id", id.workflow_id());
-    // Rows first, then the workflow: the workflow's activities always find their submission.
     let mut tx = state.db.begin().await?;
-    let m = &intake.metadata;
+    let m = &new.metadata;
     sqlx::query!(
         r#"insert into submission (submission_id, developer_id, category, skill_name, skill_version, source_url,
-               source_ref, note, bundle_key, bundle_sha256, bundle_bytes, bundle_format, workflow_id)
-           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"#,
+               source_ref, note, bundle_key, bundle_sha256, bundle_bytes, bundle_format, workflow_id, git_repository)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"#,
         id.as_str(),
         developer.developer_id,
-        intake.category.as_str(),
+        new.category.as_str(),
         m.name,
         m.version,
         m.source_url,
         m.source_ref,
         m.note,
-        bundle_key,
-        bundle_sha256.as_str(),
-        intake.bundle.len() as i64,
-        format.as_str(),
+        new.bundle_key,
+        new.bundle_sha256.as_ref().map(|s| s.as_str()).unwrap_or(""),
+        new.bundle_bytes,
+        new.format,
         id.workflow_id(),
+        new.git.as_ref().map(|g| g.repository.as_str()),
     )
     .execute(&mut *tx)
     .await?;
-    if let Some(key) = &idempotency_key {
+    if let Some(key) = idempotency_key {
         let claimed = sqlx::query!(
             r#"insert into idempotency_key (developer_id, idempotency_key, request_sha256, submission_id)
                values ($1, $2, $3, $4) on conflict do nothing"#,
@@ -206,20 +249,27 @@ async fn create_submission(
         if claimed.rows_affected() == 0 {
             // A concurrent request with the same key won the race: answer as it did.
             tx.rollback().await?;
-            let previous = find_idempotent(&state, &developer, key, &request_sha256)
+            let previous = find_idempotent(state, developer, key, request_sha256)
                 .await?
                 .ok_or_else(in_flight)?;
-            return replay(&state, &previous, &bundle_sha256).await;
+            return replay(state, &previous, new.bundle_sha256.as_ref()).await;
         }
     }
     tx.commit().await?;
     // `already_started`: a concurrent replay of this request's idempotency key started it first.
-    if let Err(e) =
-        ensure_started(&state, &id, intake.category, &bundle_key, m.name.as_deref()).await
+    if let Err(e) = ensure_started(
+        state,
+        &id,
+        new.category,
+        &new.bundle_key,
+        m.name.as_deref(),
+        new.git.clone(),
+    )
+    .await
     {
         // The start may have failed after the server created the run (a timeout), or a replay may
         // have started it meanwhile: only a submission with no run at all is removed.
-        if workflow_status(&state, &id).await.is_none() {
+        if workflow_status(state, &id).await.is_none() {
             // Without a workflow the submission must not exist (the idempotency row cascades), so a
             // retry of this request starts afresh. The bundle blob is content-addressed.
             sqlx::query!(
@@ -231,8 +281,8 @@ async fn create_submission(
             return Err(e);
         }
     }
-    tracing::info!(category = %intake.category, bytes = intake.bundle.len(), "submission accepted");
-    let body = accepted(&state, id.as_str(), &bundle_sha256);
+    tracing::info!(category = %new.category, bytes = new.bundle_bytes, git = new.git.is_some(), "submission accepted");
+    let body = accepted(state, id.as_str(), new.bundle_sha256.as_ref());
     let location = body.status_url.clone();
     Ok((
         StatusCode::ACCEPTED,
@@ -240,6 +290,143 @@ async fn create_submission(
         Json(body),
     )
         .into_response())
+}
+
+/// A git submission: a public repository pinned to a ref.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GitSubmission {
+    /// SKILL, SKILL_API, API, CODE, CODE_PACKAGES, SKILL_CODE, SKILL_CODE_PACKAGES or SKILL_API_CODE_PACKAGES.
+    pub category: String,
+    /// `owner/name` of a public repository.
+    pub repository: String,
+    /// The commit SHA (preferred: it cannot move) or tag to review.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    #[serde(default)]
+    pub metadata: SubmissionMetadata,
+}
+
+/// Submit a skill from a public git repository pinned to a ref.
+///
+/// The sandbox fetches the repository as one archive (`{git_archive_base_url}/{owner}/{repo}/tar.gz/{ref}`),
+/// stores it like an upload and reviews exactly those bytes. A repository or ref that does not
+/// exist rejects the submission with the reason. `Idempotency-Key` works as for uploads.
+#[utoipa::path(post, path = "/submissions/git", tag = "developer",
+    security(("developer_token" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Deduplicates retries of the same request")),
+    request_body = GitSubmission,
+    responses(
+        (status = 202, description = "Accepted; the pipeline has started", body = SubmissionAccepted),
+        (status = 401, body = ErrorBody), (status = 409, description = "Idempotency key reused for another request", body = ErrorBody),
+        (status = 422, description = "Unknown category, bad repository or ref, or bad metadata", body = ErrorBody),
+        (status = 503, description = "The workflow engine is unreachable; nothing was recorded", body = ErrorBody),
+    ))]
+#[tracing::instrument(
+    name = "create_git_submission",
+    skip_all,
+    fields(submission_id, workflow_id)
+)]
+async fn create_git_submission(
+    State(state): State<AppState>,
+    developer: DeveloperAuth,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<GitSubmission>,
+) -> ApiResult<axum::response::Response> {
+    let idempotency_key = idempotency_key(&headers)?;
+    let category: Category = body
+        .category
+        .parse()
+        .map_err(|e: String| ApiError::unprocessable("unknown_category", e))?;
+    let git = validate_git(&body.repository, &body.reference)?;
+    validate_metadata(&body.metadata)?;
+    let request_sha256 = {
+        let mut h = Sha256::new();
+        h.update(b"git\0");
+        h.update(serde_json::to_vec(&body).map_err(anyhow::Error::from)?);
+        hex::encode(h.finalize())
+    };
+    if let Some(key) = &idempotency_key
+        && let Some(previous) = find_idempotent(&state, &developer, key, &request_sha256).await?
+    {
+        return replay(&state, &previous, None).await;
+    }
+    let base = state
+        .settings
+        .sandbox
+        .git_archive_base_url
+        .trim_end_matches('/');
+    let metadata = SubmissionMetadata {
+        source_url: Some(format!("{base}/{}", git.repository)),
+        source_ref: Some(git.reference.clone()),
+        ..body.metadata
+    };
+    record_and_start(
+        &state,
+        &developer,
+        idempotency_key.as_deref(),
+        &request_sha256,
+        NewSubmission {
+            category,
+            metadata,
+            bundle_key: String::new(),
+            bundle_sha256: None,
+            bundle_bytes: 0,
+            format: "git",
+            git: Some(git),
+        },
+    )
+    .await
+}
+
+/// `owner/name` and a ref made of safe characters only: they become part of a URL path.
+fn validate_git(repository: &str, reference: &str) -> ApiResult<GitSource> {
+    let name_ok = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 100
+            && part != "."
+            && part != ".."
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    let parts: Vec<&str> = repository.split('/').collect();
+    if parts.len() != 2 || !parts.iter().all(|p| name_ok(p)) {
+        return Err(ApiError::unprocessable(
+            "invalid_repository",
+            "repository must be `owner/name`",
+        ));
+    }
+    let ref_ok = !reference.is_empty()
+        && reference.len() <= 200
+        && !reference.contains("..")
+        && !reference.starts_with('/')
+        && !reference.ends_with('/')
+        && !reference.contains("//")
+        && reference
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+    if !ref_ok {
+        return Err(ApiError::unprocessable(
+            "invalid_ref",
+            "ref must be a commit SHA or a tag name",
+        ));
+    }
+    Ok(GitSource {
+        repository: repository.to_owned(),
+        reference: reference.to_owned(),
+    })
+}
+
+/// The git source of a recorded submission, for replays and operator retries.
+pub(crate) fn git_source(
+    repository: Option<String>,
+    reference: Option<String>,
+) -> Option<GitSource> {
+    Some(GitSource {
+        repository: repository?,
+        reference: reference?,
+    })
 }
 
 /// Decompressed bytes read at intake to prove an archive is readable; the sandbox enforces the
@@ -251,10 +438,10 @@ const INTAKE_INFLATE_CAP: u64 = 16 * 1024 * 1024;
 async fn replay(
     state: &AppState,
     id: &str,
-    bundle_sha256: &Sha256Hex,
+    bundle_sha256: Option<&Sha256Hex>,
 ) -> ApiResult<axum::response::Response> {
     let row = sqlx::query!(
-        "select category, bundle_key, skill_name, stage from submission where submission_id = $1",
+        "select category, bundle_key, skill_name, stage, git_repository, source_ref from submission where submission_id = $1",
         id
     )
     .fetch_optional(&state.db)
@@ -272,6 +459,7 @@ async fn replay(
             category,
             &row.bundle_key,
             row.skill_name.as_deref(),
+            git_source(row.git_repository, row.source_ref),
         )
         .await?;
     }
@@ -305,14 +493,14 @@ pub(crate) async fn workflow_status(
         .map(|d| d.status())
 }
 
-fn accepted(state: &AppState, id: &str, bundle_sha256: &Sha256Hex) -> SubmissionAccepted {
+fn accepted(state: &AppState, id: &str, bundle_sha256: Option<&Sha256Hex>) -> SubmissionAccepted {
     let base = state.settings.api.public_base_url.trim_end_matches('/');
     SubmissionAccepted {
         id: id.to_owned(),
         workflow_id: format!("submission:{id}"),
         stage: "RECEIVED".into(),
         status_url: format!("{base}/api/v1/sigma/dev/submissions/{id}"),
-        bundle_sha256: bundle_sha256.to_string(),
+        bundle_sha256: bundle_sha256.map(|s| s.to_string()),
     }
 }
 
@@ -323,6 +511,7 @@ async fn ensure_started(
     category: Category,
     bundle_key: &str,
     name: Option<&str>,
+    git: Option<GitSource>,
 ) -> ApiResult<()> {
     // Intake starts a submission's workflow once, ever; only an operator retry reuses the id.
     match start_workflow(
@@ -331,6 +520,7 @@ async fn ensure_started(
         category,
         bundle_key,
         name,
+        git,
         WorkflowIdReusePolicy::RejectDuplicate,
     )
     .await
@@ -349,6 +539,7 @@ pub(crate) async fn start_workflow(
     category: Category,
     bundle_key: &str,
     name: Option<&str>,
+    git: Option<GitSource>,
     reuse: WorkflowIdReusePolicy,
 ) -> ApiResult<()> {
     let settings = &state.settings;
@@ -358,7 +549,7 @@ pub(crate) async fn start_workflow(
         bundle_key: bundle_key.to_owned(),
         policy: settings.pipeline.clone(),
         limits: settings.sandbox.limits_for(category),
-        git: None,
+        git,
     };
     let mut options = WorkflowStartOptions::new(sigma_activities::queues::OPS, id.workflow_id())
         .search_attributes(SearchAttributes::new([

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::OperatorAuth;
-use crate::dev::{start_workflow, workflow_status};
+use crate::dev::{git_source, start_workflow, workflow_status};
 use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -150,7 +150,7 @@ async fn retry_submission(
     let row = sqlx::query!(
         r#"update submission set stage = 'RECEIVED', completed_at = null
            where submission_id = $1 and (stage = 'FAILED' or ($2 and stage not in ('DONE', 'RECEIVED')))
-           returning category, bundle_key, skill_name"#,
+           returning category, bundle_key, skill_name, git_repository, source_ref"#,
         id.as_str(),
         temporal_failed,
     )
@@ -170,6 +170,7 @@ async fn retry_submission(
         category,
         &row.bundle_key,
         row.skill_name.as_deref(),
+        git_source(row.git_repository, row.source_ref),
         WorkflowIdReusePolicy::AllowDuplicateFailedOnly,
     )
     .await;

@@ -148,6 +148,37 @@ fn promises_text(ext: &str) -> bool {
     )
 }
 
+/// Extensions that promise a binary format: text behind one of them is disguised.
+fn promises_binary(ext: &str) -> bool {
+    matches!(
+        ext,
+        "png"
+            | "jpg"
+            | "jpeg"
+            | "gif"
+            | "webp"
+            | "ico"
+            | "bmp"
+            | "pdf"
+            | "zip"
+            | "gz"
+            | "tgz"
+            | "exe"
+            | "dll"
+            | "so"
+            | "dylib"
+            | "bin"
+            | "pyc"
+            | "wasm"
+            | "mp3"
+            | "mp4"
+            | "woff"
+            | "woff2"
+            | "ttf"
+            | "otf"
+    )
+}
+
 /// Which extensions a detected magic type may honestly carry.
 fn extension_fits(magic: &infer::Type, ext: &str) -> bool {
     let expected = magic.extension();
@@ -179,6 +210,9 @@ pub fn classify(path: &str, bytes: &[u8]) -> Classified {
         !matches!(t.matcher_type(), infer::MatcherType::Text)
     });
     let decoded = decode_text(bytes);
+    // Text wins over a magic match (PEM, shell and some signatures are printable); executables,
+    // images and archives carry NUL bytes and never decode as text.
+    let magic = magic.filter(|_| decoded.is_none());
     if let Some(t) = magic {
         // An image, archive, executable or document: opaque to a text scan.
         return Classified {
@@ -193,6 +227,18 @@ pub fn classify(path: &str, bytes: &[u8]) -> Classified {
     match decoded {
         Some((text, encoding)) => {
             let language = language(path, Some(&text));
+            // Text behind a binary extension (a script named `logo.png`) is disguised: scan it
+            // as code, whatever it claims to be.
+            if promises_binary(&ext) {
+                return Classified {
+                    kind: FileKind::Code,
+                    language,
+                    text: Some(text),
+                    encoding: Some(encoding),
+                    magic: None,
+                    misleading_extension: true,
+                };
+            }
             Classified {
                 kind: kind_of_text(path, language),
                 language,

@@ -131,6 +131,7 @@ impl<'a> TextMap<'a> {
         };
         if kind == FileKind::Prose {
             map.regions = prose_regions(text);
+            map.regions.sort_by_key(|(s, _, _)| *s);
         }
         map
     }
@@ -141,6 +142,19 @@ impl<'a> TextMap<'a> {
             Ok(i) => i + 1,
             Err(i) => i,
         }
+    }
+
+    /// Byte range of lines `first..=last` (1-based, clamped), newline included.
+    pub fn lines_span(&self, first: usize, last: usize) -> (usize, usize) {
+        let first = first.max(1);
+        let last = last.min(self.line_starts.len());
+        let start = self.line_starts[first - 1];
+        let end = self
+            .line_starts
+            .get(last)
+            .copied()
+            .unwrap_or(self.text.len());
+        (start, end)
     }
 
     pub fn line_text(&self, line: usize) -> &'a str {
@@ -154,9 +168,14 @@ impl<'a> TextMap<'a> {
     }
 
     fn region_at(&self, offset: usize, region: Region) -> bool {
-        self.regions
+        // Regions are sorted by start and those of one kind never overlap: look at the last one
+        // of that kind starting at or before the offset.
+        let upto = self.regions.partition_point(|(s, _, _)| *s <= offset);
+        self.regions[..upto]
             .iter()
-            .any(|(s, e, r)| *r == region && *s <= offset && offset < *e)
+            .rev()
+            .find(|(_, _, r)| *r == region)
+            .is_some_and(|(_, e, _)| offset < *e)
     }
 
     /// The context of a match spanning `start..end`.

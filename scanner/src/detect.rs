@@ -150,6 +150,18 @@ pub fn artifact(
     all_paths: &BTreeSet<&str>,
     out: &mut Vec<Finding>,
 ) {
+    if classified.text.is_some() && classified.misleading_extension {
+        out.push(structural(
+            "ART-001",
+            RuleCategory::OpaqueArtifact,
+            Severity::High,
+            path,
+            None,
+            "text or script content behind a binary file extension".into(),
+            "Name files for what they are; disguised files evade review.",
+        ));
+        return;
+    }
     let Some(magic) = classified
         .magic
         .or((classified.kind == crate::content::FileKind::Binary).then_some("binary"))

@@ -172,3 +172,25 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The front-matter parser never panics, whatever the text.
+        #[test]
+        fn never_panics(text in "(---\n)?[ -~\n]{0,300}(\n---\n)?[ -~\n]{0,50}") {
+            let _ = super::parse(&text);
+        }
+
+        /// A name and externalCalls written out are read back.
+        #[test]
+        fn reads_back_what_it_is_given(name in "[a-z][a-z0-9-]{0,20}", host in "[a-z]{1,10}\\.[a-z]{2,5}") {
+            let text = format!("---\nname: {name}\nexternalCalls:\n  - https://{host}/v1\n---\nbody\n");
+            let m = super::parse(&text).unwrap();
+            prop_assert_eq!(m.name, name);
+            prop_assert_eq!(&m.external_calls[0].url, &format!("https://{host}/v1"));
+        }
+    }
+}

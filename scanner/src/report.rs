@@ -449,7 +449,11 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
                 }
             }
         }
-        if matches!(kind, FileKind::Code | FileKind::Config) {
+        // Dependency manifests name package sources, not destinations the skill calls.
+        let dependency_manifest = deps::is_requirements(path)
+            || deps::is_package_json(path)
+            || path.rsplit('/').next() == Some(".npmrc");
+        if matches!(kind, FileKind::Code | FileKind::Config) && !dependency_manifest {
             detect::code_hosts(&map, &mut used_hosts, path);
         }
         decoded.extend(detect::blobs(
@@ -542,6 +546,26 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
                     .iter()
                     .map(|e| format!("{skill_root}{e}"))
                     .find(|e| all_paths.contains(e.as_str()))
+            })
+            .or_else(|| {
+                // A script SKILL.md tells the agent to run is an entry point; so is a lone one.
+                let instructions = skill_md
+                    .map(|f| String::from_utf8_lossy(&f.bytes).into_owned())
+                    .unwrap_or_default();
+                let code: Vec<&String> = texts
+                    .iter()
+                    .filter(|(path, kind, _, _)| {
+                        *kind == FileKind::Code && !path.contains("!/") && !path.contains('#')
+                    })
+                    .map(|(path, ..)| path)
+                    .collect();
+                code.iter()
+                    .find(|p| {
+                        let relative = p.strip_prefix(skill_root.as_str()).unwrap_or(p);
+                        instructions.contains(relative)
+                    })
+                    .or(if code.len() == 1 { code.first() } else { None })
+                    .map(|p| (*p).clone())
             })
     };
     if category.has_code() {
@@ -669,5 +693,34 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
             .map(line)
             .collect(),
         findings,
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Any text in any file kind scans without panicking, and every finding points at a real
+        /// line of a real file.
+        #[test]
+        fn scanning_arbitrary_text_is_total(text in "\\PC{0,400}", name in "(SKILL\\.md|a\\.py|b\\.js|c\\.json|d\\.txt)") {
+            let limits = SandboxLimits { max_files: 5, max_total_bytes: 10_000, max_file_bytes: 5_000, max_nested_depth: 1 };
+            let report = scan(ScanRequest {
+                category: None,
+                files: Ok(vec![BundleFile::new(name.clone(), text.clone().into_bytes())]),
+                limits,
+                source: None,
+                pack: RulePack::builtin(),
+            });
+            let lines = text.split('\n').count();
+            for f in &report.findings {
+                if f.file == name && let Some(line) = f.line {
+                    prop_assert!(line >= 1 && line <= lines, "{} line {} of {}", f.rule_id, line, lines);
+                }
+            }
+        }
     }
 }

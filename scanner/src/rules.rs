@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::Regex;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -262,6 +262,7 @@ impl RulePack {
                 AhoCorasickBuilder::new()
                     .ascii_case_insensitive(true)
                     .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
                     .build(&keywords)
                     .expect("keywords build an automaton")
             });
@@ -312,6 +313,26 @@ impl RulePack {
             .enumerate()
             .filter_map(|(i, h)| h.then_some(i))
             .collect()
+    }
+
+    /// Per rule: `None` when it cannot match, `Some(empty)` when it must scan the whole text (no
+    /// keywords), otherwise the offsets of its keyword hits, around which its regexes run.
+    pub fn keyword_hits(&self, kind: FileKind, text: &str) -> Vec<Option<Vec<usize>>> {
+        let mut hits: Vec<Option<Vec<usize>>> = vec![None; self.rules.len()];
+        let Some(prefilter) = self.prefilters.get(&kind) else {
+            return hits;
+        };
+        if let Some(automaton) = &prefilter.automaton {
+            for m in automaton.find_overlapping_iter(text) {
+                for &index in &prefilter.keyword_rules[m.pattern().as_usize()] {
+                    hits[index].get_or_insert_with(Vec::new).push(m.start());
+                }
+            }
+        }
+        for &index in &prefilter.always {
+            hits[index] = Some(Vec::new());
+        }
+        hits
     }
 
     pub fn rule_is_unconditional(&self, index: usize) -> bool {

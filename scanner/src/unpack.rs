@@ -679,3 +679,56 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LIMITS: SandboxLimits = SandboxLimits {
+        max_files: 8,
+        max_total_bytes: 4096,
+        max_file_bytes: 1024,
+        max_nested_depth: 2,
+    };
+
+    proptest! {
+        /// Arbitrary bytes never panic the unpacker, and whatever it accepts respects the limits
+        /// and contains only safe, relative paths.
+        #[test]
+        fn arbitrary_bytes_are_refused_or_safe(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            if let Ok(files) = unpack(&bytes, &LIMITS) {
+                prop_assert!(files.len() <= LIMITS.max_files);
+                for f in &files {
+                    prop_assert!(!f.path.starts_with('/') && !f.path.split('/').any(|p| p == ".."));
+                }
+            }
+        }
+
+        /// Any set of safe entries round-trips through zip and tar.gz, with the same digest.
+        #[test]
+        fn safe_entries_round_trip(entries in proptest::collection::btree_map("[a-z]{1,8}(/[a-z]{1,8})?", proptest::collection::vec(any::<u8>(), 0..200), 1..6)) {
+            let entries: Vec<(String, Vec<u8>)> = entries.into_iter().collect();
+            // A name that is also a directory prefix of another is not a valid tree.
+            prop_assume!(!entries.iter().any(|(a, _)| entries.iter().any(|(b, _)| b.starts_with(&format!("{a}/")))));
+            let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+            let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+            for (path, data) in &entries {
+                use std::io::Write;
+                zip.start_file(path.as_str(), zip::write::SimpleFileOptions::default()).unwrap();
+                zip.write_all(data).unwrap();
+                let mut header = tar::Header::new_gnu();
+                header.set_size(data.len() as u64);
+                header.set_mode(0o644);
+                tar.append_data(&mut header, path, &data[..]).unwrap();
+            }
+            let zip = zip.finish().unwrap().into_inner();
+            let tar = tar.into_inner().unwrap().finish().unwrap();
+            let a = unpack(&zip, &LIMITS).unwrap();
+            let b = unpack(&tar, &LIMITS).unwrap();
+            prop_assert_eq!(&a, &b);
+            prop_assert_eq!(a.len(), entries.len());
+            prop_assert_eq!(bundle_digest(&a), bundle_digest(&b));
+        }
+    }
+}

@@ -2,6 +2,7 @@
 
 mod admin;
 mod dev;
+mod scan;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,6 +49,9 @@ enum Command {
     Setup,
     /// Print the OpenAPI document.
     Openapi,
+    /// Scan a skill directory or archive offline with the sandbox engine (no servers needed).
+    /// Exit codes: 0 below `--fail-on`, 1 at or above it or blocked, 2 unreadable input.
+    Scan(scan::ScanArgs),
     #[command(flatten)]
     Admin(admin::AdminCommand),
 }
@@ -72,8 +76,13 @@ impl From<QueueArg> for Queue {
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         let settings = Settings::load(self.config.as_deref())?;
+        if let Command::Scan(args) = self.command {
+            // No telemetry: stdout carries the report alone.
+            std::process::exit(scan::run(&settings, args));
+        }
         sigma_shared::telemetry::init(&settings.log);
         match self.command {
+            Command::Scan(_) => unreachable!("handled above"),
             Command::Dev(args) => dev::run(settings, args).await,
             Command::Api => {
                 let state = api_state(Arc::new(settings)).await?;

@@ -1,0 +1,3 @@
+def count(cursor):
+    cursor.execute("select count(*) from t")
+    return cursor.fetchone()[0]
