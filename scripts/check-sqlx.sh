@@ -12,7 +12,7 @@ for f in migrations/*.sql; do psql -q -h 127.0.0.1 -U postgres -d "$db" -v ON_ER
 out=$(mktemp -d)
 # The macros write one file per query into SQLX_OFFLINE_DIR when they run online; force them to run.
 # clippy rather than check: it reuses the artifacts of the lint step that runs just before.
-touch shared/src/lib.rs activities/src/lib.rs api/src/lib.rs src/main.rs
+touch shared/src/lib.rs activities/src/lib.rs api/src/lib.rs src/main.rs tests/it/main.rs testkit/src/lib.rs
 SQLX_OFFLINE=false SQLX_OFFLINE_DIR="$out" DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" \
   cargo clippy -q --workspace --all-targets
 if [[ "${1:-}" == "--write" ]]; then

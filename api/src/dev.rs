@@ -54,7 +54,7 @@ pub struct SubmissionMetadata {
 pub struct SubmissionUpload {
     /// SKILL, SKILL_API, API, CODE, CODE_PACKAGES, SKILL_CODE, SKILL_CODE_PACKAGES or SKILL_API_CODE_PACKAGES.
     category: String,
-    /// The skill bundle: a zip or tar.gz archive.
+    /// The skill bundle: a zip, tar or tar.gz archive.
     #[schema(value_type = String, format = Binary)]
     bundle: Vec<u8>,
     /// JSON-encoded `SubmissionMetadata`.

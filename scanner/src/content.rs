@@ -267,10 +267,10 @@ fn python_bytecode(bytes: &[u8]) -> bool {
 /// Text by content: UTF-8 (BOM stripped), UTF-16 with a BOM, or bytes with no NUL in the first
 /// 8 KB and mostly printable, decoded lossily.
 pub fn decode_text(bytes: &[u8]) -> Option<(String, TextEncoding)> {
-    if let Some(rest) = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]) {
-        if let Ok(text) = std::str::from_utf8(rest) {
-            return Some((text.to_owned(), TextEncoding::Utf8));
-        }
+    if let Some(rest) = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF])
+        && let Ok(text) = std::str::from_utf8(rest)
+    {
+        return Some((text.to_owned(), TextEncoding::Utf8));
     }
     for (bom, little) in [([0xFF, 0xFE], true), ([0xFE, 0xFF], false)] {
         if let Some(rest) = bytes.strip_prefix(&bom) {

@@ -252,7 +252,11 @@ fn outside_quotes_find(prefix: &str, needle: &str) -> bool {
         let ticks = before.matches('`').count();
         // `//` inside a URL is not a comment.
         let in_url = needle == "//" && before.ends_with(':');
-        if doubles % 2 == 0 && singles % 2 == 0 && ticks % 2 == 0 && !in_url {
+        if doubles.is_multiple_of(2)
+            && singles.is_multiple_of(2)
+            && ticks.is_multiple_of(2)
+            && !in_url
+        {
             return true;
         }
         from = pos + needle.len();
@@ -311,11 +315,11 @@ fn prose_regions(text: &str) -> Vec<(usize, usize, Region)> {
             fence = Some((offset, marker));
         } else if trimmed.starts_with('#') {
             let level = trimmed.chars().take_while(|c| *c == '#').count();
-            if let Some((start, open_level)) = teaching {
-                if level <= open_level {
-                    regions.push((start, offset, Region::TeachingSection));
-                    teaching = None;
-                }
+            if let Some((start, open_level)) = teaching
+                && level <= open_level
+            {
+                regions.push((start, offset, Region::TeachingSection));
+                teaching = None;
             }
             if teaching.is_none() && TEACHING_HEADING.is_match(trimmed) {
                 teaching = Some((offset, level));

@@ -274,7 +274,7 @@ pub fn typosquat_of(ecosystem: Ecosystem, name: &str) -> Option<&'static str> {
         Ecosystem::Pypi => (&*POPULAR_PYPI, normalise_pypi(name)),
         Ecosystem::Npm => (&*POPULAR_NPM, name.to_ascii_lowercase()),
     };
-    if list.iter().any(|p| *p == name) {
+    if list.contains(&name) {
         return None;
     }
     let squash = |s: &str| s.replace(['-', '_', '.'], "");
@@ -401,6 +401,9 @@ pub fn code_hosts(
 /// Which capability names in a manifest cover which detected capability.
 fn declared_capabilities(manifest: &Manifest) -> BTreeSet<&'static str> {
     let mut declared = BTreeSet::new();
+    if !manifest.external_calls.is_empty() {
+        declared.insert("network");
+    }
     for item in manifest.capabilities.iter().chain(&manifest.allowed_tools) {
         let item = item.to_ascii_lowercase();
         let has = |words: &[&str]| words.iter().any(|w| item.contains(w));

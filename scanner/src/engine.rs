@@ -162,6 +162,6 @@ pub fn profile_rules(
             costs[index].1 += started.elapsed();
         }
     }
-    costs.sort_by(|a, b| b.1.cmp(&a.1));
+    costs.sort_by_key(|c| std::cmp::Reverse(c.1));
     costs
 }

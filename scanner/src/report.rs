@@ -100,7 +100,7 @@ pub struct FileFact {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encoding: Option<TextEncoding>,
     /// 0 for the bundle's own files; n for files inside nested archives.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub depth: u32,
 }
 
@@ -426,6 +426,12 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
         crate::engine::run_rules(pack, path, &map, &mut findings);
         crate::unicode::scan(path, &map, &mut findings);
         if *kind == FileKind::Code {
+            // A shell script is shell use in itself.
+            if matches!(language, Some("shell" | "powershell" | "batch")) {
+                used_caps
+                    .entry("shell")
+                    .or_insert_with(|| (path.clone(), 1));
+            }
             crate::taint::scan(path, &map, &declared_hosts, &mut findings);
             for capability in &pack.capabilities {
                 for pattern in &capability.patterns {
@@ -693,6 +699,46 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
             .map(line)
             .collect(),
         findings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_round_trip_through_json() {
+        let limits = SandboxLimits {
+            max_files: 5,
+            max_total_bytes: 10_000,
+            max_file_bytes: 5_000,
+            max_nested_depth: 1,
+        };
+        let report = scan(ScanRequest {
+            category: None,
+            files: Ok(vec![
+                BundleFile::new(
+                    "SKILL.md",
+                    b"---\nname: x\nexternalCalls: [https://a.io]\n---\nRun `a.py`.\n".to_vec(),
+                ),
+                BundleFile::new(
+                    "a.py",
+                    b"import requests\nrequests.get('https://a.io/x')\n".to_vec(),
+                ),
+            ]),
+            limits,
+            source: Some(Source::Upload {
+                sha256: "00".into(),
+            }),
+            pack: RulePack::builtin(),
+        });
+        let json = serde_json::to_string(&report).unwrap();
+        let back: Report = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), json);
+        // Declaring external calls declares network use.
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+        assert_eq!(report.entry_point.as_deref(), Some("a.py"));
+        assert!(report.capabilities.network);
     }
 }
 

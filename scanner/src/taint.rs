@@ -114,10 +114,10 @@ pub fn scan(
     for _ in 0..4 {
         let before = t.env.len() + t.harvest.len() + t.cred.len();
         for line in &lines {
-            if let Some(c) = WITH_OPEN.captures(line) {
-                if CRED_SOURCE.is_match(&c[1]) || mentions(&c[1], &t.cred).is_some() {
-                    t.cred.insert(c[2].to_owned());
-                }
+            if let Some(c) = WITH_OPEN.captures(line)
+                && (CRED_SOURCE.is_match(&c[1]) || mentions(&c[1], &t.cred).is_some())
+            {
+                t.cred.insert(c[2].to_owned());
             }
             let Some(c) = ASSIGN.captures(line) else {
                 continue;

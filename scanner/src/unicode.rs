@@ -9,6 +9,7 @@ use crate::content::FileKind;
 use crate::context::{Role, TextMap};
 use crate::finding::{Confidence, Finding, MatchContext, RuleCategory, snippet};
 
+#[allow(clippy::too_many_arguments)] // every field of a hidden-content finding differs per detector
 fn finding(
     id: &str,
     category: RuleCategory,
@@ -61,7 +62,7 @@ enum Script {
 fn script(c: char) -> Script {
     match c as u32 {
         0x41..=0x5A | 0x61..=0x7A => Script::Latin,
-        0x0400..=0x04FF | 0x0500..=0x052F => Script::Cyrillic,
+        0x0400..=0x052F => Script::Cyrillic,
         0x0370..=0x03FF => Script::Greek,
         0x0530..=0x058F => Script::Armenian,
         0xFF21..=0xFF3A | 0xFF41..=0xFF5A => Script::FullwidthLatin,

@@ -47,7 +47,8 @@ pub struct Options {
     pub panel_size: u32,
     /// Queues whose workers run inside the test process.
     pub queues: Vec<Queue>,
-    pub tweak: fn(&mut Settings),
+    /// Adjusts the settings before anything starts.
+    pub tweak: Arc<dyn Fn(&mut Settings) + Send + Sync>,
 }
 
 impl Default for Options {
@@ -56,7 +57,7 @@ impl Default for Options {
             validators: vec!["v1", "v2", "v3", "v4"],
             panel_size: 2,
             queues: Queue::ALL.to_vec(),
-            tweak: |_| {},
+            tweak: Arc::new(|_| {}),
         }
     }
 }

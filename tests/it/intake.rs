@@ -87,7 +87,7 @@ async fn concurrent_retries_with_one_key_create_one_submission() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_error_and_writes_nothing() {
     let app = TestApp::spawn_with(sigma_testkit::Options {
-        tweak: |s| s.api.max_body_bytes = 64 * 1024,
+        tweak: std::sync::Arc::new(|s| s.api.max_body_bytes = 64 * 1024),
         ..Default::default()
     })
     .await

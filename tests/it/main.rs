@@ -6,3 +6,4 @@ mod intake;
 mod pipeline;
 mod real_llm;
 mod replay;
+mod sandbox;

@@ -354,7 +354,7 @@ async fn unanimous_unsafe_rejects_and_a_prompt_injection_cannot_buy_approval() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_escalation_nobody_decides_is_rejected_at_the_deadline() {
     let app = TestApp::spawn_with(sigma_testkit::Options {
-        tweak: |s| s.pipeline.escalation_timeout_secs = 3,
+        tweak: std::sync::Arc::new(|s| s.pipeline.escalation_timeout_secs = 3),
         ..Default::default()
     })
     .await

@@ -14,12 +14,12 @@ async fn a_real_local_model_audits_to_a_recorded_schema_valid_outcome() {
     let app = TestApp::spawn_with(Options {
         validators: vec![],
         panel_size: 1,
-        tweak: |s| {
+        tweak: std::sync::Arc::new(|s| {
             // SmolLM2 has a 2,048-token context.
             s.pipeline.llm_max_evidence_chars = 2_500;
             s.pipeline.llm_max_tokens = 300;
             s.pipeline.llm_timeout_secs = 120;
-        },
+        }),
         ..Default::default()
     })
     .await

@@ -66,7 +66,7 @@ pub fn analyze(
     limits: SandboxLimits,
     source: Option<Source>,
 ) -> SandboxReport {
-    let files = unpacked.as_ref().map(|f| f.clone()).unwrap_or_default();
+    let files = unpacked.clone().unwrap_or_default();
     let scan = sigma_scanner::scan(ScanRequest {
         category: Some(category),
         files: unpacked,

@@ -19,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(files) = &files {
         assert!(files.len() <= LIMITS.max_files);
         assert!(files.iter().map(|f| f.bytes.len() as u64).sum::<u64>() <= LIMITS.max_total_bytes);
-        assert!(files.iter().all(|f| !f.path.starts_with('/') && !f.path.split('/').any(|p| p == "..")));
+        assert!(
+            files
+                .iter()
+                .all(|f| !f.path.starts_with('/') && !f.path.split('/').any(|p| p == ".."))
+        );
     }
     let _ = unpack::check_readable(data, 1 << 20);
     let report = sigma_scanner::scan(ScanRequest {
