@@ -112,6 +112,7 @@ fn full_scan(pack: &RulePack, files: &[BundleFile]) -> usize {
     let report = sigma_scanner::scan(ScanRequest {
         category: None,
         files: Ok(files.to_vec()),
+        over_limits: None,
         limits: SandboxLimits {
             max_files: 50,
             max_total_bytes: 512 * 1024,

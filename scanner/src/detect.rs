@@ -456,12 +456,19 @@ pub fn declared_vs_actual(
         .iter()
         .filter_map(|c| host_of(&c.url))
         .collect();
+    // A manifest that declares hosts and omits one misleads; one that declares none (skills
+    // written for other registries) is merely silent: still a mismatch, at low severity.
+    let host_severity = if declared_hosts.is_empty() {
+        Severity::Low
+    } else {
+        Severity::Medium
+    };
     for (host, (file, line)) in used_hosts {
         if !crate::taint::host_declared(host, &declared_hosts) {
             out.push(structural(
                 "DECL-001",
                 RuleCategory::ManifestMismatch,
-                Severity::Medium,
+                host_severity,
                 file,
                 Some(*line),
                 format!(
@@ -490,12 +497,18 @@ pub fn declared_vs_actual(
         }
     }
     let declared = declared_capabilities(manifest);
+    let declares_any = !manifest.capabilities.is_empty() || !manifest.allowed_tools.is_empty();
     for (capability, (file, line)) in used_capabilities {
         if !declared.contains(capability) {
+            let severity = match (declares_any, *capability) {
+                (false, _) => Severity::Low,
+                (true, "shell" | "wallet") => Severity::High,
+                (true, _) => Severity::Medium,
+            };
             out.push(structural(
                 "DECL-003",
                 RuleCategory::ManifestMismatch,
-                if matches!(*capability, "shell" | "wallet") { Severity::High } else { Severity::Medium },
+                severity,
                 file,
                 Some(*line),
                 format!("code uses the `{capability}` capability, which SKILL.md does not declare"),

@@ -82,8 +82,12 @@ pub fn run_rules(pack: &RulePack, path: &str, map: &TextMap<'_>, out: &mut Vec<F
                     }
                     reported += 1;
                     let context = map.context(start);
-                    let (severity, confidence) =
-                        weigh(rule.intent, rule.severity, context, map.role);
+                    let base = if rule.demote.iter().any(|d| d.is_match(line_text)) {
+                        crate::finding::severity_shift(rule.severity, -2)
+                    } else {
+                        rule.severity
+                    };
+                    let (severity, confidence) = weigh(rule.intent, base, context, map.role);
                     out.push(Finding {
                         rule_id: rule.id.clone(),
                         category: rule.category,

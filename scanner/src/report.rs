@@ -180,6 +180,8 @@ pub struct ScanRequest<'a> {
     /// `None` infers the category from the files (CLI use).
     pub category: Option<Category>,
     pub files: Result<Vec<BundleFile>, UnpackError>,
+    /// The submission limit the bundle broke, if it was read again under the analysis caps.
+    pub over_limits: Option<UnpackError>,
     pub limits: SandboxLimits,
     pub source: Option<Source>,
     pub pack: &'a RulePack,
@@ -205,15 +207,20 @@ pub fn infer_category(files: &[BundleFile]) -> Category {
     }
 }
 
-fn blocked_report(request: &ScanRequest<'_>, category: Category, reason: String) -> Report {
+fn blocked_report(request: &ScanRequest<'_>, category: Category, error: &UnpackError) -> Report {
     Report {
         scanner_version: crate::SCANNER_VERSION.into(),
         rule_pack: pack_info(request.pack),
         category,
         source: request.source.clone(),
-        risk_level: RiskLevel::Critical,
+        // A hostile archive is critical; one that is merely unreadable was never analysed.
+        risk_level: if error.is_hostile() {
+            RiskLevel::Critical
+        } else {
+            RiskLevel::None
+        },
         blocked: true,
-        block_reasons: vec![reason],
+        block_reasons: vec![format!("bundle rejected: {error}")],
         bundle_digest: None,
         skill_md_sha256: None,
         total_bytes: 0,
@@ -272,17 +279,28 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
         Ok(files) => files.clone(),
         Err(e) => {
             let category = request.category.unwrap_or(Category::Skill);
-            return blocked_report(&request, category, format!("bundle rejected: {e}"));
+            return blocked_report(&request, category, e);
         }
     };
     let category = request.category.unwrap_or_else(|| infer_category(&files));
     let mut block_reasons = Vec::new();
     let mut findings = Vec::new();
+    // Hostile structure (not mere size) makes the bundle critical whatever else it holds.
+    let mut hostile = false;
+    let mut nested_limits = request.limits;
+    if let Some(e) = &request.over_limits {
+        block_reasons.push(format!("bundle rejected: {e}"));
+        nested_limits = SandboxLimits {
+            max_nested_depth: request.limits.max_nested_depth,
+            ..unpack::ANALYSIS_CAPS
+        };
+    }
 
     // Nested archives are opened to the depth limit; their files are scanned, not digested.
-    let (nested, problems) = match unpack::expand_nested(&files, &request.limits) {
+    let (nested, problems) = match unpack::expand_nested(&files, &nested_limits) {
         Ok(found) => found,
         Err(e) => {
+            hostile |= e.is_hostile();
             block_reasons.push(format!("bundle rejected: {e}"));
             (Vec::new(), Vec::new())
         }
@@ -583,7 +601,7 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
             findings.push(structural(
                 "STRUCT-001",
                 RuleCategory::Structure,
-                Severity::Medium,
+                Severity::Low,
                 "SKILL.md",
                 None,
                 "no entry point: declare `entrypoint` in SKILL.md or `main` in package.json".into(),
@@ -645,7 +663,9 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
         .filter(|f| f.counts())
         .map(|f| f.severity)
         .max();
-    let risk_level = if blocked {
+    // Policy blocks (size, entry point, dependency rules) reject without saying anything about
+    // danger; the risk level is the content's.
+    let risk_level = if hostile || findings.iter().any(|f| f.blocks) {
         RiskLevel::Critical
     } else {
         RiskLevel::from_severity(max)
@@ -726,6 +746,7 @@ mod tests {
                     b"import requests\nrequests.get('https://a.io/x')\n".to_vec(),
                 ),
             ]),
+            over_limits: None,
             limits,
             source: Some(Source::Upload {
                 sha256: "00".into(),
@@ -757,6 +778,7 @@ mod properties {
             let report = scan(ScanRequest {
                 category: None,
                 files: Ok(vec![BundleFile::new(name.clone(), text.clone().into_bytes())]),
+                over_limits: None,
                 limits,
                 source: None,
                 pack: RulePack::builtin(),

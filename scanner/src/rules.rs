@@ -67,6 +67,8 @@ struct RuleSpec {
     patterns: Vec<String>,
     #[serde(default)]
     exclude: Vec<String>,
+    #[serde(default)]
+    demote: Vec<String>,
     entropy_min: Option<f64>,
     #[serde(default)]
     blocks: bool,
@@ -90,6 +92,9 @@ pub struct Rule {
     pub paths: Vec<String>,
     pub patterns: Vec<Regex>,
     pub exclude: Vec<Regex>,
+    /// A match on a line that also matches one of these is lowered two severity levels (a known,
+    /// reputable installer, say): still reported, rarely decisive.
+    pub demote: Vec<Regex>,
     pub entropy_min: Option<f64>,
     pub blocks: bool,
     pub message: String,
@@ -191,6 +196,11 @@ impl RulePack {
                 .iter()
                 .map(|p| compile(p).map_err(|e| err(e.to_string())))
                 .collect::<Result<Vec<_>, _>>()?;
+            let demote = spec
+                .demote
+                .iter()
+                .map(|p| compile(p).map_err(|e| err(e.to_string())))
+                .collect::<Result<Vec<_>, _>>()?;
             rules.push((
                 spec.keywords,
                 Rule {
@@ -202,6 +212,7 @@ impl RulePack {
                     paths: spec.paths,
                     patterns,
                     exclude,
+                    demote,
                     entropy_min: spec.entropy_min,
                     blocks: spec.blocks,
                     message: spec.message,

@@ -86,6 +86,68 @@ pub enum UnpackError {
     Io(String, String),
 }
 
+impl UnpackError {
+    /// A submission limit was exceeded: a policy rejection, not a sign of hostility. The bundle
+    /// can still be analysed under [`ANALYSIS_CAPS`] so the report shows what it contains.
+    pub fn is_policy(&self) -> bool {
+        matches!(
+            self,
+            Self::TooManyFiles(_) | Self::FileTooLarge { .. } | Self::TotalTooLarge(_)
+        )
+    }
+
+    /// The archive itself is hostile: it tries to escape, link or smuggle special files.
+    pub fn is_hostile(&self) -> bool {
+        matches!(
+            self,
+            Self::UnsafePath(_) | Self::Link(_) | Self::SpecialFile(_) | Self::NestedTooDeep(..)
+        )
+    }
+}
+
+/// Safety caps for analysing a bundle that broke the submission limits: large enough for any
+/// real skill, small enough that a bomb is still stopped.
+pub const ANALYSIS_CAPS: SandboxLimits = SandboxLimits {
+    max_files: 5_000,
+    max_total_bytes: 64 * 1024 * 1024,
+    max_file_bytes: 16 * 1024 * 1024,
+    max_nested_depth: 2,
+};
+
+/// Files to scan and, when the submission limits were exceeded, which one: the bundle is then
+/// read again under [`ANALYSIS_CAPS`] so the report still shows what it contains.
+pub struct ForScan {
+    pub files: Result<Vec<BundleFile>, UnpackError>,
+    pub over_limits: Option<UnpackError>,
+}
+
+pub fn unpack_for_scan(bytes: &[u8], limits: &SandboxLimits) -> ForScan {
+    for_scan(limits, |l| unpack(bytes, l))
+}
+
+pub fn read_dir_for_scan(root: &Path, limits: &SandboxLimits) -> ForScan {
+    for_scan(limits, |l| read_dir(root, l))
+}
+
+fn for_scan(
+    limits: &SandboxLimits,
+    read: impl Fn(&SandboxLimits) -> Result<Vec<BundleFile>, UnpackError>,
+) -> ForScan {
+    match read(limits) {
+        Err(e) if e.is_policy() => ForScan {
+            files: read(&SandboxLimits {
+                max_nested_depth: limits.max_nested_depth,
+                ..ANALYSIS_CAPS
+            }),
+            over_limits: Some(e),
+        },
+        files => ForScan {
+            files,
+            over_limits: None,
+        },
+    }
+}
+
 /// Unpacks a bundle's own files (no nested expansion), sorted by path.
 pub fn unpack(bytes: &[u8], limits: &SandboxLimits) -> Result<Vec<BundleFile>, UnpackError> {
     let mut sink = Sink::new(limits);

@@ -42,6 +42,7 @@ fn scan_dir(dir: &Path, category: Option<&str>) -> Report {
                 .filter(|f| f.path != "expect.toml")
                 .collect()
         }),
+        over_limits: None,
         limits: LIMITS,
         source: None,
         pack: RulePack::builtin(),

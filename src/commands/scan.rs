@@ -73,16 +73,18 @@ fn scan(settings: &Settings, args: ScanArgs) -> anyhow::Result<i32> {
         .map(str::parse)
         .transpose()
         .map_err(|e: String| anyhow::anyhow!(e))?;
+    // With a category the scan judges a submission under that category's limits; without one it
+    // is an analysis of whatever the skill is, under generous safety caps only.
     let limits = match category {
         Some(c) => settings.sandbox.limits_for(c),
-        None => settings.sandbox.limits,
+        None => unpack::ANALYSIS_CAPS,
     };
     let metadata = std::fs::metadata(&args.path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.path.display()))?;
     let display = args.path.display().to_string();
-    let (files, source) = if metadata.is_dir() {
+    let (unpacked, source) = if metadata.is_dir() {
         (
-            unpack::read_dir(&args.path, &limits),
+            unpack::read_dir_for_scan(&args.path, &limits),
             Source::Directory { path: display },
         )
     } else {
@@ -90,7 +92,7 @@ fn scan(settings: &Settings, args: ScanArgs) -> anyhow::Result<i32> {
             std::fs::read(&args.path).map_err(|e| anyhow::anyhow!("cannot read {display}: {e}"))?;
         let sha256 = Sha256Hex::of(&bytes).to_string();
         (
-            unpack::unpack(&bytes, &limits),
+            unpack::unpack_for_scan(&bytes, &limits),
             Source::Archive {
                 path: display,
                 sha256,
@@ -99,7 +101,8 @@ fn scan(settings: &Settings, args: ScanArgs) -> anyhow::Result<i32> {
     };
     let report = sigma_scanner::scan(ScanRequest {
         category,
-        files,
+        files: unpacked.files,
+        over_limits: unpacked.over_limits,
         limits,
         source: Some(source),
         pack,

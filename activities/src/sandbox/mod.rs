@@ -62,14 +62,15 @@ impl SandboxReport {
 /// Pure analysis of an unpacked (or unpackable) bundle, with excerpts for the reviewers.
 pub fn analyze(
     category: Category,
-    unpacked: Result<Vec<BundleFile>, UnpackError>,
+    unpacked: unpack::ForScan,
     limits: SandboxLimits,
     source: Option<Source>,
 ) -> SandboxReport {
-    let files = unpacked.clone().unwrap_or_default();
+    let files = unpacked.files.clone().unwrap_or_default();
     let scan = sigma_scanner::scan(ScanRequest {
         category: Some(category),
-        files: unpacked,
+        files: unpacked.files,
+        over_limits: unpacked.over_limits,
         limits,
         source,
         pack: RulePack::builtin(),
@@ -162,18 +163,18 @@ impl SandboxActivities {
         let (category, limits, from_git) = (input.category, input.limits, input.git.is_some());
         let report = tokio::task::spawn_blocking(move || match fetched {
             Ok((bundle, source)) => {
-                let files = unpack::unpack(&bundle, &limits).map(|files| {
-                    if from_git {
-                        unpack::strip_single_root(files)
-                    } else {
-                        files
-                    }
-                });
-                analyze(category, files, limits, Some(source))
+                let mut unpacked = unpack::unpack_for_scan(&bundle, &limits);
+                if from_git {
+                    unpacked.files = unpacked.files.map(unpack::strip_single_root);
+                }
+                analyze(category, unpacked, limits, Some(source))
             }
             Err(reason) => analyze(
                 category,
-                Err(UnpackError::Io("git source".into(), reason)),
+                unpack::ForScan {
+                    files: Err(UnpackError::Io("git source".into(), reason)),
+                    over_limits: None,
+                },
                 limits,
                 None,
             ),
@@ -258,7 +259,11 @@ mod tests {
     };
 
     fn analyze(category: Category, files: Result<Vec<BundleFile>, UnpackError>) -> SandboxReport {
-        super::analyze(category, files, LIMITS, None)
+        let unpacked = unpack::ForScan {
+            files,
+            over_limits: None,
+        };
+        super::analyze(category, unpacked, LIMITS, None)
     }
 
     #[test]

@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let report = sigma_scanner::scan(ScanRequest {
         category: None,
         files,
+        over_limits: None,
         limits: LIMITS,
         source: None,
         pack: RulePack::builtin(),
