@@ -47,6 +47,28 @@ static EXEC_CALL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?-u:\b)(exec|eval|Function|os\.system|subprocess\.\w+|execSync|spawn|Invoke-Expression|iex|sh|bash)\s*[\(\s]").unwrap()
 });
 
+static SHORT_ENCODED: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#"["'`]([A-Za-z0-9+/]{40,}={0,2})["'`]"#).unwrap());
+static CODE_TOKENS: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)(\bimport\s+\w|\brequire\(|\bexec\(|\beval\(|os\.system|subprocess|child_process|\bcurl\s|\bwget\s|/bin/(ba)?sh|\bbash\s+-|powershell|https?://|\|\s*(ba)?sh\b|socket\.|__import__)").unwrap()
+});
+
+/// Standard or URL-safe base64 that decodes to mostly printable UTF-8 text.
+fn decode_base64_text(raw: &str) -> Option<String> {
+    let trimmed = raw.trim_end_matches('=');
+    let padded = format!("{trimmed}{}", "=".repeat((4 - trimmed.len() % 4) % 4));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(padded)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(trimmed))
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let printable = text
+        .chars()
+        .filter(|c| !c.is_control() || c.is_whitespace())
+        .count();
+    (printable * 10 >= text.chars().count() * 9).then_some(text)
+}
+
 /// A decoded blob worth scanning again, as a virtual file named `path#blob@line`.
 pub struct DecodedBlob {
     pub name: String,
@@ -137,6 +159,50 @@ pub fn blobs(
             decoded_blobs.push(DecodedBlob {
                 name: format!("{path}#blob@{line}"),
                 text: t,
+            });
+        }
+    }
+    // Short encoded strings that decode to code or commands: too small to be "blobs", exactly
+    // what a one-line dropper looks like.
+    if is_code {
+        for c in SHORT_ENCODED.captures_iter(text).take(50) {
+            let raw = &c[1];
+            if raw.len() >= 160 {
+                continue; // Reported above.
+            }
+            let Some(decoded) = decode_base64_text(raw) else {
+                continue;
+            };
+            if !CODE_TOKENS.is_match(&decoded) {
+                continue;
+            }
+            let m = c.get(0).expect("group 0");
+            let line = line_of(m.start());
+            let runs = decodes && executes;
+            out.push(Finding {
+                rule_id: "OBF-014".into(),
+                category: RuleCategory::Obfuscation,
+                severity: if runs {
+                    Severity::Critical
+                } else {
+                    Severity::High
+                },
+                confidence: Confidence::High,
+                context: MatchContext::Structure,
+                file: path.into(),
+                line: Some(line),
+                snippet: Some(format!("decoded: {}", snippet(&decoded))),
+                message: if runs {
+                    "encoded code or command that the file decodes and executes".into()
+                } else {
+                    "encoded string that hides code or a command".into()
+                },
+                remediation: Some("Ship readable code; encoded payloads hide what runs.".into()),
+                blocks: runs,
+            });
+            decoded_blobs.push(DecodedBlob {
+                name: format!("{path}#blob@{line}"),
+                text: decoded,
             });
         }
     }
@@ -238,7 +304,7 @@ pub fn artifact(
             out.push(structural(
                 "ART-005",
                 RuleCategory::OpaqueArtifact,
-                Severity::Low,
+                Severity::Medium,
                 path,
                 None,
                 format!("opaque `{other}` file"),
@@ -551,5 +617,121 @@ mod tests {
         let mut out = Vec::new();
         blobs("README.md", &md, |_| 1, false, &mut out);
         assert!(out.is_empty());
+    }
+}
+
+static FOREVER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?m)^([ \t]*)(while\s+(True|1)\s*:|while\s*\(\s*(true|1)\s*\)\s*\{|for\s*\(\s*;\s*;\s*\)\s*\{)").unwrap()
+});
+static LOOP_EXIT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\b(break|return|raise|throw|yield|sys\.exit|exit\(|process\.exit)\b").unwrap()
+});
+
+/// Loops that can never end: `while True:` / `while (true) {` / `for (;;) {` whose body has no
+/// `break`, `return`, `raise` or exit.
+pub fn endless_loops(path: &str, map: &crate::context::TextMap<'_>, out: &mut Vec<Finding>) {
+    let text = map.text;
+    for c in FOREVER.captures_iter(text).take(20) {
+        let m = c.get(0).expect("group 0");
+        let indent = c[1].len();
+        let body_start = text[m.end()..]
+            .find('\n')
+            .map_or(text.len(), |i| m.end() + i + 1);
+        let body = if m.as_str().ends_with(':') {
+            // Python: the lines indented deeper than the `while`.
+            let mut end = body_start;
+            for line in text[body_start..].split_inclusive('\n') {
+                let content = line.trim();
+                let depth = line.len() - line.trim_start().len();
+                if !content.is_empty() && depth <= indent {
+                    break;
+                }
+                end += line.len();
+            }
+            &text[body_start..end]
+        } else {
+            // Braces: up to the matching `}`.
+            let open = m.end() - 1;
+            let mut depth = 0i32;
+            let mut end = text.len();
+            for (i, b) in text.as_bytes()[open..].iter().enumerate() {
+                match b {
+                    b'{' => depth += 1,
+                    b'}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = open + i;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            &text[open..end]
+        };
+        if LOOP_EXIT.is_match(body) || map.context(m.start()) == MatchContext::Comment {
+            continue;
+        }
+        // `try: while True: it.next()` ends by exception, a common Python idiom.
+        let enclosing = text[..m.start()]
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty() && l.len() - l.trim_start().len() < indent);
+        if enclosing.is_some_and(|l| l.trim() == "try:") {
+            continue;
+        }
+        out.push(Finding {
+            snippet: Some(snippet(m.as_str().trim())),
+            ..structural(
+                "RES-002",
+                RuleCategory::ResourceAbuse,
+                Severity::Medium,
+                path,
+                Some(map.line(m.start())),
+                "a loop with no way out (no break, return or exit)".into(),
+                "Bound the loop or give it an exit condition.",
+            )
+        });
+    }
+}
+
+#[cfg(test)]
+mod loop_tests {
+    use super::*;
+    use crate::content::FileKind;
+    use crate::context::{Role, TextMap};
+
+    fn ids(code: &str, language: &str) -> usize {
+        let map = TextMap::new(code, FileKind::Code, Role::Code, Some(language));
+        let mut out = Vec::new();
+        endless_loops("x", &map, &mut out);
+        out.len()
+    }
+
+    #[test]
+    fn only_loops_without_an_exit_are_reported() {
+        assert_eq!(
+            ids(
+                "def f():\n    while True:\n        work()\n    return 1\n",
+                "python"
+            ),
+            1
+        );
+        assert_eq!(
+            ids("while True:\n    if done():\n        break\n", "python"),
+            0
+        );
+        assert_eq!(
+            ids(
+                "try:\n    while True:\n        it.seek(n)\nexcept EOFError:\n    pass\n",
+                "python"
+            ),
+            0
+        );
+        assert_eq!(ids("for (;;) {\n  spin();\n}\n", "javascript"), 1);
+        assert_eq!(
+            ids("while (true) {\n  if (x) { return; }\n}\n", "javascript"),
+            0
+        );
     }
 }

@@ -77,6 +77,8 @@ pub enum MatchContext {
     Negated,
     /// Part of a sentence that describes or teaches about attacks.
     Described,
+    /// Under a sub-heading about attacks or threats ("## Threat model").
+    Section,
     /// Documentation the agent does not follow (README, CHANGELOG, docs/).
     Documentation,
     /// Hidden from a human reader (HTML comment, invisible characters).

