@@ -10,7 +10,9 @@ pub mod types;
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use sigma_shared::Settings;
+use sigma_shared::attestation::Keyring;
 use sigma_shared::blob::BlobStore;
 use sigma_shared::email::Mailer;
 use sqlx::PgPool;
@@ -30,7 +32,33 @@ pub struct Deps {
     pub blob: BlobStore,
     pub mailer: Mailer,
     pub http: reqwest::Client,
+    /// Signs certificates; loaded once from `signing.key_dir`.
+    pub keys: Arc<Keyring>,
     pub settings: Arc<Settings>,
+}
+
+impl Deps {
+    pub async fn connect(settings: Arc<Settings>) -> anyhow::Result<Self> {
+        Ok(Self {
+            db: sigma_shared::db::connect(&settings.database).await?,
+            blob: BlobStore::new(&settings.blob),
+            mailer: Mailer::new(&settings.smtp)?,
+            http: reqwest::Client::builder()
+                .user_agent("sigma-worker/0.1")
+                .build()?,
+            keys: Arc::new(load_keyring(&settings.signing)?),
+            settings,
+        })
+    }
+}
+
+/// The keyring `signing` names, or an empty one when no key directory is configured.
+pub fn load_keyring(signing: &sigma_shared::config::SigningSettings) -> anyhow::Result<Keyring> {
+    match &signing.key_dir {
+        Some(dir) => Keyring::load(dir, signing.active_key.as_deref())
+            .context("Failed to load the signing keys"),
+        None => Ok(Keyring::empty()),
+    }
 }
 
 /// Turns an `anyhow` error into an activity failure Temporal will retry, keeping the whole

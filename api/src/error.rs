@@ -25,6 +25,12 @@ pub enum ApiError {
         code: &'static str,
         detail: String,
     },
+    /// 429 with `Retry-After`.
+    #[error("{detail}")]
+    RateLimited {
+        detail: String,
+        retry_after_secs: u64,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -57,6 +63,9 @@ impl ApiError {
     }
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+    pub fn bad_gateway(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, code, detail)
     }
     pub fn unavailable(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
@@ -111,6 +120,23 @@ impl IntoResponse for ApiError {
                     }),
                 )
                     .into_response()
+            }
+            Self::RateLimited {
+                detail,
+                retry_after_secs,
+            } => {
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(ErrorBody {
+                        code: "rate_limited".into(),
+                        detail,
+                    }),
+                )
+                    .into_response();
+                response
+                    .headers_mut()
+                    .insert("retry-after", retry_after_secs.into());
+                response
             }
             Self::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "request failed");

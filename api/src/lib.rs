@@ -28,7 +28,42 @@ pub struct AppState {
     pub db: PgPool,
     pub temporal: temporalio_client::Client,
     pub blob: BlobStore,
+    /// For outbound reads on behalf of clients (SKILL.md from GitHub); bounded by a timeout.
+    pub http: reqwest::Client,
+    pub public: Arc<public::PublicState>,
     pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    pub fn new(
+        db: PgPool,
+        temporal: temporalio_client::Client,
+        settings: Arc<Settings>,
+    ) -> anyhow::Result<Self> {
+        // The API publishes the keys; it never needs the private halves beyond deriving them.
+        let keys = sigma_activities::load_keyring(&settings.signing)?
+            .key_set()
+            .clone();
+        Ok(Self {
+            blob: BlobStore::new(&settings.blob),
+            http: reqwest::Client::builder()
+                .user_agent("sigma-api/0.1")
+                .timeout(std::time::Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::limited(3))
+                .build()?,
+            public: Arc::new(public::PublicState {
+                cache: Arc::new(public::cache::CertificateCache::new(
+                    db.clone(),
+                    settings.public.cache_capacity,
+                )),
+                limits: Arc::new(public::limits::Limits::new(&settings.public)),
+                keys,
+            }),
+            db,
+            temporal,
+            settings,
+        })
+    }
 }
 
 #[derive(OpenApi)]
@@ -61,6 +96,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .nest("/api/v1/sigma/dev", dev::router())
         .nest("/api/v1/sigma/operator", operator::router())
         .nest("/api/v1/public", public::router())
+        .merge(public::site_router())
 }
 
 /// The OpenAPI document, as committed in `openapi.json`.
@@ -74,6 +110,10 @@ pub fn app(state: AppState) -> Router {
     router
         .merge(SwaggerUi::new("/docs").url("/api/v1/openapi.json", openapi))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            public::limits::limit_reads,
+        ))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(
@@ -104,8 +144,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "API listening");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let background = public::spawn_background(&state, stopped);
+    let served = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    // Stop the change feed and write the last counted views.
+    let _ = stop.send(true);
+    for task in background {
+        let _ = task.await;
+    }
+    Ok(served?)
 }

@@ -1,4 +1,5 @@
-//! Operator plane: decide escalated submissions, retry failed runs.
+//! Operator plane: decide escalated submissions, retry failed runs, suspend or revoke
+//! certificates and triage the public's flags.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -24,6 +25,9 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(decide_submission))
         .routes(routes!(retry_submission))
+        .routes(routes!(set_certificate_status))
+        .routes(routes!(list_flags))
+        .routes(routes!(resolve_flag))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -202,4 +206,199 @@ async fn exists(state: &AppState, id: &SubmissionId) -> ApiResult<()> {
     } else {
         Err(ApiError::not_found("submission"))
     }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateStatusRequest {
+    /// SUSPENDED (reversible), REVOKED (final) or APPROVED (lifts a suspension).
+    pub status: String,
+    /// Why; shown publicly in `verify` and `live-status`.
+    pub reason: String,
+}
+
+/// Suspend, reinstate or revoke a certificate. Every API replica serves the change within a
+/// second (PostgreSQL notifications). A revocation is final.
+#[utoipa::path(post, path = "/certificates/{id}/status", tag = "operator", security(("operator_token" = [])),
+    params(("id" = String, Path, description = "Certificate id")), request_body = CertificateStatusRequest,
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+#[tracing::instrument(name = "set_certificate_status", skip_all, fields(operator = %operator.name, certificate_id = %id))]
+async fn set_certificate_status(
+    State(state): State<AppState>,
+    operator: OperatorAuth,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<CertificateStatusRequest>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id = SubmissionId::parse(&id).map_err(|_| ApiError::not_found("certificate"))?;
+    if !matches!(
+        request.status.as_str(),
+        "SUSPENDED" | "REVOKED" | "APPROVED"
+    ) {
+        return Err(ApiError::unprocessable(
+            "invalid_status",
+            format!(
+                "`{}`: status is SUSPENDED, REVOKED or APPROVED",
+                request.status
+            ),
+        ));
+    }
+    let reason = request.reason.trim();
+    if reason.is_empty() {
+        return Err(ApiError::unprocessable(
+            "missing_reason",
+            "a status change needs a reason",
+        ));
+    }
+    // Allowed moves: APPROVED ⇄ SUSPENDED, either → REVOKED. Superseded and revoked are final.
+    let row = sqlx::query!(
+        r#"update certificate set status = $2, status_reason = $3, status_changed_at = now(), status_changed_by = $4
+           where certificate_id = $1
+             and ((status = 'APPROVED' and $2 in ('SUSPENDED', 'REVOKED'))
+               or (status = 'SUSPENDED' and $2 in ('APPROVED', 'REVOKED')))
+           returning status, status_changed_at"#,
+        id.as_str(),
+        request.status,
+        reason,
+        operator.name,
+    )
+    .fetch_optional(&state.db)
+    .await?;
+    let Some(row) = row else {
+        let current = sqlx::query_scalar!(
+            "select status from certificate where certificate_id = $1",
+            id.as_str()
+        )
+        .fetch_optional(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("certificate"))?;
+        return Err(ApiError::conflict(
+            "invalid_transition",
+            format!("a {current} certificate cannot become {}", request.status),
+        ));
+    };
+    state.public.cache.invalidate(id.as_str()).await;
+    tracing::info!(status = %row.status, "certificate status changed");
+    Ok(Json(serde_json::json!({
+        "certificateId": id, "status": row.status, "statusReason": reason,
+        "statusChangedAt": row.status_changed_at, "changedBy": operator.name,
+    })))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FlagQuery {
+    /// OPEN, TRIAGED, REAUDIT, UPHELD or DISMISSED; unresolved ones when absent.
+    status: Option<String>,
+    certificate_id: Option<String>,
+}
+
+const FLAG_STATES: [&str; 5] = ["OPEN", "TRIAGED", "REAUDIT", "UPHELD", "DISMISSED"];
+
+/// Flags raised by the public, oldest first (at most 500).
+#[utoipa::path(get, path = "/flags", tag = "operator", security(("operator_token" = [])), params(FlagQuery),
+    responses((status = 200, body = Object), (status = 422, body = ErrorBody)))]
+async fn list_flags(
+    State(state): State<AppState>,
+    _operator: OperatorAuth,
+    crate::error::ApiQuery(query): crate::error::ApiQuery<FlagQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let states: Vec<String> = match query.status.as_deref() {
+        None => unresolved_flag_states(),
+        Some(s) if FLAG_STATES.contains(&s) => vec![s.to_owned()],
+        Some(s) => {
+            return Err(ApiError::unprocessable(
+                "invalid_status",
+                format!("`{s}` is not a flag status"),
+            ));
+        }
+    };
+    let rows = sqlx::query!(
+        r#"select flag_id, certificate_id, reason, evidence, contact, status, resolution_note, resolved_by,
+                  created_at, resolved_at
+           from certificate_flag where status = any($1) and ($2::text is null or certificate_id = $2)
+           order by created_at limit 500"#,
+        &states,
+        query.certificate_id,
+    )
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(serde_json::json!({
+        "items": rows.iter().map(|r| serde_json::json!({
+            "flagId": r.flag_id.to_string(), "certificateId": r.certificate_id, "reason": r.reason,
+            "evidence": r.evidence, "contact": r.contact, "status": r.status,
+            "resolutionNote": r.resolution_note, "resolvedBy": r.resolved_by,
+            "createdAt": r.created_at, "resolvedAt": r.resolved_at,
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+fn unresolved_flag_states() -> Vec<String> {
+    crate::public::cache::UNRESOLVED_FLAGS
+        .map(String::from)
+        .to_vec()
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlagResolution {
+    /// TRIAGED or REAUDIT (still unresolved), UPHELD or DISMISSED (resolved).
+    pub status: String,
+    pub note: String,
+}
+
+/// Move a flag along: triage it, send the certificate to re-audit, uphold or dismiss it. Upheld
+/// flags usually go with suspending or revoking the certificate (a separate call).
+#[utoipa::path(post, path = "/flags/{flag_id}", tag = "operator", security(("operator_token" = [])),
+    params(("flag_id" = String, Path, description = "Flag id")), request_body = FlagResolution,
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+#[tracing::instrument(name = "resolve_flag", skip_all, fields(operator = %operator.name, flag_id = %flag_id))]
+async fn resolve_flag(
+    State(state): State<AppState>,
+    operator: OperatorAuth,
+    Path(flag_id): Path<String>,
+    ApiJson(request): ApiJson<FlagResolution>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let flag_id: sqlx::types::Uuid = flag_id.parse().map_err(|_| ApiError::not_found("flag"))?;
+    if !matches!(
+        request.status.as_str(),
+        "TRIAGED" | "REAUDIT" | "UPHELD" | "DISMISSED"
+    ) {
+        return Err(ApiError::unprocessable(
+            "invalid_status",
+            "status is TRIAGED, REAUDIT, UPHELD or DISMISSED",
+        ));
+    }
+    let resolved = matches!(request.status.as_str(), "UPHELD" | "DISMISSED");
+    let row = sqlx::query!(
+        r#"update certificate_flag set status = $2, resolution_note = $3, resolved_by = $4,
+               resolved_at = case when $5 then now() end
+           where flag_id = $1 and status in ('OPEN', 'TRIAGED', 'REAUDIT')
+           returning certificate_id"#,
+        flag_id,
+        request.status,
+        request.note,
+        operator.name,
+        resolved,
+    )
+    .fetch_optional(&state.db)
+    .await?;
+    let Some(row) = row else {
+        let found = sqlx::query_scalar!(
+            "select status from certificate_flag where flag_id = $1",
+            flag_id
+        )
+        .fetch_optional(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("flag"))?;
+        return Err(ApiError::conflict(
+            "flag_resolved",
+            format!("the flag is already {found}"),
+        ));
+    };
+    state.public.cache.invalidate(&row.certificate_id).await;
+    Ok(Json(
+        serde_json::json!({"flagId": flag_id.to_string(), "certificateId": row.certificate_id, "status": request.status}),
+    ))
 }

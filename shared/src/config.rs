@@ -18,7 +18,65 @@ pub struct Settings {
     pub api: ApiSettings,
     pub pipeline: PipelineSettings,
     pub sandbox: SandboxSettings,
+    #[serde(default)]
+    pub signing: SigningSettings,
+    #[serde(default)]
+    pub public: PublicSettings,
     pub log: LogSettings,
+}
+
+/// The service's Ed25519 keys (see `attestation`): a directory of PEM files and the name of the
+/// one that signs. Workers that issue certificates need `active_key`; the API only publishes.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct SigningSettings {
+    pub key_dir: Option<std::path::PathBuf>,
+    /// File name (without `.pem`) of the private key that signs new certificates.
+    pub active_key: Option<String>,
+}
+
+/// The public plane: caching, limits and the texts it computes per call.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct PublicSettings {
+    /// Certificates kept in each API process's memory.
+    pub cache_capacity: u64,
+    /// How often counted views are written to PostgreSQL (one batched statement per interval).
+    pub view_flush_ms: u64,
+    /// Public reads per client IP: sustained per minute, and the burst allowed above it.
+    pub reads_per_minute: u32,
+    pub read_burst: u32,
+    /// Flags per client IP per hour.
+    pub flags_per_hour: u32,
+    /// Take the client IP from the last `X-Forwarded-For` hop (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+    /// Where `compare-skill-from-github` reads raw files: `{base}/{owner}/{repo}/{ref}/{path}`.
+    pub github_raw_base_url: String,
+    /// Certificates lapse this long after issuance unless renewed.
+    pub validity_days: i64,
+    /// Shown on the landing page until the pricing catalog says otherwise.
+    pub starting_price_usd: f64,
+    /// Added to `verify` for skills that reach the network; recomputed on every call.
+    pub api_disclaimer: String,
+}
+
+impl Default for PublicSettings {
+    fn default() -> Self {
+        Self {
+            cache_capacity: 100_000,
+            view_flush_ms: 1000,
+            reads_per_minute: 1200,
+            read_burst: 300,
+            flags_per_hour: 10,
+            trust_forwarded_for: false,
+            github_raw_base_url: "https://raw.githubusercontent.com".into(),
+            validity_days: 365,
+            starting_price_usd: 9.0,
+            api_disclaimer: "This skill calls external HTTP APIs. SIGMA reviewed the skill's code \
+                and declared endpoints at certification time; it does not control those services, \
+                and their behaviour may change after review."
+                .into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -218,6 +276,8 @@ impl Default for Settings {
                 git_archive_base_url: "https://codeload.github.com".into(),
                 git_max_archive_bytes: 8 * 1024 * 1024,
             },
+            signing: SigningSettings::default(),
+            public: PublicSettings::default(),
             log: LogSettings {
                 format: "json".into(),
                 filter: "info,sqlx=warn,temporalio_sdk_core=warn".into(),

@@ -1,6 +1,7 @@
 //! What every SIGMA process shares: domain types, configuration, database access, the blob store,
 //! email, telemetry, canonical hashing and the consensus policy.
 
+pub mod attestation;
 pub mod blob;
 pub mod canonical;
 pub mod config;

@@ -124,7 +124,7 @@ fn which(program: &Path) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
-pub async fn run(settings: Settings, args: DevArgs) -> anyhow::Result<()> {
+pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<()> {
     let data = std::path::absolute(&args.data_dir)?;
     for dir in ["s3", "logs"] {
         std::fs::create_dir_all(data.join(dir))?;
@@ -316,6 +316,15 @@ pub async fn run(settings: Settings, args: DevArgs) -> anyhow::Result<()> {
     })
     .await?;
 
+    if settings.signing.key_dir.is_none() {
+        // A local signing key, made once and kept with the rest of the local data.
+        let dir = data.join("keys");
+        if !dir.join("dev.pem").exists() {
+            super::keys::write_new_key(&dir, "dev")?;
+        }
+        settings.signing.key_dir = Some(dir);
+        settings.signing.active_key = Some("dev".into());
+    }
     let settings = Arc::new(settings);
     let state = super::api_state(settings.clone()).await?;
     let listener = tokio::net::TcpListener::bind(&settings.api.bind)

@@ -2,7 +2,9 @@
 
 mod admin;
 mod dev;
+mod keys;
 mod scan;
+mod verify;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +14,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sigma_activities::Deps;
 use sigma_shared::Settings;
 use sigma_shared::blob::BlobStore;
-use sigma_shared::email::Mailer;
 use sigma_workflows::worker::{self, Queue};
 
 #[derive(Parser)]
@@ -52,6 +53,12 @@ enum Command {
     /// Scan a skill directory or archive offline with the sandbox engine (no servers needed).
     /// Exit codes: 0 below `--fail-on`, 1 at or above it or blocked, 2 unreadable input.
     Scan(scan::ScanArgs),
+    /// Verify a certificate's signature against the published keys and, with `--skill DIR`, that
+    /// a local skill is the reviewed one. Offline given a certificate file and `--keys FILE`.
+    /// Exit codes: 0 verified, 1 a check failed, 2 unreadable input.
+    Verify(verify::VerifyArgs),
+    /// Make a new Ed25519 certificate signing key.
+    Keygen(keys::KeygenArgs),
     #[command(flatten)]
     Admin(admin::AdminCommand),
 }
@@ -76,13 +83,18 @@ impl From<QueueArg> for Queue {
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         let settings = Settings::load(self.config.as_deref())?;
-        if let Command::Scan(args) = self.command {
-            // No telemetry: stdout carries the report alone.
-            std::process::exit(scan::run(&settings, args));
-        }
+        // Offline commands: no telemetry, stdout carries their output alone.
+        let command = match self.command {
+            Command::Scan(args) => std::process::exit(scan::run(&settings, args)),
+            Command::Verify(args) => std::process::exit(verify::run(&settings, args).await),
+            Command::Keygen(args) => return keys::run(args),
+            other => other,
+        };
         sigma_shared::telemetry::init(&settings.log);
-        match self.command {
-            Command::Scan(_) => unreachable!("handled above"),
+        match command {
+            Command::Scan(_) | Command::Verify(_) | Command::Keygen(_) => {
+                unreachable!("handled above")
+            }
             Command::Dev(args) => dev::run(settings, args).await,
             Command::Api => {
                 let state = api_state(Arc::new(settings)).await?;
@@ -147,28 +159,13 @@ pub(crate) async fn ctrl_c() {
 }
 
 pub(crate) async fn deps(settings: Arc<Settings>) -> anyhow::Result<Deps> {
-    let db = sigma_shared::db::connect(&settings.database).await?;
-    let blob = BlobStore::new(&settings.blob);
-    Ok(Deps {
-        db,
-        blob,
-        mailer: Mailer::new(&settings.smtp)?,
-        http: reqwest::Client::builder()
-            .user_agent("sigma-audit/0.1")
-            .build()?,
-        settings,
-    })
+    Deps::connect(settings).await
 }
 
 pub(crate) async fn api_state(settings: Arc<Settings>) -> anyhow::Result<sigma_api::AppState> {
     let db = sigma_shared::db::connect(&settings.database).await?;
     let temporal = worker::connect(&settings.temporal, &identity("api")).await?;
-    Ok(sigma_api::AppState {
-        db,
-        temporal,
-        blob: BlobStore::new(&settings.blob),
-        settings,
-    })
+    sigma_api::AppState::new(db, temporal, settings)
 }
 
 /// Runs the given queues' workers on this task until Ctrl-C (the worker future is `!Send`).

@@ -15,7 +15,6 @@ use serde_json::Value;
 use sigma_activities::Deps;
 use sigma_shared::Settings;
 use sigma_shared::blob::BlobStore;
-use sigma_shared::email::Mailer;
 use sigma_workflows::worker::{self, Queue};
 use sqlx::PgPool;
 use temporalio_sdk::testing::{
@@ -122,13 +121,7 @@ impl Drop for Workers {
 }
 
 pub async fn deps(settings: Arc<Settings>) -> anyhow::Result<Deps> {
-    Ok(Deps {
-        db: sigma_shared::db::connect(&settings.database).await?,
-        blob: BlobStore::new(&settings.blob),
-        mailer: Mailer::new(&settings.smtp)?,
-        http: reqwest::Client::new(),
-        settings,
-    })
+    Deps::connect(settings).await
 }
 
 pub struct TestApp {
@@ -195,6 +188,19 @@ impl TestApp {
         settings.pipeline.activity_max_attempts = 3;
         settings.pipeline.activity_initial_retry_ms = 200;
         settings.pipeline.heartbeat_timeout_secs = 3;
+        // A signing key of this test's own.
+        let key_dir = std::env::temp_dir().join(format!("sigma-test-keys-{run_id}"));
+        std::fs::create_dir_all(&key_dir)?;
+        std::fs::write(
+            key_dir.join("test.pem"),
+            sigma_shared::attestation::generate_private_key_pem()?,
+        )?;
+        settings.signing.key_dir = Some(key_dir);
+        settings.signing.active_key = Some("test".into());
+        // Tests hammer the public plane from one address.
+        settings.public.reads_per_minute = 60_000;
+        settings.public.read_burst = 10_000;
+        settings.public.view_flush_ms = 100;
         (options.tweak)(&mut settings);
 
         sigma_shared::db::create_database_if_missing(&settings.database).await?;
@@ -223,12 +229,7 @@ impl TestApp {
         let base_url = format!("http://{}", listener.local_addr()?);
         settings.api.public_base_url = base_url.clone();
         let settings = Arc::new(settings);
-        let state = sigma_api::AppState {
-            db: db.clone(),
-            temporal: temporal.clone(),
-            blob: BlobStore::new(&settings.blob),
-            settings: settings.clone(),
-        };
+        let state = sigma_api::AppState::new(db.clone(), temporal.clone(), settings.clone())?;
         tokio::spawn(sigma_api::serve(listener, state, std::future::pending()));
 
         let workers = (!options.queues.is_empty())
@@ -247,6 +248,16 @@ impl TestApp {
             workers,
             env: Some(env),
         })
+    }
+
+    /// Another API process on the same database and Temporal, as a second replica would be.
+    pub async fn spawn_api_replica(&self) -> anyhow::Result<String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let db = sigma_shared::db::connect(&self.settings.database).await?;
+        let state = sigma_api::AppState::new(db, self.temporal.clone(), self.settings.clone())?;
+        tokio::spawn(sigma_api::serve(listener, state, std::future::pending()));
+        Ok(base_url)
     }
 
     /// Environment for a `sigma` process that joins this stack (e.g. a worker to be killed).
@@ -270,6 +281,18 @@ impl TestApp {
                 s.blob.secret_key.expose_secret().to_owned(),
             ),
             ("SIGMA__SMTP__PORT".into(), s.smtp.port.to_string()),
+            (
+                "SIGMA__SIGNING__KEY_DIR".into(),
+                s.signing
+                    .key_dir
+                    .as_ref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            (
+                "SIGMA__SIGNING__ACTIVE_KEY".into(),
+                s.signing.active_key.clone().unwrap_or_default(),
+            ),
             ("SIGMA__LOG__FORMAT".into(), "pretty".into()),
         ]
     }

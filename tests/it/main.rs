@@ -1,6 +1,7 @@
 //! Integration tests as a user: the real API on port 0, real Temporal, a fresh database, real
 //! S3 (s3s-fs) and SMTP (maildev), and a scripted LLM at the network boundary.
 
+mod certificates;
 mod durability;
 mod intake;
 mod pipeline;

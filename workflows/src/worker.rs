@@ -140,6 +140,11 @@ pub async fn run_all(
     deps: Deps,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !queues.contains(&Queue::Ops) || deps.keys.can_sign(),
+        "the ops queue issues certificates and needs a signing key: set signing.key_dir and \
+         signing.active_key (SIGMA__SIGNING__KEY_DIR, SIGMA__SIGNING__ACTIVE_KEY); `sigma keygen` makes one"
+    );
     let runs = queues.into_iter().map(|queue| {
         let mut stop = stop.clone();
         run(client.clone(), queue, deps.clone(), async move {

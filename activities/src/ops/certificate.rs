@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use serde_json::{Value, json};
+use sigma_shared::attestation::certificate_statement;
 use sigma_shared::canonical::{PAYLOAD_HASH_ALGORITHM, payload_hash};
 use sigma_shared::domain::{RiskLevel, Severity};
 
@@ -37,7 +38,7 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
         });
     }
     let s = sqlx::query!(
-        r#"select s.category, s.skill_name, s.skill_version, s.source_url, s.source_ref, s.bundle_sha256,
+        r#"select s.developer_id, s.category, s.skill_name, s.skill_version, s.source_url, s.source_ref, s.bundle_sha256,
                   r.report_key, r.analyzed_at, d.decided_by as "decided_by?", d.reason as "decision_reason?"
            from submission s join sandbox_report r using (submission_id)
            left join operator_decision d on d.submission_id = s.submission_id
@@ -108,6 +109,12 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
             "files": report.scan.files.len(),
         },
         "manifest": manifest,
+        // What the skill reaches on the network, declared and observed; `verify` derives its API
+        // disclaimer from this on every call.
+        "endpointReview": {
+            "declaredEndpoints": report.scan.manifest.as_ref().map(|m| m.external_calls.iter().map(|c| c.url.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+            "observedUrls": report.scan.external_hosts,
+        },
         "roundId": input.round_id,
         "roundType": "INITIAL_AUDIT",
         "votes": votes.iter().map(|v| json!({
@@ -132,14 +139,23 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
         },
     });
     let hash = payload_hash(&sealed)?;
+    let envelope = deps
+        .keys
+        .sign(&certificate_statement(&sealed)?)
+        .context("Failed to sign the certificate")?;
+    let key_id = envelope.signatures[0].keyid.clone();
     let snapshot_key = deps.blob.put_json("certificates", &sealed).await?;
     let skill_md = report.scan.skill_md_sha256.as_ref().map(|d| d.to_string());
     let bundle_digest = report.scan.bundle_digest.clone().unwrap_or_default();
+    let skill_name = sealed["skillName"].as_str().map(str::to_owned);
+    let validity = chrono::Duration::days(deps.settings.public.validity_days);
+    let mut tx = db.begin().await?;
     // The primary key makes a concurrent or retried issue a no-op; we then return the winner.
     let inserted = sqlx::query!(
         r#"insert into certificate (certificate_id, status, sealed, payload_hash, hash_algorithm, skill_md_sha256,
-               bundle_digest, snapshot_key)
-           values ($1, 'APPROVED', $2, $3, $4, $5, $6, $7) on conflict (certificate_id) do nothing"#,
+               bundle_digest, snapshot_key, envelope, signing_key_id, developer_id, expires_at)
+           values ($1, 'APPROVED', $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + $11::interval)
+           on conflict (certificate_id) do nothing"#,
         input.submission_id,
         sealed,
         hash,
@@ -147,17 +163,47 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
         skill_md,
         bundle_digest,
         snapshot_key,
+        serde_json::to_value(&envelope)?,
+        key_id,
+        s.developer_id,
+        sqlx::postgres::types::PgInterval::try_from(validity.to_std()?)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
     )
-    .execute(db)
+    .execute(&mut *tx)
     .await
     .context("Failed to store the certificate")?;
+    if inserted.rows_affected() == 1 {
+        // A newer certificate of the same developer's same skill replaces the older ones; they stay
+        // readable but no longer verify as valid.
+        let superseded = sqlx::query!(
+            r#"update certificate set status = 'SUPERSEDED', superseded_by = $1, status_changed_at = now(),
+                   status_changed_by = 'issuer', status_reason = 'superseded by a newer certificate of the same skill'
+               where developer_id = $2 and sealed ->> 'skillName' = $3 and certificate_id <> $1
+                 and status = 'APPROVED'"#,
+            input.submission_id,
+            s.developer_id,
+            skill_name,
+        )
+        .execute(&mut *tx)
+        .await
+        .context("Failed to supersede older certificates")?;
+        if superseded.rows_affected() > 0 {
+            tracing::info!(
+                superseded = superseded.rows_affected(),
+                "older certificates superseded"
+            );
+        }
+    }
+    tx.commit()
+        .await
+        .context("Failed to commit the certificate")?;
     let row = sqlx::query!(
         "select payload_hash from certificate where certificate_id = $1",
         input.submission_id
     )
     .fetch_one(db)
     .await?;
-    tracing::info!(payload_hash = %row.payload_hash, new = inserted.rows_affected() == 1, "certificate issued");
+    tracing::info!(payload_hash = %row.payload_hash, key_id, new = inserted.rows_affected() == 1, "certificate issued");
     Ok(CertificateIssued {
         certificate_id: input.submission_id,
         payload_hash: row.payload_hash,

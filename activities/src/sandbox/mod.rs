@@ -201,8 +201,8 @@ impl SandboxActivities {
         sqlx::query!(
             r#"insert into sandbox_report (submission_id, report_key, blocked, risk_level, skill_md_sha256,
                    bundle_digest, file_count, total_bytes, manifest, signals, finding_count, scanner_version,
-                   rule_pack_version, rule_pack_sha256, capabilities, counts)
-               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                   rule_pack_version, rule_pack_sha256, capabilities, counts, findings_above_medium)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
                on conflict (submission_id) do update set
                    report_key = excluded.report_key, blocked = excluded.blocked, risk_level = excluded.risk_level,
                    skill_md_sha256 = excluded.skill_md_sha256, bundle_digest = excluded.bundle_digest,
@@ -210,7 +210,8 @@ impl SandboxActivities {
                    manifest = excluded.manifest, signals = excluded.signals,
                    finding_count = excluded.finding_count, scanner_version = excluded.scanner_version,
                    rule_pack_version = excluded.rule_pack_version, rule_pack_sha256 = excluded.rule_pack_sha256,
-                   capabilities = excluded.capabilities, counts = excluded.counts, analyzed_at = now()"#,
+                   capabilities = excluded.capabilities, counts = excluded.counts,
+                   findings_above_medium = excluded.findings_above_medium, analyzed_at = now()"#,
             input.submission_id,
             report_key,
             scan.blocked,
@@ -227,6 +228,10 @@ impl SandboxActivities {
             scan.rule_pack.sha256,
             serde_json::to_value(scan.capabilities)?,
             serde_json::to_value(scan.counts)?,
+            scan.findings
+                .iter()
+                .filter(|f| f.counts() && f.severity > sigma_shared::domain::Severity::Medium)
+                .count() as i32,
         )
         .execute(&self.deps.db)
         .await

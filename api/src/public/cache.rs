@@ -1,0 +1,395 @@
+//! The public plane's read model: certificates held in a bounded in-memory cache per API process,
+//! invalidated by PostgreSQL `NOTIFY sigma_certificate` (a trigger announces every status, flag
+//! and issuance change), and view counts gathered in memory and written in one batched statement
+//! per interval instead of a write per request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+
+pub const CHANNEL: &str = "sigma_certificate";
+
+/// Flags in these states are unresolved and make a certificate not valid.
+pub const UNRESOLVED_FLAGS: [&str; 3] = ["OPEN", "TRIAGED", "REAUDIT"];
+
+/// One certificate as the public plane serves it.
+pub struct Certificate {
+    pub id: String,
+    /// The stored status: APPROVED, SUSPENDED, REVOKED or SUPERSEDED.
+    pub stored_status: String,
+    pub status_reason: Option<String>,
+    pub status_changed_at: Option<DateTime<Utc>>,
+    pub superseded_by: Option<String>,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub open_flags: i64,
+    pub sealed: Value,
+    pub envelope: Option<Value>,
+    pub signing_key_id: Option<String>,
+    pub payload_hash: String,
+    pub hash_algorithm: String,
+    pub skill_md_sha256: Option<String>,
+    pub bundle_digest: String,
+    /// Verify calls counted so far, as last read plus those this process served since.
+    pub views: AtomicU64,
+    /// Whether the skill reaches the network (category, declared or observed endpoints, network
+    /// capability): the inputs of the API disclaimer rule.
+    pub reaches_network: bool,
+    /// The `verify` members that do not change between calls, serialised once (`"k":v,...`).
+    verify_static: String,
+}
+
+impl Certificate {
+    /// The status a reader sees now: an APPROVED certificate past its expiry reads EXPIRED.
+    pub fn status(&self, now: DateTime<Utc>) -> &str {
+        match self.expires_at {
+            Some(at) if self.stored_status == "APPROVED" && at <= now => "EXPIRED",
+            _ => &self.stored_status,
+        }
+    }
+
+    pub fn valid(&self, now: DateTime<Utc>) -> bool {
+        self.status(now) == "APPROVED" && self.open_flags == 0
+    }
+
+    pub fn skill_name(&self) -> &str {
+        self.sealed["skillName"].as_str().unwrap_or("this skill")
+    }
+
+    /// One sentence for people and agents.
+    pub fn summary(&self, now: DateTime<Utc>) -> String {
+        let name = self.skill_name();
+        match self.status(now) {
+            "APPROVED" if self.open_flags == 0 => {
+                format!("{name} is certified: approved by the SIGMA council with no open flags.")
+            }
+            "APPROVED" => format!(
+                "{name} was approved, but {} open flag(s) are under review; do not rely on it until they are resolved.",
+                self.open_flags
+            ),
+            "EXPIRED" => format!("The certificate of {name} expired; it needs a renewal."),
+            "SUPERSEDED" => format!(
+                "This certificate of {name} was superseded by {}; verify that one instead.",
+                self.superseded_by
+                    .as_deref()
+                    .unwrap_or("a newer certificate")
+            ),
+            other => format!(
+                "The certificate of {name} is {other}{}.",
+                self.status_reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+
+    /// The `verify` body: what changes per call first, then the prepared static members.
+    pub fn verify_json(&self, now: DateTime<Utc>, views: u64, disclaimer: Option<&str>) -> String {
+        let mut head = Map::new();
+        head.insert("valid".into(), json!(self.valid(now)));
+        head.insert("status".into(), json!(self.status(now)));
+        head.insert("summary".into(), json!(self.summary(now)));
+        head.insert("views".into(), json!(views));
+        if let Some(text) = disclaimer {
+            head.insert("apiDisclaimer".into(), json!(text));
+        }
+        head.insert("checkedAt".into(), json!(now));
+        let head = Value::Object(head).to_string();
+        let mut body = String::with_capacity(head.len() + self.verify_static.len() + 1);
+        body.push_str(&head[..head.len() - 1]);
+        body.push(',');
+        body.push_str(&self.verify_static);
+        body.push('}');
+        body
+    }
+
+    fn from_row(row: Row) -> Self {
+        let sealed = row.sealed;
+        let category = sealed["category"].as_str().unwrap_or_default();
+        let declared = sealed["endpointReview"]["declaredEndpoints"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty());
+        let observed = sealed["endpointReview"]["observedUrls"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty());
+        let external_calls = sealed["manifest"]["externalCalls"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty());
+        let network = sealed["review"]["capabilities"]["network"] == true;
+        let reaches_network =
+            category.contains("API") || declared || observed || external_calls || network;
+        let endpoint_status = if category.contains("API") {
+            // Live probing of declared endpoints is not part of this service yet; say so.
+            "SKIPPED"
+        } else {
+            "NOT_APPLICABLE"
+        };
+        let mut members = Map::new();
+        let review = &sealed["review"];
+        for (key, value) in [
+            ("certificateId", json!(row.certificate_id)),
+            ("activeFlagCount", json!(row.open_flags)),
+            ("securityLevel", review["securityLevel"].clone()),
+            ("sandboxRiskLevel", review["sandboxRiskLevel"].clone()),
+            ("retainedWarnings", review["retainedWarnings"].clone()),
+            ("retainedErrors", review["retainedErrors"].clone()),
+            ("skillName", sealed["skillName"].clone()),
+            ("skillVersion", sealed["skillVersion"].clone()),
+            ("certificateIssuedAt", json!(row.issued_at)),
+            ("expiresAt", json!(row.expires_at)),
+            ("statusReason", json!(row.status_reason)),
+            ("statusChangedAt", json!(row.status_changed_at)),
+            ("supersededBy", json!(row.superseded_by)),
+            ("roundType", sealed["roundType"].clone()),
+            ("endpointStatus", json!(endpoint_status)),
+            ("payloadHash", json!(row.payload_hash)),
+            ("hashAlgorithm", json!(row.hash_algorithm)),
+            ("skillMdSha256", json!(row.skill_md_sha256)),
+            ("bundleDigest", json!(row.bundle_digest)),
+            (
+                "signature",
+                json!({"keyId": row.signing_key_id, "envelope": row.envelope}),
+            ),
+        ] {
+            members.insert(key.into(), value);
+        }
+        // The union with the sealed snapshot: every sealed field the summary does not carry.
+        if let Some(fields) = sealed.as_object() {
+            for (key, value) in fields {
+                if !matches!(key.as_str(), "status") {
+                    members.entry(key.clone()).or_insert_with(|| value.clone());
+                }
+            }
+        }
+        let members = Value::Object(members).to_string();
+        let verify_static = members[1..members.len() - 1].to_owned();
+        Self {
+            id: row.certificate_id,
+            stored_status: row.status,
+            status_reason: row.status_reason,
+            status_changed_at: row.status_changed_at,
+            superseded_by: row.superseded_by,
+            issued_at: row.issued_at,
+            expires_at: row.expires_at,
+            open_flags: row.open_flags,
+            envelope: row.envelope,
+            signing_key_id: row.signing_key_id,
+            payload_hash: row.payload_hash,
+            hash_algorithm: row.hash_algorithm,
+            skill_md_sha256: row.skill_md_sha256,
+            bundle_digest: row.bundle_digest,
+            views: AtomicU64::new(row.view_count.max(0) as u64),
+            reaches_network,
+            verify_static,
+            sealed,
+        }
+    }
+}
+
+struct Row {
+    certificate_id: String,
+    status: String,
+    status_reason: Option<String>,
+    status_changed_at: Option<DateTime<Utc>>,
+    superseded_by: Option<String>,
+    issued_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    open_flags: i64,
+    sealed: Value,
+    envelope: Option<Value>,
+    signing_key_id: Option<String>,
+    payload_hash: String,
+    hash_algorithm: String,
+    skill_md_sha256: Option<String>,
+    bundle_digest: String,
+    view_count: i64,
+}
+
+/// Certificates by id (`None` remembers an unknown id, so probing ids does not reach the
+/// database each time; issuance announces the id and clears it).
+pub struct CertificateCache {
+    entries: moka::future::Cache<String, Option<Arc<Certificate>>>,
+    /// Bumped by every invalidation; a load that raced one is served but not kept.
+    generation: AtomicU64,
+    pending_views: Mutex<HashMap<String, u64>>,
+    db: PgPool,
+}
+
+impl CertificateCache {
+    pub fn new(db: PgPool, capacity: u64) -> Self {
+        Self {
+            entries: moka::future::Cache::builder()
+                .max_capacity(capacity)
+                // A backstop only: notifications keep entries fresh.
+                .time_to_live(Duration::from_secs(600))
+                .build(),
+            generation: AtomicU64::new(0),
+            pending_views: Mutex::new(HashMap::new()),
+            db,
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> anyhow::Result<Option<Arc<Certificate>>> {
+        if let Some(hit) = self.entries.get(id).await {
+            return Ok(hit);
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let loaded = self.load(id).await?.map(Arc::new);
+        if self.generation.load(Ordering::Acquire) == generation {
+            self.entries.insert(id.to_owned(), loaded.clone()).await;
+        }
+        Ok(loaded)
+    }
+
+    async fn load(&self, id: &str) -> anyhow::Result<Option<Certificate>> {
+        let row = sqlx::query_as!(
+            Row,
+            r#"select c.certificate_id, c.status, c.status_reason, c.status_changed_at, c.superseded_by,
+                      c.issued_at, c.expires_at, c.sealed, c.envelope, c.signing_key_id, c.payload_hash,
+                      c.hash_algorithm, c.skill_md_sha256, c.bundle_digest, c.view_count,
+                      (select count(*) from certificate_flag f
+                        where f.certificate_id = c.certificate_id and f.status = any($2)) as "open_flags!"
+               from certificate c where c.certificate_id = $1"#,
+            id,
+            &UNRESOLVED_FLAGS.map(String::from)[..],
+        )
+        .fetch_optional(&self.db)
+        .await?;
+        let pending = self.pending_for(id);
+        Ok(row.map(|row| {
+            let certificate = Certificate::from_row(row);
+            certificate.views.fetch_add(pending, Ordering::Relaxed);
+            certificate
+        }))
+    }
+
+    fn pending_for(&self, id: &str) -> u64 {
+        self.pending_views
+            .lock()
+            .expect("view counter lock")
+            .get(id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub async fn invalidate(&self, id: &str) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.entries.invalidate(id).await;
+    }
+
+    pub fn invalidate_all(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.entries.invalidate_all();
+    }
+
+    /// Counts one verify call and returns the view count including it.
+    pub fn count_view(&self, certificate: &Certificate) -> u64 {
+        *self
+            .pending_views
+            .lock()
+            .expect("view counter lock")
+            .entry(certificate.id.clone())
+            .or_default() += 1;
+        certificate.views.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Writes the counted views in one statement. On failure they are kept for the next try.
+    pub async fn flush_views(&self) -> anyhow::Result<usize> {
+        let batch: HashMap<String, u64> =
+            std::mem::take(&mut *self.pending_views.lock().expect("view counter lock"));
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let (ids, counts): (Vec<String>, Vec<i64>) =
+            batch.iter().map(|(id, n)| (id.clone(), *n as i64)).unzip();
+        let result = sqlx::query!(
+            r#"update certificate c set view_count = c.view_count + v.n
+               from unnest($1::text[], $2::bigint[]) as v(id, n) where c.certificate_id = v.id"#,
+            &ids,
+            &counts,
+        )
+        .execute(&self.db)
+        .await;
+        if let Err(e) = result {
+            let mut pending = self.pending_views.lock().expect("view counter lock");
+            for (id, n) in batch {
+                *pending.entry(id).or_default() += n;
+            }
+            return Err(e.into());
+        }
+        Ok(ids.len())
+    }
+
+    /// Follows `sigma_certificate` notifications until `stop`. Whenever the connection was lost
+    /// (notifications may have been missed) everything is invalidated.
+    pub async fn follow_changes(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let mut listener = match PgListener::connect_with(&self.db).await {
+                Ok(listener) => listener,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for certificate changes; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = stop.changed() => return,
+                    }
+                }
+            };
+            if let Err(e) = listener.listen(CHANNEL).await {
+                tracing::warn!(error = %e, "LISTEN failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            // Whatever changed before we listened is reloaded on the next read.
+            self.invalidate_all();
+            loop {
+                tokio::select! {
+                    message = listener.try_recv() => match message {
+                        Ok(Some(notification)) => self.invalidate(notification.payload()).await,
+                        // The connection dropped and will be re-established by the next call.
+                        Ok(None) => {
+                            tracing::warn!("certificate change feed reconnecting");
+                            self.invalidate_all();
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "certificate change feed failed; reconnecting");
+                            break;
+                        }
+                    },
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    }
+
+    /// Flushes views every `interval` until `stop`, then once more.
+    pub async fn flush_periodically(
+        self: Arc<Self>,
+        interval: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut ticker = tokio::time::interval(interval);
+        loop {
+            let stopping = tokio::select! {
+                _ = ticker.tick() => false,
+                _ = stop.changed() => true,
+            };
+            if let Err(e) = self.flush_views().await {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "cannot write view counts; kept for the next flush"
+                );
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+}

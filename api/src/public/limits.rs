@@ -1,0 +1,121 @@
+//! Per-client rate limits of the public plane (GCRA token buckets keyed by client IP).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use sigma_shared::config::PublicSettings;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+pub struct Limits {
+    reads: DefaultKeyedRateLimiter<IpAddr>,
+    flags: DefaultKeyedRateLimiter<IpAddr>,
+    trust_forwarded_for: bool,
+}
+
+fn at_least_one(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n.max(1)).expect("at least one")
+}
+
+impl Limits {
+    pub fn new(settings: &PublicSettings) -> Self {
+        let reads = Quota::per_minute(at_least_one(settings.reads_per_minute))
+            .allow_burst(at_least_one(settings.read_burst));
+        let flags = Quota::per_hour(at_least_one(settings.flags_per_hour))
+            .allow_burst(at_least_one(settings.flags_per_hour));
+        Self {
+            reads: DefaultKeyedRateLimiter::keyed(reads),
+            flags: DefaultKeyedRateLimiter::keyed(flags),
+            trust_forwarded_for: settings.trust_forwarded_for,
+        }
+    }
+
+    /// Forgets clients whose buckets are full again, so the maps stay small.
+    pub fn shrink(&self) {
+        self.reads.retain_recent();
+        self.flags.retain_recent();
+    }
+
+    pub fn check_flag(&self, client: IpAddr) -> Result<(), ApiError> {
+        check(&self.flags, client, "flags")
+    }
+}
+
+fn check(
+    limiter: &DefaultKeyedRateLimiter<IpAddr>,
+    client: IpAddr,
+    what: &str,
+) -> Result<(), ApiError> {
+    limiter.check_key(&client).map_err(|not_until| {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        ApiError::RateLimited {
+            detail: format!(
+                "too many {what} from this client; retry in {} s",
+                wait.as_secs() + 1
+            ),
+            retry_after_secs: wait.as_secs() + 1,
+        }
+    })
+}
+
+/// The client's address: the socket peer, or the last `X-Forwarded-For` hop behind a trusted
+/// proxy.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub IpAddr);
+
+impl ClientIp {
+    fn of(parts: &Parts, limits: &Limits) -> Self {
+        if limits.trust_forwarded_for
+            && let Some(ip) = parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|v| v.trim().parse().ok())
+        {
+            return Self(ip);
+        }
+        Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        )
+    }
+}
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(Self::of(parts, &state.public.limits))
+    }
+}
+
+/// Paths of the public plane (the authenticated planes have limits of their own).
+fn is_public(path: &str) -> bool {
+    path.starts_with("/api/v1/public/")
+        || path.starts_with("/.well-known/")
+        || path.starts_with("/certificate/")
+}
+
+/// Middleware: every public request spends one read token of its client.
+pub async fn limit_reads(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !is_public(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let client = ClientIp::of(&parts, &state.public.limits);
+    if let Err(e) = check(&state.public.limits.reads, client.0, "requests") {
+        return e.into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
