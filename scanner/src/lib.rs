@@ -26,4 +26,4 @@ pub use rules::RulePack;
 pub use unpack::{BundleFile, UnpackError};
 
 /// Recorded in every report; bump when the engine (not the rule pack) changes behaviour.
-pub const SCANNER_VERSION: &str = concat!("sigma-scanner-", env!("CARGO_PKG_VERSION"), "+2");
+pub const SCANNER_VERSION: &str = concat!("sigma-scanner-", env!("CARGO_PKG_VERSION"), "+3");

@@ -165,7 +165,49 @@ pub struct Report {
     pub errors: Vec<String>,
 }
 
+/// The digests that identify what was scanned, in one place: the bundle digest (see
+/// [`unpack::bundle_digest`]), the LF-normalised SHA-256 of the manifest `SKILL.md` (as certificates
+/// record it) and the SHA-256 of each of the bundle's own files (not of files inside nested
+/// archives, which the bundle digest does not cover either).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digests {
+    pub bundle: Option<String>,
+    pub skill_md_sha256: Option<Sha256Hex>,
+    /// SHA-256 of the input archive's bytes, when an archive was scanned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_sha256: Option<String>,
+    pub files: BTreeMap<String, Sha256Hex>,
+}
+
 impl Report {
+    pub fn digests(&self) -> Digests {
+        Digests {
+            bundle: self.bundle_digest.clone(),
+            skill_md_sha256: self.skill_md_sha256.clone(),
+            archive_sha256: match &self.source {
+                Some(Source::Archive { sha256, .. }) | Some(Source::Upload { sha256 }) => {
+                    Some(sha256.clone())
+                }
+                Some(Source::Git { archive_sha256, .. }) => Some(archive_sha256.clone()),
+                _ => None,
+            },
+            files: self
+                .files
+                .iter()
+                .filter(|f| f.depth == 0)
+                .map(|f| (f.path.clone(), f.sha256.clone()))
+                .collect(),
+        }
+    }
+
+    /// The report as JSON with its [`Digests`] added under `digests`: what `sigma scan --format
+    /// json` prints.
+    pub fn to_json_with_digests(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).expect("a report serialises");
+        value["digests"] = serde_json::to_value(self.digests()).expect("digests serialise");
+        value
+    }
+
     pub fn max_counted_severity(&self) -> Option<Severity> {
         self.findings
             .iter()
@@ -779,6 +821,19 @@ mod tests {
         assert!(report.findings.is_empty(), "{:?}", report.findings);
         assert_eq!(report.entry_point.as_deref(), Some("a.py"));
         assert!(report.capabilities.network);
+        let digests = report.digests();
+        assert_eq!(digests.bundle, report.bundle_digest);
+        assert_eq!(digests.skill_md_sha256, report.skill_md_sha256);
+        assert_eq!(digests.archive_sha256.as_deref(), Some("00"));
+        let files: Vec<&str> = digests.files.keys().map(String::as_str).collect();
+        assert_eq!(files, ["SKILL.md", "a.py"]);
+        assert_eq!(
+            digests.files["a.py"].to_string(),
+            Sha256Hex::of(b"import requests\nrequests.get('https://a.io/x')\n").to_string()
+        );
+        let json = report.to_json_with_digests();
+        assert_eq!(json["digests"]["bundle"], json["bundle_digest"]);
+        assert_eq!(json["digests"]["skill_md_sha256"], json["skill_md_sha256"]);
     }
 }
 

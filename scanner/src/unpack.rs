@@ -65,7 +65,7 @@ pub enum UnpackError {
     #[error("corrupt archive: {0}")]
     Corrupt(String),
     #[error(
-        "unsafe path `{0}`: absolute paths, `..` components and control characters are not allowed"
+        "unsafe path `{0}`: absolute paths, `..` components, control characters and non-UTF-8 names are not allowed"
     )]
     UnsafePath(String),
     #[error("`{0}` is a symbolic or hard link; links are not allowed in bundles")]
@@ -94,6 +94,12 @@ impl UnpackError {
             self,
             Self::TooManyFiles(_) | Self::FileTooLarge { .. } | Self::TotalTooLarge(_)
         )
+    }
+
+    /// The input could not be read at all (not an archive, a corrupt one, an I/O error): nothing
+    /// was analysed, which is neither a verdict nor a policy rejection.
+    pub fn is_unreadable(&self) -> bool {
+        matches!(self, Self::UnknownFormat | Self::Corrupt(_) | Self::Io(..))
     }
 
     /// The archive itself is hostile: it tries to escape, link or smuggle special files.
@@ -213,7 +219,10 @@ pub fn expand_nested(
 }
 
 /// Reads a local directory as a bundle, without following links. A `.git` directory at the root
-/// is skipped: it is the checkout's metadata, not the skill.
+/// is skipped: it is the checkout's metadata, not the skill. Names that are not UTF-8 or contain
+/// a backslash are refused, as control characters are: the bundle digest must be reproducible
+/// with `sha256sum` over the very same names, and archives would read a backslash as a
+/// separator.
 pub fn read_dir(root: &Path, limits: &SandboxLimits) -> Result<Vec<BundleFile>, UnpackError> {
     let mut sink = Sink::new(limits);
     let walker = walkdir::WalkDir::new(root)
@@ -224,15 +233,14 @@ pub fn read_dir(root: &Path, limits: &SandboxLimits) -> Result<Vec<BundleFile>, 
     for entry in walker {
         let entry =
             entry.map_err(|e| UnpackError::Io(root.display().to_string(), e.to_string()))?;
-        let relative = entry
-            .path()
-            .strip_prefix(root)
-            .unwrap_or(entry.path())
-            .to_string_lossy()
-            .into_owned();
+        let relative_path = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        let relative = relative_path.to_string_lossy().into_owned();
         let kind = entry.file_type();
         if kind.is_dir() {
             continue;
+        }
+        if relative_path.to_str().is_none() || relative.contains('\\') {
+            return Err(UnpackError::UnsafePath(relative));
         }
         if kind.is_symlink() {
             return Err(UnpackError::Link(relative));
@@ -460,7 +468,16 @@ fn read_tar(
     let mut archive = tar::Archive::new(reader.take(cap));
     for entry in archive.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        // A name that is not UTF-8 would be renamed by a lossy decoding (two names could even
+        // become one): refused, like control characters.
+        let name = match String::from_utf8(entry.path_bytes().into_owned()) {
+            Ok(name) => name,
+            Err(e) => {
+                return Err(UnpackError::UnsafePath(
+                    String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                ));
+            }
+        };
         match entry.header().entry_type() {
             EntryType::Regular | EntryType::Continuous => {
                 sink.add(&name, prefix, depth, &mut entry)?
@@ -480,10 +497,19 @@ fn read_tar(
     Ok(())
 }
 
-/// The bundle digest, reproducible with standard tools:
-/// `(cd DIR && find . -type f -printf '%P\n' | LC_ALL=C sort | xargs -d '\n' sha256sum) | sha256sum`
+/// The bundle digest, reproducible with standard tools on a directory (or an unpacked archive):
+///
+/// ```text
+/// (cd DIR && find . -path ./.git -prune -o -type f -printf '%P\n' | LC_ALL=C sort \
+///   | xargs -r -d '\n' sha256sum --) | sha256sum
+/// ```
+///
 /// i.e. SHA-256 over the `sha256sum` lines (`<hex>  <path>\n`) of every file, sorted by path bytes.
-/// Only the bundle's own files count, never the contents of nested archives.
+/// Only the bundle's own files count, never the contents of nested archives; a root `.git` is
+/// skipped by [`read_dir`], hence the `-prune`. The two agree on every bundle this crate accepts:
+/// names with control characters (which `sha256sum` would escape), backslashes (escaped too) or
+/// bytes that are not UTF-8 are refused when reading a directory; in archives a backslash is a
+/// path separator and non-UTF-8 tar names are refused.
 pub fn bundle_digest(files: &[BundleFile]) -> String {
     use sha2::{Digest, Sha256};
     let mut sorted: Vec<&BundleFile> = files.iter().filter(|f| f.depth == 0).collect();
@@ -715,6 +741,46 @@ mod tests {
             UnpackError::Link("link".into())
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn names_the_digest_command_would_spell_differently_are_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = std::env::temp_dir().join(format!("sigma-unpack-names-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("SKILL.md"), "a").unwrap();
+        std::fs::write(dir.join("with space.md"), "b").unwrap();
+        assert_eq!(read_dir(&dir, &LIMITS).unwrap().len(), 2);
+        // `sha256sum` escapes a backslash in its output line; archives read it as a separator.
+        std::fs::write(dir.join("a\\b.md"), "c").unwrap();
+        assert_eq!(
+            read_dir(&dir, &LIMITS).unwrap_err(),
+            UnpackError::UnsafePath("a\\b.md".into())
+        );
+        std::fs::remove_file(dir.join("a\\b.md")).unwrap();
+        // Latin-1 bytes: a lossy decoding would rename the file.
+        let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.md");
+        std::fs::write(dir.join(latin1), "d").unwrap();
+        assert!(matches!(
+            read_dir(&dir, &LIMITS),
+            Err(UnpackError::UnsafePath(_))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(1);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.as_old_mut().name[..7].copy_from_slice(b"caf\xe9.md");
+        header.set_cksum();
+        builder.append(&header, &b"x"[..]).unwrap();
+        let bytes = builder.into_inner().unwrap();
+        assert!(matches!(
+            unpack(&bytes, &LIMITS),
+            Err(UnpackError::UnsafePath(_))
+        ));
     }
 
     #[test]

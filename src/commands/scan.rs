@@ -1,7 +1,13 @@
 //! `sigma scan`: the sandbox engine offline, on a directory or an archive, with no servers.
 //!
-//! Exit codes: 0 the scan ran and nothing reached `--fail-on`; 1 the risk level reached
-//! `--fail-on` or the bundle is blocked; 2 the input or the rule pack could not be read.
+//! Exit codes: 0 the scan ran and nothing reached `--fail-on` (or `--fail-on never`); 1 the risk
+//! level reached `--fail-on` or the bundle is blocked (a hostile or over-limit archive, a
+//! submission rule); 2 nothing was scanned: the path does not exist or cannot be read, it is a
+//! file that is not a zip, tar or tar.gz archive or is a corrupt one, or the rule pack or the
+//! arguments are invalid. Nothing is printed on stdout then, only the reason on stderr.
+//!
+//! `--format json` is the whole report plus a `digests` object: `bundle`, `skill_md_sha256`
+//! (LF-normalised), `archive_sha256` for an archive, and `files` (path → SHA-256).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -99,6 +105,12 @@ fn scan(settings: &Settings, args: ScanArgs) -> anyhow::Result<i32> {
             },
         )
     };
+    // Unreadable input was never scanned: exit 2, not a "blocked" report (exit 1).
+    if let Err(e) = &unpacked.files
+        && e.is_unreadable()
+    {
+        anyhow::bail!("cannot read {}: {e}", args.path.display());
+    }
     let report = sigma_scanner::scan(ScanRequest {
         category,
         files: unpacked.files,
@@ -109,7 +121,7 @@ fn scan(settings: &Settings, args: ScanArgs) -> anyhow::Result<i32> {
     });
     let rendered = match args.format {
         Format::Text => sigma_scanner::sarif::to_text(&report),
-        Format::Json => serde_json::to_string_pretty(&report)? + "\n",
+        Format::Json => serde_json::to_string_pretty(&report.to_json_with_digests())? + "\n",
         Format::Sarif => {
             serde_json::to_string_pretty(&sigma_scanner::sarif::to_sarif(&report, pack))? + "\n"
         }
