@@ -34,13 +34,19 @@ pub struct Deps {
     pub http: reqwest::Client,
     /// Signs certificates; loaded once from `signing.key_dir`.
     pub keys: Arc<Keyring>,
+    /// Validators' review plugins, cached per worker and kept fresh by `sigma_plugin` notices.
+    pub plugins: Arc<audit::plugins::PluginEngine>,
     pub settings: Arc<Settings>,
 }
 
 impl Deps {
     pub async fn connect(settings: Arc<Settings>) -> anyhow::Result<Self> {
+        let db = sigma_shared::db::connect(&settings.database).await?;
+        let plugins = Arc::new(audit::plugins::PluginEngine::new(db.clone()));
+        tokio::spawn(plugins.clone().follow_changes());
         Ok(Self {
-            db: sigma_shared::db::connect(&settings.database).await?,
+            db,
+            plugins,
             blob: BlobStore::new(&settings.blob),
             mailer: Mailer::new(&settings.smtp)?,
             http: reqwest::Client::builder()

@@ -41,7 +41,11 @@ pub struct SandboxOutcome {
 pub struct ValidatorRef {
     pub validator_id: String,
     pub model: String,
+    /// The effective weight (shared/src/council.rs), as used for this draw.
     pub weight: f64,
+    /// Panels prefer validators of different model families; `None` is a family of its own.
+    #[serde(default)]
+    pub model_family: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -54,6 +58,9 @@ pub struct VoteRequest {
     pub prior_findings: Vec<String>,
     pub answer_attempts: u32,
     pub llm_timeout_secs: u64,
+    /// The validator whose provider failed and whom this vote replaces.
+    #[serde(default)]
+    pub replaces: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -65,6 +72,13 @@ pub struct VoteResult {
     pub failure: Option<String>,
     /// Short finding titles, for the next phase's prompt.
     pub finding_titles: Vec<String>,
+    /// The provider failed (unreachable, refusing, or the validator misconfigured), as opposed
+    /// to answering badly: such a vote may be replaced by another validator's.
+    #[serde(default)]
+    pub provider_failed: bool,
+    /// Set when another validator's vote replaced this failed one; consensus then skips it.
+    #[serde(default)]
+    pub replaced_by: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -22,6 +22,9 @@ pub struct Settings {
     pub signing: SigningSettings,
     #[serde(default)]
     pub public: PublicSettings,
+    /// How panel selection weighs validators.
+    #[serde(default)]
+    pub council: crate::council::WeightPolicy,
     pub log: LogSettings,
 }
 
@@ -159,6 +162,10 @@ pub struct PipelineSettings {
     pub heartbeat_timeout_secs: u64,
     /// How long an escalated submission waits for an operator before it is rejected.
     pub escalation_timeout_secs: u64,
+    /// Per phase, how many validators whose provider failed may be replaced by other eligible
+    /// ones. Workflow inputs recorded before this existed read 0 (no replacement).
+    #[serde(default)]
+    pub max_replacements: u32,
 }
 
 /// Limits on what the sandbox unpacks. They travel in workflow inputs, so new fields need serde
@@ -264,6 +271,7 @@ impl Default for Settings {
                 ops_max_attempts: default_ops_max_attempts(),
                 heartbeat_timeout_secs: 20,
                 escalation_timeout_secs: 72 * 3600,
+                max_replacements: 2,
             },
             sandbox: SandboxSettings {
                 limits: SandboxLimits {
@@ -278,6 +286,7 @@ impl Default for Settings {
             },
             signing: SigningSettings::default(),
             public: PublicSettings::default(),
+            council: Default::default(),
             log: LogSettings {
                 format: "json".into(),
                 filter: "info,sqlx=warn,temporalio_sdk_core=warn".into(),

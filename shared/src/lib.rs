@@ -6,6 +6,7 @@ pub mod blob;
 pub mod canonical;
 pub mod config;
 pub mod consensus;
+pub mod council;
 pub mod db;
 pub mod domain;
 pub mod email;

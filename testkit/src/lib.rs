@@ -297,6 +297,11 @@ impl TestApp {
         ]
     }
 
+    /// The blob store this test's stack writes to.
+    pub fn deps_blob(&self) -> BlobStore {
+        BlobStore::new(&self.settings.blob)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }

@@ -24,6 +24,8 @@ pub enum Reply {
     Truncated(String),
     /// An HTTP error status.
     Status(u16),
+    /// 429 with a `Retry-After` header.
+    RateLimited { retry_after_secs: u64 },
     /// Wait, then reply.
     Delayed(Duration, Box<Reply>),
 }
@@ -154,6 +156,14 @@ async fn respond(model: &str, reply: Reply) -> Response {
         Reply::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return (status, Json(json!({"error": {"message": "scripted failure"}}))).into_response();
+        }
+        Reply::RateLimited { retry_after_secs } => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", retry_after_secs.to_string())],
+                Json(json!({"error": {"message": "rate limited"}})),
+            )
+                .into_response();
         }
         Reply::Delayed(..) => unreachable!("unwrapped above"),
     };

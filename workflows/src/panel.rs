@@ -1,5 +1,8 @@
 //! Audit panel selection: weighted random choice without replacement, driven by the workflow's
-//! seeded random source so a replay picks the same panel.
+//! seeded random source so a replay picks the same panel. Each draw prefers validators whose model
+//! family is not on the panel yet; only when every remaining one shares a family already chosen
+//! does the draw take from all of them. A validator without a family counts as a family of its own,
+//! so panels drawn before families were recorded are drawn exactly as they were.
 
 use sigma_activities::types::ValidatorRef;
 
@@ -15,17 +18,27 @@ pub fn select(
         .iter()
         .filter(|v| !exclude.contains(&v.validator_id) && v.weight > 0.0)
         .collect();
-    let mut chosen = Vec::new();
+    let mut chosen: Vec<ValidatorRef> = Vec::new();
     while chosen.len() < size && !pool.is_empty() {
-        let total: f64 = pool.iter().map(|v| v.weight).sum();
+        let new_family = |v: &&ValidatorRef| match &v.model_family {
+            None => true,
+            Some(f) => !chosen.iter().any(|c| c.model_family.as_ref() == Some(f)),
+        };
+        let preferred: Vec<usize> = (0..pool.len()).filter(|&i| new_family(&pool[i])).collect();
+        let draw_from: Vec<usize> = if preferred.is_empty() {
+            (0..pool.len()).collect()
+        } else {
+            preferred
+        };
+        let total: f64 = draw_from.iter().map(|&i| pool[i].weight).sum();
         let mut target = next_unit() * total;
-        let mut index = pool.len() - 1;
-        for (i, v) in pool.iter().enumerate() {
-            if target < v.weight {
+        let mut index = *draw_from.last().expect("a non-empty pool");
+        for &i in &draw_from {
+            if target < pool[i].weight {
                 index = i;
                 break;
             }
-            target -= v.weight;
+            target -= pool[i].weight;
         }
         chosen.push(pool.remove(index).clone());
     }
@@ -41,7 +54,60 @@ mod tests {
             validator_id: id.into(),
             model: format!("m-{id}"),
             weight,
+            model_family: None,
         }
+    }
+
+    fn f(id: &str, family: &str) -> ValidatorRef {
+        ValidatorRef {
+            model_family: Some(family.into()),
+            ..v(id, 1.0)
+        }
+    }
+
+    #[test]
+    fn different_families_are_preferred_while_there_are_any() {
+        // Three llama validators and one qwen: a panel of two always mixes them.
+        let all = [
+            f("a", "llama"),
+            f("b", "llama"),
+            f("c", "llama"),
+            f("d", "qwen"),
+        ];
+        for first in [0.0, 0.3, 0.6, 0.99] {
+            for second in [0.0, 0.5, 0.99] {
+                let mut seq = [first, second].into_iter();
+                let panel = select(&all, 2, &[], || seq.next().unwrap());
+                let families: Vec<_> = panel
+                    .iter()
+                    .map(|v| v.model_family.clone().unwrap())
+                    .collect();
+                assert!(
+                    families.contains(&"llama".into()) && families.contains(&"qwen".into()),
+                    "{families:?}"
+                );
+            }
+        }
+        // Once every family is used, the rest of the pool is drawn from.
+        let mut seq = [0.0, 0.0, 0.0].into_iter();
+        assert_eq!(select(&all, 3, &[], || seq.next().unwrap()).len(), 3);
+    }
+
+    #[test]
+    fn the_same_draws_give_the_same_panel() {
+        let all = [
+            f("a", "llama"),
+            f("b", "qwen"),
+            v("c", 2.0),
+            f("d", "qwen"),
+            v("e", 0.5),
+        ];
+        let draws = [0.42, 0.17, 0.93];
+        let run = || {
+            let mut seq = draws.into_iter();
+            select(&all, 3, &[], || seq.next().unwrap())
+        };
+        assert_eq!(run(), run());
     }
 
     #[test]

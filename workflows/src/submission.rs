@@ -308,6 +308,8 @@ impl SubmissionWorkflow {
         .explained()?;
 
         let mut prior_findings = Vec::new();
+        // Replacements come from validators on neither panel.
+        let mut used: Vec<String> = panels.values().flatten().cloned().collect();
         for (phase, stage) in [(1u8, Stage::AuditPhase1), (2u8, Stage::AuditPhase2)] {
             Self::enter(
                 ctx,
@@ -320,15 +322,60 @@ impl SubmissionWorkflow {
                 },
             )
             .await?;
-            let votes = Self::phase(
+            let mut votes = Self::phase(
                 ctx,
                 input,
                 &round_id,
                 phase,
                 &panels[&phase],
                 &prior_findings,
+                None,
             )
             .await;
+            // A validator whose provider failed is replaced by another eligible one, within a
+            // bound; the failed vote stays on record, marked as replaced.
+            let mut left = policy.max_replacements as usize;
+            loop {
+                let down: Vec<usize> = (0..votes.len())
+                    .filter(|&i| votes[i].provider_failed && votes[i].replaced_by.is_none())
+                    .collect();
+                if down.is_empty() || left == 0 {
+                    break;
+                }
+                let substitutes = panel::select(&validators, down.len().min(left), &used, || {
+                    ctx.random::<f64>()
+                });
+                if substitutes.is_empty() {
+                    break;
+                }
+                left -= substitutes.len();
+                let mut wave = Vec::new();
+                for (&i, substitute) in down.iter().zip(&substitutes) {
+                    votes[i].replaced_by = Some(substitute.validator_id.clone());
+                    used.push(substitute.validator_id.clone());
+                    let replaced = votes[i].validator_id.clone();
+                    wave.push(Self::phase(
+                        ctx,
+                        input,
+                        &round_id,
+                        phase,
+                        std::slice::from_ref(&substitute.validator_id),
+                        &prior_findings,
+                        Some(replaced),
+                    ));
+                }
+                let replaced_votes = temporalio_sdk::workflows::join_all(wave).await;
+                ctx.state_mut(|s| {
+                    for v in &substitutes {
+                        s.progress
+                            .panel
+                            .entry(phase)
+                            .or_default()
+                            .push(v.validator_id.clone());
+                    }
+                });
+                votes.extend(replaced_votes.into_iter().flatten());
+            }
             prior_findings = votes
                 .iter()
                 .flat_map(|v| v.finding_titles.iter().cloned())
@@ -410,6 +457,7 @@ impl SubmissionWorkflow {
         phase: u8,
         panel: &[String],
         prior_findings: &[String],
+        replaces: Option<String>,
     ) -> Vec<VoteResult> {
         let policy = &input.policy;
         // Start-to-close covers every in-activity answer attempt; the heartbeat notices a dead worker sooner.
@@ -425,6 +473,7 @@ impl SubmissionWorkflow {
                 prior_findings: prior_findings.to_vec(),
                 answer_attempts: policy.llm_answer_attempts,
                 llm_timeout_secs: policy.llm_timeout_secs,
+                replaces: replaces.clone(),
             };
             let options = ActivityOptions::with_start_to_close_timeout(per_vote)
                 .task_queue(queues::AUDIT.to_owned())
@@ -437,6 +486,7 @@ impl SubmissionWorkflow {
             async move {
                 match call.await {
                     Ok(vote) => vote,
+                    // Every retry spent: the provider kept failing (or timing out).
                     Err(e) => VoteResult {
                         phase,
                         validator_id,
@@ -446,6 +496,8 @@ impl SubmissionWorkflow {
                             failure_chain(&e)
                         )),
                         finding_titles: Vec::new(),
+                        provider_failed: true,
+                        replaced_by: None,
                     },
                 }
             }

@@ -61,7 +61,12 @@ pub enum LlmError {
     /// The body goes to the transcript and logs, not into the message: it can carry provider
     /// internals that developers reading a vote's failure should not see.
     #[error("provider answered HTTP {status}")]
-    Status { status: u16, body: String },
+    Status {
+        status: u16,
+        body: String,
+        /// The provider's `Retry-After`, when it sent one.
+        retry_after: Option<std::time::Duration>,
+    },
     #[error("provider answer is not a chat completion: {0}")]
     Envelope(String),
 }
@@ -73,6 +78,13 @@ impl LlmError {
             Self::Transport(_) => true,
             Self::Status { status, .. } => *status == 429 || *status >= 500,
             Self::Envelope(_) => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 }
@@ -112,6 +124,12 @@ pub async fn chat(http: &reqwest::Client, req: &ChatRequest<'_>) -> Result<ChatA
         .await
         .map_err(|e| LlmError::Transport(format!("{e:#}")))?;
     let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(std::time::Duration::from_secs);
     let text = response
         .text()
         .await
@@ -120,6 +138,7 @@ pub async fn chat(http: &reqwest::Client, req: &ChatRequest<'_>) -> Result<ChatA
         return Err(LlmError::Status {
             status: status.as_u16(),
             body: text.chars().take(500).collect(),
+            retry_after,
         });
     }
     let raw: Value = serde_json::from_str(&text).map_err(|e| {

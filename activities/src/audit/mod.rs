@@ -3,6 +3,7 @@
 //! failures to Temporal's retry policy.
 
 pub mod llm;
+pub mod plugins;
 pub mod prompt;
 
 use std::sync::Arc;
@@ -56,12 +57,29 @@ impl AuditActivities {
     }
 }
 
+/// Failures of the provider or the validator's set-up rather than of the model's answer.
+fn is_provider_failure(reason: &str) -> bool {
+    reason.starts_with(PROVIDER_REFUSED)
+        || reason.starts_with(MISCONFIGURED)
+        || reason.starts_with(UNKNOWN_VALIDATOR)
+}
+
+/// In-activity retries of one answer on 429/5xx/transport errors, and the longest wait honoured.
+const TRANSIENT_TRIES_PER_ANSWER: u32 = 2;
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+const PROVIDER_REFUSED: &str = "provider refused the request";
+const MISCONFIGURED: &str = "validator is misconfigured";
+const UNKNOWN_VALIDATOR: &str = "validator no longer exists";
+
 struct ValidatorRow {
     display_name: String,
     model: String,
     provider_url: String,
     api_key_env: Option<String>,
     response_format: String,
+    price_in_per_mtok: f64,
+    price_out_per_mtok: f64,
 }
 
 impl AuditActivities {
@@ -71,7 +89,7 @@ impl AuditActivities {
         let db = &self.deps.db;
         let validator = sqlx::query_as!(
             ValidatorRow,
-            "select display_name, model, provider_url, api_key_env, response_format from validator where validator_id = $1",
+            "select display_name, model, provider_url, api_key_env, response_format, price_in_per_mtok, price_out_per_mtok from validator where validator_id = $1",
             input.validator_id
         )
         .fetch_optional(db)
@@ -83,14 +101,14 @@ impl AuditActivities {
                     input,
                     activity_attempt,
                     "unknown",
-                    Err(format!("validator {} no longer exists", input.validator_id)),
+                    Err(format!("{UNKNOWN_VALIDATOR}: {}", input.validator_id)),
                     None,
                     0,
                 )
                 .await;
         };
         let submission = sqlx::query!(
-            "select s.note, r.report_key from submission s join sandbox_report r using (submission_id) where s.submission_id = $1",
+            "select s.note, s.category, r.report_key from submission s join sandbox_report r using (submission_id) where s.submission_id = $1",
             input.submission_id
         )
         .fetch_one(db)
@@ -98,7 +116,16 @@ impl AuditActivities {
         .context("Failed to load the submission and its sandbox report")?;
         let report: SandboxReport = self.deps.blob.get_json(&submission.report_key).await?;
         let settings = &self.deps.settings.pipeline;
+        let category: sigma_shared::domain::Category =
+            submission.category.parse().map_err(anyhow::Error::msg)?;
+        let injection = self
+            .deps
+            .plugins
+            .for_validator(&input.validator_id)
+            .await?
+            .injection(category);
         let messages = prompt::build(&PromptInput {
+            plugins_xml: injection.xml.as_deref(),
             validator_name: &validator.display_name,
             phase: input.phase,
             report: &report,
@@ -111,8 +138,7 @@ impl AuditActivities {
                 Ok(key) => Some(key),
                 Err(_) => {
                     tracing::error!(variable = %var, "provider key variable is not set on the audit worker");
-                    let failure =
-                        "validator is misconfigured: its provider key is not available".to_owned();
+                    let failure = format!("{MISCONFIGURED}: its provider key is not available");
                     return self
                         .record(
                             input,
@@ -143,6 +169,18 @@ impl AuditActivities {
             max_tokens: settings.llm_max_tokens,
             timeout: Duration::from_secs(input.llm_timeout_secs),
         };
+        // What the model was asked, content-addressed: the same evidence, plugins and parameters
+        // give the same hash, so a round can be compared with a re-run call for call.
+        let prompt_doc = llm::request_body(&request);
+        let prompt_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            sigma_shared::canonical::canonical_json(&prompt_doc)?,
+        ));
+        let prompt_key = self
+            .deps
+            .blob
+            .put_json("prompts/audit", &prompt_doc)
+            .await?;
+        let mut last_raw: Option<serde_json::Value> = None;
         let mut attempts = Vec::new();
         let mut outcome: Result<LlmVerdict, String> = Err("no answer requested".into());
         let mut conversation = messages.clone();
@@ -151,8 +189,29 @@ impl AuditActivities {
                 messages: &conversation,
                 ..request
             };
-            match llm::chat(&self.deps.http, &request).await {
+            // Rate limits and server errors are retried here a few times with backoff (the
+            // provider's Retry-After when it sends one, capped); past that, Temporal retries the
+            // whole vote with its own backoff.
+            let mut transient_tries = 0u32;
+            let answer = loop {
+                let started = std::time::Instant::now();
+                let answer = llm::chat(&self.deps.http, &request).await;
+                self.record_usage(input, &validator, started.elapsed(), &answer)
+                    .await?;
+                match &answer {
+                    Err(e) if e.is_transient() && transient_tries < TRANSIENT_TRIES_PER_ANSWER => {
+                        let backoff = Duration::from_millis(250 << transient_tries);
+                        let wait = e.retry_after().unwrap_or(backoff).min(MAX_RETRY_AFTER);
+                        tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "provider busy or failing; retrying");
+                        tokio::time::sleep(wait).await;
+                        transient_tries += 1;
+                    }
+                    _ => break answer,
+                }
+            };
+            match answer {
                 Ok(answer) => {
+                    last_raw = Some(answer.raw.clone());
                     let parsed =
                         prompt::parse_verdict(&answer.content, answer.finish_reason.as_deref());
                     attempts.push(json!({
@@ -203,13 +262,28 @@ impl AuditActivities {
                     attempts.push(
                         json!({"attempt": answer_attempt, "error": e.to_string(), "body": body}),
                     );
-                    outcome = Err(format!("provider refused the request: {e}"));
+                    outcome = Err(format!("{PROVIDER_REFUSED}: {e}"));
                     break;
                 }
             }
         }
+        let response_key = match &last_raw {
+            Some(raw) => Some(self.deps.blob.put_json("responses/audit", raw).await?),
+            None => None,
+        };
+        let verdict_key = match &outcome {
+            Ok(v) => Some(
+                self.deps
+                    .blob
+                    .put_json("verdicts/audit", &serde_json::to_value(v)?)
+                    .await?,
+            ),
+            Err(_) => None,
+        };
         let transcript = json!({
             "promptVersion": prompt::PROMPT_VERSION,
+            "promptSha256": prompt_sha256,
+            "plugins": injection.plugins,
             "validatorId": input.validator_id,
             "model": validator.model,
             "providerUrl": validator.provider_url,
@@ -222,15 +296,109 @@ impl AuditActivities {
             .blob
             .put_json("transcripts/audit", &transcript)
             .await?;
-        self.record(
-            input,
-            activity_attempt,
-            &validator.model,
-            outcome,
-            Some(transcript_key),
-            attempts.len() as i32,
+        let result = self
+            .record(
+                input,
+                activity_attempt,
+                &validator.model,
+                outcome,
+                Some(transcript_key),
+                attempts.len() as i32,
+            )
+            .await?;
+        sqlx::query!(
+            r#"update audit_vote set prompt_sha256 = $5, prompt_key = $6, response_key = $7, verdict_key = $8
+               where round_id = $1 and phase = $2 and validator_id = $3 and activity_attempt = $4"#,
+            input.round_id,
+            input.phase as i16,
+            input.validator_id,
+            activity_attempt as i32,
+            prompt_sha256,
+            prompt_key,
+            response_key,
+            verdict_key,
         )
+        .execute(&self.deps.db)
         .await
+        .context("Failed to record the vote's artifacts")?;
+        self.record_plugin_usage(input, category, &injection.plugins, &result)
+            .await?;
+        Ok(result)
+    }
+
+    /// One usage row per injected plugin and vote (a retried vote rewrites its own rows).
+    async fn record_plugin_usage(
+        &self,
+        input: &VoteRequest,
+        category: sigma_shared::domain::Category,
+        used: &[plugins::Plugin],
+        result: &VoteResult,
+    ) -> anyhow::Result<()> {
+        for plugin in used {
+            sqlx::query!(
+                r#"insert into plugin_usage (plugin_id, plugin_version, validator_id, submission_id, round_id, phase,
+                       plugin_type, product_type, verdict)
+                   values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                   on conflict (plugin_id, round_id, phase, validator_id) do update set
+                       plugin_version = excluded.plugin_version, verdict = excluded.verdict"#,
+                plugin.plugin_id,
+                plugin.version,
+                input.validator_id,
+                input.submission_id,
+                input.round_id,
+                input.phase as i16,
+                plugin.plugin_type.as_str(),
+                category.as_str(),
+                result.cast.as_ref().map(|c| c.verdict.as_str()),
+            )
+            .execute(&self.deps.db)
+            .await
+            .context("Failed to record plugin usage")?;
+        }
+        Ok(())
+    }
+
+    /// The LLM usage ledger: one row per provider call, with tokens and cost.
+    async fn record_usage(
+        &self,
+        input: &VoteRequest,
+        validator: &ValidatorRow,
+        latency: Duration,
+        answer: &Result<llm::ChatAnswer, LlmError>,
+    ) -> anyhow::Result<()> {
+        let (prompt_tokens, completion_tokens, outcome) = match answer {
+            Ok(a) => (a.prompt_tokens, a.completion_tokens, "ANSWERED".to_owned()),
+            Err(e) => (
+                None,
+                None,
+                format!(
+                    "ERROR: {}",
+                    e.to_string().chars().take(200).collect::<String>()
+                ),
+            ),
+        };
+        sqlx::query!(
+            r#"insert into llm_usage (purpose, submission_id, round_id, phase, validator_id, model, provider_url,
+                   prompt_tokens, completion_tokens, cost_usd, latency_ms, outcome)
+               values ('audit_vote', $1, $2, $3, $4, $5, $6, $7, $8,
+                   (coalesce($7, 0) * $9::float8 + coalesce($8, 0) * $10::float8) / 1000000, $11, $12)"#,
+            input.submission_id,
+            input.round_id,
+            input.phase as i16,
+            input.validator_id,
+            validator.model,
+            validator.provider_url,
+            prompt_tokens.map(|t| t as i32),
+            completion_tokens.map(|t| t as i32),
+            validator.price_in_per_mtok,
+            validator.price_out_per_mtok,
+            latency.as_millis() as i32,
+            outcome,
+        )
+        .execute(&self.deps.db)
+        .await
+        .context("Failed to record LLM usage")?;
+        Ok(())
     }
 
     async fn record(
@@ -265,14 +433,14 @@ impl AuditActivities {
         // A retried activity overwrites its own earlier row: the vote that counts is the last one.
         sqlx::query!(
             r#"insert into audit_vote (round_id, phase, validator_id, model, status, verdict, severity, blocking,
-                   findings, rationale, failure, transcript_key, attempts, activity_attempt)
-               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                   findings, rationale, failure, transcript_key, attempts, activity_attempt, replaces)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                on conflict (round_id, phase, validator_id) do update set
                    model = excluded.model, status = excluded.status, verdict = excluded.verdict,
                    severity = excluded.severity, blocking = excluded.blocking, findings = excluded.findings,
                    rationale = excluded.rationale, failure = excluded.failure,
                    transcript_key = excluded.transcript_key, attempts = excluded.attempts,
-                   activity_attempt = excluded.activity_attempt
+                   activity_attempt = excluded.activity_attempt, replaces = excluded.replaces
                -- A late, timed-out attempt never overwrites a newer one, nor a closed round.
                where audit_vote.activity_attempt <= excluded.activity_attempt
                  and (select consensus from audit_round where round_id = excluded.round_id) is null"#,
@@ -290,6 +458,7 @@ impl AuditActivities {
             transcript_key,
             attempts,
             activity_attempt as i32,
+            input.replaces,
         )
         .execute(&self.deps.db)
         .await
@@ -310,13 +479,17 @@ impl AuditActivities {
                     blocking: v.blocking,
                 }),
                 failure: None,
+                provider_failed: false,
+                replaced_by: None,
             },
             Err(reason) => VoteResult {
                 phase: input.phase,
                 validator_id: input.validator_id.clone(),
                 cast: None,
+                provider_failed: is_provider_failure(&reason),
                 failure: Some(reason),
                 finding_titles: Vec::new(),
+                replaced_by: None,
             },
         })
     }

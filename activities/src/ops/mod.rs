@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use sigma_shared::consensus::{self, Decision, PhaseVote};
+use sigma_shared::council::Standing;
 use sigma_shared::domain::Stage;
 use sigma_shared::email::Email;
 use temporalio_macros::activities;
@@ -40,7 +41,8 @@ impl OpsActivities {
         self.project(update).await.map_err(retryable)
     }
 
-    /// Active validators, ordered by id so the workflow's seeded choice is reproducible.
+    /// Eligible validators with their effective weights, ordered by id so the workflow's seeded
+    /// choice is reproducible.
     #[activity(name = "ops.eligible_validators")]
     pub async fn eligible_validators(
         self: Arc<Self>,
@@ -48,7 +50,8 @@ impl OpsActivities {
         _input: (),
     ) -> Result<Vec<ValidatorRef>, ActivityError> {
         let rows = sqlx::query!(
-            "select validator_id, model, weight from validator where active order by validator_id"
+            r#"select validator_id, model, model_family, weight, stake, reputation, audit_accuracy from validator
+               where active and sigma_eligible and status = 'ACTIVE' order by validator_id"#
         )
         .fetch_all(&self.deps.db)
         .await
@@ -57,9 +60,15 @@ impl OpsActivities {
         Ok(rows
             .into_iter()
             .map(|r| ValidatorRef {
+                weight: self.deps.settings.council.effective_weight(&Standing {
+                    weight: r.weight,
+                    stake: r.stake,
+                    reputation: r.reputation,
+                    audit_accuracy: r.audit_accuracy,
+                }),
                 validator_id: r.validator_id,
                 model: r.model,
-                weight: r.weight,
+                model_family: r.model_family,
             })
             .collect())
     }
@@ -195,6 +204,115 @@ impl OpsActivities {
             "submission {} has no row to project onto",
             u.submission_id
         );
+        if let Some(outcome) = u.outcome {
+            self.record_agreement(&u.submission_id, outcome).await?;
+        }
+        Ok(())
+    }
+
+    /// After an outcome (the consensus's or an operator's), whether each cast vote agreed with
+    /// it, and each validator's audit accuracy recomputed from all its agreements
+    /// (`(agreed + 1) / (votes + 2)`, as `sigma_shared::council::audit_accuracy`). Idempotent.
+    async fn record_agreement(
+        &self,
+        submission_id: &str,
+        outcome: sigma_shared::domain::Outcome,
+    ) -> anyhow::Result<()> {
+        use sigma_shared::domain::Outcome;
+        if !matches!(outcome, Outcome::Approved | Outcome::Rejected) {
+            return Ok(());
+        }
+        let mut tx = self.deps.db.begin().await?;
+        let validators = sqlx::query_scalar!(
+            r#"insert into validator_agreement (round_id, phase, validator_id, verdict, outcome, agreed)
+               select v.round_id, v.phase, v.validator_id, v.verdict, $2, (v.verdict = 'SAFE') = ($2 = 'APPROVED')
+               from audit_vote v join submission s on s.round_id = v.round_id
+               where s.submission_id = $1 and v.status = 'CAST' and v.verdict is not null
+               on conflict (round_id, phase, validator_id) do update set
+                   outcome = excluded.outcome, agreed = excluded.agreed, recorded_at = now()
+               returning validator_id"#,
+            submission_id,
+            outcome.as_str(),
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .context("Failed to record validator agreement")?;
+        sqlx::query!(
+            r#"update validator v set audit_accuracy = (a.agreed + 1)::float8 / (a.total + 2)
+               from (select validator_id, count(*) filter (where agreed) as agreed, count(*) as total
+                     from validator_agreement where validator_id = any($1) group by validator_id) a
+               where v.validator_id = a.validator_id"#,
+            &validators,
+        )
+        .execute(&mut *tx)
+        .await
+        .context("Failed to update audit accuracy")?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The round's reproducibility record, in the round row and as a content-addressed blob.
+    async fn record_round_manifest(
+        &self,
+        input: &VerdictInput,
+        decision: &Decision,
+    ) -> anyhow::Result<()> {
+        let votes = sqlx::query!(
+            r#"select v.phase, v.validator_id, v.model, v.status, v.verdict, v.prompt_sha256, v.replaces,
+                      v.transcript_key, val.provider_url as "provider_url?", val.response_format as "response_format?",
+                      val.model_family
+               from audit_vote v left join validator val using (validator_id)
+               where v.round_id = $1 order by v.phase, v.validator_id"#,
+            input.round_id
+        )
+        .fetch_all(&self.deps.db)
+        .await
+        .context("Failed to load the round's votes")?;
+        let plugins = sqlx::query!(
+            "select plugin_id, plugin_version, plugin_type, validator_id, phase from plugin_usage where round_id = $1 order by phase, validator_id, plugin_id",
+            input.round_id
+        )
+        .fetch_all(&self.deps.db)
+        .await
+        .context("Failed to load the round's plugin usage")?;
+        let sandbox = sqlx::query!(
+            "select rule_pack_version, rule_pack_sha256, scanner_version from sandbox_report where submission_id = $1",
+            input.submission_id
+        )
+        .fetch_optional(&self.deps.db)
+        .await?;
+        let pipeline = &self.deps.settings.pipeline;
+        let manifest = serde_json::json!({
+            "roundId": input.round_id,
+            "submissionId": input.submission_id,
+            "policyVersion": decision.policy_version,
+            "outcome": decision.outcome,
+            "rulePack": sandbox.as_ref().map(|s| serde_json::json!({"version": s.rule_pack_version, "sha256": s.rule_pack_sha256})),
+            "scannerVersion": sandbox.as_ref().and_then(|s| s.scanner_version.clone()),
+            "promptVersion": crate::audit::prompt::PROMPT_VERSION,
+            "parameters": {"temperature": 0, "seed": 42, "maxTokens": pipeline.llm_max_tokens,
+                "answerAttempts": pipeline.llm_answer_attempts, "timeoutSecs": pipeline.llm_timeout_secs},
+            "votes": votes.iter().map(|v| serde_json::json!({
+                "phase": v.phase, "validatorId": v.validator_id, "model": v.model, "modelFamily": v.model_family,
+                "providerUrl": v.provider_url, "responseFormat": v.response_format, "status": v.status,
+                "verdict": v.verdict, "promptSha256": v.prompt_sha256, "replaces": v.replaces,
+                "transcriptKey": v.transcript_key,
+                "plugins": plugins.iter()
+                    .filter(|p| p.validator_id == v.validator_id && p.phase == v.phase)
+                    .map(|p| serde_json::json!({"pluginId": p.plugin_id.to_string(), "version": p.plugin_version, "type": p.plugin_type}))
+                    .collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        });
+        let key = self.deps.blob.put_json("rounds", &manifest).await?;
+        sqlx::query!(
+            "update audit_round set manifest = $2, manifest_key = $3 where round_id = $1",
+            input.round_id,
+            manifest,
+            key,
+        )
+        .execute(&self.deps.db)
+        .await
+        .context("Failed to record the round manifest")?;
         Ok(())
     }
 
@@ -223,9 +341,11 @@ impl OpsActivities {
             .await
             .context("Failed to record a failed vote")?;
         }
+        // A failed vote another validator replaced is on record but does not count.
         let votes: Vec<PhaseVote> = input
             .votes
             .iter()
+            .filter(|v| v.replaced_by.is_none())
             .map(|v| PhaseVote {
                 phase: v.phase,
                 validator_id: v.validator_id.clone(),
@@ -254,6 +374,7 @@ impl OpsActivities {
         .await
         .context("Failed to record the consensus")?;
         tx.commit().await?;
+        self.record_round_manifest(&input, &decision).await?;
         tracing::info!(outcome = %decision.outcome, "consensus reached");
         Ok(decision)
     }
