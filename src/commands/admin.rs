@@ -49,6 +49,7 @@ pub enum OperatorCommand {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; boxing buys nothing
 pub enum ValidatorCommand {
     /// Add or update a validator.
     Upsert {
@@ -72,6 +73,8 @@ pub enum ValidatorCommand {
         /// Mark the validator inactive instead of active.
         #[arg(long)]
         inactive: bool,
+        #[command(flatten)]
+        standing: Standing,
     },
     List,
 }
@@ -104,6 +107,7 @@ impl AdminCommand {
                 println!("{}", operator_token(&db, &name).await?);
             }
             AdminCommand::Validator(ValidatorCommand::Upsert {
+                standing,
                 id,
                 model,
                 provider_url,
@@ -124,24 +128,44 @@ impl AdminCommand {
                         response_format,
                         weight,
                         active: !inactive,
+                        standing,
                     },
                 )
                 .await?;
                 println!("validator saved");
             }
             AdminCommand::Validator(ValidatorCommand::List) => {
-                let rows = sqlx::query!("select validator_id, model, provider_url, response_format, weight, active from validator order by validator_id")
+                let rows = sqlx::query!("select validator_id, model, model_family, provider_url, response_format, weight, stake, reputation, audit_accuracy, status, active, sigma_eligible from validator order by validator_id")
                     .fetch_all(&db)
                     .await?;
                 for r in rows {
+                    let effective =
+                        settings
+                            .council
+                            .effective_weight(&sigma_shared::council::Standing {
+                                weight: r.weight,
+                                stake: r.stake,
+                                reputation: r.reputation,
+                                audit_accuracy: r.audit_accuracy,
+                            });
                     println!(
-                        "{}\t{}\t{}\t{}\tweight={}\t{}",
+                        "{}\t{}\t{}\t{}\t{}\tweight={} effective={effective:.3} stake={} reputation={} accuracy={:.3}\t{} {}{}",
                         r.validator_id,
                         r.model,
+                        r.model_family.as_deref().unwrap_or("-"),
                         r.provider_url,
                         r.response_format,
                         r.weight,
-                        if r.active { "active" } else { "inactive" }
+                        r.stake,
+                        r.reputation,
+                        r.audit_accuracy,
+                        r.status,
+                        if r.active { "active" } else { "inactive" },
+                        if r.sigma_eligible {
+                            ""
+                        } else {
+                            " not-eligible"
+                        },
                     );
                 }
             }
@@ -186,15 +210,61 @@ pub struct ValidatorSpec {
     pub response_format: String,
     pub weight: f64,
     pub active: bool,
+    pub standing: Standing,
+}
+
+/// Who runs a validator and how much the council trusts it (see `shared/src/council.rs`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct Standing {
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Model family (`llama`, `qwen`, `gpt`, ...): panels prefer mixing families.
+    #[arg(long)]
+    pub family: Option<String>,
+    #[arg(long, default_value_t = 0.0)]
+    pub stake: f64,
+    /// 0–1.
+    #[arg(long, default_value_t = 0.5)]
+    pub reputation: f64,
+    /// ACTIVE, PAUSED, SUSPENDED or RETIRED; only ACTIVE validators sit on panels.
+    #[arg(long, default_value = "ACTIVE")]
+    pub status: String,
+    /// Not SIGMA-eligible: never on a panel, and its plugins are not injected.
+    #[arg(long)]
+    pub not_eligible: bool,
+    /// USD per million prompt and completion tokens, for the usage ledger.
+    #[arg(long, default_value_t = 0.0)]
+    pub price_in: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub price_out: f64,
+}
+
+impl Default for Standing {
+    fn default() -> Self {
+        Self {
+            owner: None,
+            family: None,
+            stake: 0.0,
+            reputation: 0.5,
+            status: "ACTIVE".into(),
+            not_eligible: false,
+            price_in: 0.0,
+            price_out: 0.0,
+        }
+    }
 }
 
 pub async fn upsert_validator(db: &PgPool, v: &ValidatorSpec) -> anyhow::Result<()> {
     sqlx::query!(
-        r#"insert into validator (validator_id, display_name, model, provider_url, api_key_env, response_format, weight, active)
-           values ($1, $2, $3, $4, $5, $6, $7, $8)
+        r#"insert into validator (validator_id, display_name, model, provider_url, api_key_env, response_format, weight, active,
+               owner, model_family, stake, reputation, status, sigma_eligible, price_in_per_mtok, price_out_per_mtok)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
            on conflict (validator_id) do update set display_name = excluded.display_name, model = excluded.model,
                provider_url = excluded.provider_url, api_key_env = excluded.api_key_env,
-               response_format = excluded.response_format, weight = excluded.weight, active = excluded.active"#,
+               response_format = excluded.response_format, weight = excluded.weight, active = excluded.active,
+               owner = excluded.owner, model_family = excluded.model_family, stake = excluded.stake,
+               reputation = excluded.reputation, status = excluded.status, sigma_eligible = excluded.sigma_eligible,
+               price_in_per_mtok = excluded.price_in_per_mtok, price_out_per_mtok = excluded.price_out_per_mtok"#,
         v.id,
         v.name.clone().unwrap_or_else(|| v.id.clone()),
         v.model,
@@ -203,9 +273,17 @@ pub async fn upsert_validator(db: &PgPool, v: &ValidatorSpec) -> anyhow::Result<
         v.response_format,
         v.weight,
         v.active,
+        v.standing.owner,
+        v.standing.family,
+        v.standing.stake,
+        v.standing.reputation,
+        v.standing.status,
+        !v.standing.not_eligible,
+        v.standing.price_in,
+        v.standing.price_out,
     )
     .execute(db)
     .await
-    .context("cannot save the validator (response format must be json_schema or json_object_schema; weight > 0)")?;
+    .context("cannot save the validator (response format json_schema or json_object_schema; weight > 0; stake and prices >= 0; reputation 0-1; status ACTIVE, PAUSED, SUSPENDED or RETIRED)")?;
     Ok(())
 }

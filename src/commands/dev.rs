@@ -14,7 +14,7 @@ use tokio::process::{Child, Command};
 
 use sigma_api::auth::{developer_token, operator_token};
 
-use super::admin::{ValidatorSpec, upsert_validator};
+use super::admin::{Standing, ValidatorSpec, upsert_validator};
 
 #[derive(Args)]
 pub struct DevArgs {
@@ -298,6 +298,10 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<()> {
                 response_format: "json_object_schema".into(),
                 weight: 1.0,
                 active: true,
+                standing: Standing {
+                    family: Some("smollm2".into()),
+                    ..Default::default()
+                },
             },
         )
         .await?;

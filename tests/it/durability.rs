@@ -118,8 +118,17 @@ async fn an_unreachable_provider_is_retried_then_recorded_as_a_failed_vote() {
         assert_eq!(vote["status"], "FAILED", "{vote}");
         assert!(vote["failure"].as_str().unwrap().contains("503"), "{vote}");
     }
-    // Temporal retried each vote up to the policy's bound (3 attempts), no more.
-    assert_eq!(app.llm.request_count(), 6);
+    // Each vote: Temporal's 3 attempts, each asking 3 times (two in-activity retries with
+    // backoff); with no validator left to replace them, both stay failed. Every call is ledgered.
+    assert_eq!(app.llm.request_count(), 18);
+    let ledgered: i64 = sqlx::query_scalar(
+        "select count(*) from llm_usage where submission_id = $1 and outcome like 'ERROR%503%'",
+    )
+    .bind(&id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(ledgered, 18);
     app.shutdown().await;
 }
 

@@ -32,10 +32,12 @@ async fn committed_histories_replay_against_the_current_workflow_code() {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
-    // Current-shape histories plus `v1-*`, recorded before projections became local activities:
-    // runs in flight across that change must still replay (the `local-projection-activities` patch).
+    // Current-shape histories (including a replaced validator) plus `v1-*`, recorded before
+    // projections became local activities (the `local-projection-activities` patch), and `v2-*`,
+    // recorded before validator replacement, plugins and families: runs in flight across those
+    // changes must still replay.
     assert!(
-        files.len() >= 6,
+        files.len() >= 10,
         "expected committed histories (approved, rejected, escalated; both shapes) in {}",
         fixtures().display()
     );
@@ -71,12 +73,44 @@ async fn fresh_histories_of_every_path_replay_and_can_be_recorded() {
     );
     app.wait_for_stage(&escalated, "DONE", Duration::from_secs(60))
         .await;
+    // A provider down: its validator is replaced from the spare ones, a draw that must replay.
+    for spare in ["v5", "v6"] {
+        sqlx::query("insert into validator (validator_id, display_name, model, provider_url, model_family) values ($1, $1, $2, $3, 'spare')")
+            .bind(spare)
+            .bind(model_of(spare))
+            .bind(&app.llm.base_url)
+            .execute(&app.db)
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        "update validator set weight = case when validator_id = 'v1' then 1000000 else 1 end",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    app.llm.fallback(&model_of("v2"), Reply::safe());
+    app.llm.fallback(&model_of("v1"), Reply::Status(503));
+    let replaced = app.submit_ok(bundle::weather_skill_variant(8)).await;
+    let done = app
+        .wait_for_stage(&replaced, "DONE", Duration::from_secs(90))
+        .await;
+    assert_eq!(done["outcome"], "APPROVED", "{done}");
+    let substitutes: i64 = sqlx::query_scalar(
+        "select count(*) from audit_vote v join audit_round r using (round_id) where r.submission_id = $1 and v.replaces = 'v1'",
+    )
+    .bind(&replaced)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(substitutes, 1);
 
     let replayer = replayer();
     for (name, id) in [
         ("approved", approved),
         ("sandbox-rejected", rejected),
         ("escalated-then-rejected", escalated),
+        ("provider-replaced", replaced),
     ] {
         let json = app
             .temporal
