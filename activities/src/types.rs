@@ -100,6 +100,9 @@ pub struct RoundStart {
     pub submission_id: String,
     pub round_id: String,
     pub panel: BTreeMap<u8, Vec<String>>,
+    /// Who the panels were drawn from, with the weights used.
+    #[serde(default)]
+    pub candidates: Vec<ValidatorRef>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

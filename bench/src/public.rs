@@ -8,6 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 use sigma_shared::attestation::{Keyring, certificate_statement};
 use sigma_shared::canonical::payload_hash;
@@ -218,8 +219,27 @@ end
             "release"
         }
     );
-    // Warm-up: fills the cache with all certificates, as a long-running replica would be.
-    wrk(&verify_url, Some(script), 3, connections)?;
+    // Warm-up: every certificate in the cache, as on a long-running replica; then a short run.
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    futures::stream::iter(ids.iter())
+        .map(|id| {
+            let http = http.clone();
+            let url = app.url(&format!("/api/v1/public/certificates/{id}/verify"));
+            async move { anyhow::Ok(http.get(url).send().await?.status().is_success()) }
+        })
+        .buffer_unordered(32)
+        .try_for_each(|ok| async move {
+            anyhow::ensure!(ok, "a seeded certificate did not verify");
+            Ok(())
+        })
+        .await?;
+    println!(
+        "cache warmed with {} certificates in {:.1} s",
+        ids.len(),
+        started.elapsed().as_secs_f64()
+    );
+    wrk(&verify_url, Some(script), 2, connections)?;
     wrk(&health_url, None, 2, connections)?;
     let health = wrk(&health_url, None, seconds, connections)?;
     let verify = wrk(&verify_url, Some(script), seconds, connections)?;

@@ -237,6 +237,9 @@ pub struct Standing {
     pub price_in: f64,
     #[arg(long, default_value_t = 0.0)]
     pub price_out: f64,
+    /// The provider rejects a `seed` field: send none.
+    #[arg(long)]
+    pub no_seed: bool,
 }
 
 impl Default for Standing {
@@ -250,6 +253,7 @@ impl Default for Standing {
             not_eligible: false,
             price_in: 0.0,
             price_out: 0.0,
+            no_seed: false,
         }
     }
 }
@@ -257,14 +261,15 @@ impl Default for Standing {
 pub async fn upsert_validator(db: &PgPool, v: &ValidatorSpec) -> anyhow::Result<()> {
     sqlx::query!(
         r#"insert into validator (validator_id, display_name, model, provider_url, api_key_env, response_format, weight, active,
-               owner, model_family, stake, reputation, status, sigma_eligible, price_in_per_mtok, price_out_per_mtok)
-           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+               owner, model_family, stake, reputation, status, sigma_eligible, price_in_per_mtok, price_out_per_mtok, sends_seed)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
            on conflict (validator_id) do update set display_name = excluded.display_name, model = excluded.model,
                provider_url = excluded.provider_url, api_key_env = excluded.api_key_env,
                response_format = excluded.response_format, weight = excluded.weight, active = excluded.active,
                owner = excluded.owner, model_family = excluded.model_family, stake = excluded.stake,
                reputation = excluded.reputation, status = excluded.status, sigma_eligible = excluded.sigma_eligible,
-               price_in_per_mtok = excluded.price_in_per_mtok, price_out_per_mtok = excluded.price_out_per_mtok"#,
+               price_in_per_mtok = excluded.price_in_per_mtok, price_out_per_mtok = excluded.price_out_per_mtok,
+               sends_seed = excluded.sends_seed"#,
         v.id,
         v.name.clone().unwrap_or_else(|| v.id.clone()),
         v.model,
@@ -281,6 +286,7 @@ pub async fn upsert_validator(db: &PgPool, v: &ValidatorSpec) -> anyhow::Result<
         !v.standing.not_eligible,
         v.standing.price_in,
         v.standing.price_out,
+        !v.standing.no_seed,
     )
     .execute(db)
     .await

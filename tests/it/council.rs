@@ -83,6 +83,11 @@ async fn plugins_reach_the_prompt_per_product_type_and_each_injection_is_counted
         skill_plugins.insert(v, skill);
     }
 
+    // v1's provider takes no seed; the others get one.
+    sqlx::query("update validator set sends_seed = false where validator_id = 'v1'")
+        .execute(&app.db)
+        .await
+        .unwrap();
     // A SKILL submission gets the skill section only.
     let id = app.submit_ok(bundle::weather_skill()).await;
     assert_eq!(done(&app, &id).await["outcome"], "APPROVED");
@@ -110,6 +115,12 @@ async fn plugins_reach_the_prompt_per_product_type_and_each_injection_is_counted
         }
     }
     assert_eq!(prompted, 4);
+    for v in ["v1", "v2", "v3", "v4"] {
+        for request in app.llm.requests_for(&model_of(v)) {
+            assert_eq!(request.get("seed").is_some(), v != "v1", "{v}: {request}");
+            assert_eq!(request["temperature"], 0);
+        }
+    }
     let usage: Vec<(Uuid, String, String, Option<String>)> = sqlx::query_as(
         "select plugin_id, plugin_type, product_type, verdict from plugin_usage u join audit_round r using (round_id) where r.submission_id = $1")
         .bind(&id).fetch_all(&app.db).await.unwrap();

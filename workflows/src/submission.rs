@@ -301,6 +301,7 @@ impl SubmissionWorkflow {
                 submission_id: input.submission_id.clone(),
                 round_id: round_id.clone(),
                 panel: panels.clone(),
+                candidates: validators.clone(),
             },
             ops(policy),
         )

@@ -43,6 +43,8 @@ pub struct ChatRequest<'a> {
     pub style: ResponseFormatStyle,
     pub max_tokens: u32,
     pub timeout: Duration,
+    /// Send `seed` (most OpenAI-compatible servers honour it; some reject unknown fields).
+    pub send_seed: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -89,6 +91,9 @@ impl LlmError {
     }
 }
 
+/// The sampling seed sent to providers that take one.
+pub const SEED: u64 = 42;
+
 pub fn request_body(req: &ChatRequest<'_>) -> Value {
     let response_format = match req.style {
         ResponseFormatStyle::JsonSchema => json!({
@@ -99,15 +104,18 @@ pub fn request_body(req: &ChatRequest<'_>) -> Value {
             json!({"type": "json_object", "schema": req.schema})
         }
     };
-    json!({
+    let mut body = json!({
         "model": req.model,
         "messages": req.messages,
-        // Reproducibility: greedy decoding and a fixed seed where the provider honours them.
+        // Reproducibility: greedy decoding, and a fixed seed where the provider honours one.
         "temperature": 0,
-        "seed": 42,
         "max_tokens": req.max_tokens,
         "response_format": response_format,
-    })
+    });
+    if req.send_seed {
+        body["seed"] = json!(SEED);
+    }
+    body
 }
 
 pub async fn chat(http: &reqwest::Client, req: &ChatRequest<'_>) -> Result<ChatAnswer, LlmError> {

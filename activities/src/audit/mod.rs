@@ -80,6 +80,7 @@ struct ValidatorRow {
     response_format: String,
     price_in_per_mtok: f64,
     price_out_per_mtok: f64,
+    sends_seed: bool,
 }
 
 impl AuditActivities {
@@ -89,7 +90,7 @@ impl AuditActivities {
         let db = &self.deps.db;
         let validator = sqlx::query_as!(
             ValidatorRow,
-            "select display_name, model, provider_url, api_key_env, response_format, price_in_per_mtok, price_out_per_mtok from validator where validator_id = $1",
+            "select display_name, model, provider_url, api_key_env, response_format, price_in_per_mtok, price_out_per_mtok, sends_seed from validator where validator_id = $1",
             input.validator_id
         )
         .fetch_optional(db)
@@ -168,6 +169,7 @@ impl AuditActivities {
             style,
             max_tokens: settings.llm_max_tokens,
             timeout: Duration::from_secs(input.llm_timeout_secs),
+            send_seed: validator.sends_seed,
         };
         // What the model was asked, content-addressed: the same evidence, plugins and parameters
         // give the same hash, so a round can be compared with a re-run call for call.

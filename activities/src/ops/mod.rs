@@ -81,12 +81,13 @@ impl OpsActivities {
     ) -> Result<(), ActivityError> {
         let result: anyhow::Result<()> = async {
             sqlx::query!(
-                r#"insert into audit_round (round_id, submission_id, ordinal, panel)
-                   values ($1, $2, coalesce((select max(ordinal) from audit_round where submission_id = $2), 0) + 1, $3)
-                   on conflict (round_id) do update set panel = excluded.panel"#,
+                r#"insert into audit_round (round_id, submission_id, ordinal, panel, candidates)
+                   values ($1, $2, coalesce((select max(ordinal) from audit_round where submission_id = $2), 0) + 1, $3, $4)
+                   on conflict (round_id) do update set panel = excluded.panel, candidates = excluded.candidates"#,
                 input.round_id,
                 input.submission_id,
                 serde_json::to_value(&input.panel)?,
+                serde_json::to_value(&input.candidates)?,
             )
             .execute(&self.deps.db)
             .await
@@ -260,7 +261,7 @@ impl OpsActivities {
         let votes = sqlx::query!(
             r#"select v.phase, v.validator_id, v.model, v.status, v.verdict, v.prompt_sha256, v.replaces,
                       v.transcript_key, val.provider_url as "provider_url?", val.response_format as "response_format?",
-                      val.model_family
+                      val.model_family, val.sends_seed as "sends_seed?"
                from audit_vote v left join validator val using (validator_id)
                where v.round_id = $1 order by v.phase, v.validator_id"#,
             input.round_id
@@ -275,6 +276,12 @@ impl OpsActivities {
         .fetch_all(&self.deps.db)
         .await
         .context("Failed to load the round's plugin usage")?;
+        let panels = sqlx::query!(
+            "select panel, candidates from audit_round where round_id = $1",
+            input.round_id
+        )
+        .fetch_one(&self.deps.db)
+        .await?;
         let sandbox = sqlx::query!(
             "select rule_pack_version, rule_pack_sha256, scanner_version from sandbox_report where submission_id = $1",
             input.submission_id
@@ -290,11 +297,13 @@ impl OpsActivities {
             "rulePack": sandbox.as_ref().map(|s| serde_json::json!({"version": s.rule_pack_version, "sha256": s.rule_pack_sha256})),
             "scannerVersion": sandbox.as_ref().and_then(|s| s.scanner_version.clone()),
             "promptVersion": crate::audit::prompt::PROMPT_VERSION,
-            "parameters": {"temperature": 0, "seed": 42, "maxTokens": pipeline.llm_max_tokens,
+            "panels": panels.panel,
+            "candidates": panels.candidates,
+            "parameters": {"temperature": 0, "seed": crate::audit::llm::SEED, "maxTokens": pipeline.llm_max_tokens,
                 "answerAttempts": pipeline.llm_answer_attempts, "timeoutSecs": pipeline.llm_timeout_secs},
             "votes": votes.iter().map(|v| serde_json::json!({
                 "phase": v.phase, "validatorId": v.validator_id, "model": v.model, "modelFamily": v.model_family,
-                "providerUrl": v.provider_url, "responseFormat": v.response_format, "status": v.status,
+                "providerUrl": v.provider_url, "responseFormat": v.response_format, "sendsSeed": v.sends_seed, "status": v.status,
                 "verdict": v.verdict, "promptSha256": v.prompt_sha256, "replaces": v.replaces,
                 "transcriptKey": v.transcript_key,
                 "plugins": plugins.iter()

@@ -91,6 +91,25 @@ impl Certificate {
         }
     }
 
+    /// What changes after issuance, as the record and `live-status` show it.
+    pub fn live_state(&self, now: DateTime<Utc>) -> Map<String, Value> {
+        let mut state = Map::new();
+        for (key, value) in [
+            ("certificateId", json!(self.id)),
+            ("status", json!(self.status(now))),
+            ("valid", json!(self.valid(now))),
+            ("activeFlagCount", json!(self.open_flags)),
+            ("statusReason", json!(self.status_reason)),
+            ("statusChangedAt", json!(self.status_changed_at)),
+            ("supersededBy", json!(self.superseded_by)),
+            ("expiresAt", json!(self.expires_at)),
+            ("views", json!(self.views.load(Ordering::Relaxed))),
+        ] {
+            state.insert(key.into(), value);
+        }
+        state
+    }
+
     /// The `verify` body: what changes per call first, then the prepared static members.
     pub fn verify_json(&self, now: DateTime<Utc>, views: u64, disclaimer: Option<&str>) -> String {
         let mut head = Map::new();
@@ -254,7 +273,8 @@ impl CertificateCache {
             Row,
             r#"select c.certificate_id, c.status, c.status_reason, c.status_changed_at, c.superseded_by,
                       c.issued_at, c.expires_at, c.sealed, c.envelope, c.signing_key_id, c.payload_hash,
-                      c.hash_algorithm, c.skill_md_sha256, c.bundle_digest, c.view_count,
+                      c.hash_algorithm, c.skill_md_sha256, c.bundle_digest,
+                      coalesce((select views from certificate_view w where w.certificate_id = c.certificate_id), 0) as "view_count!",
                       (select count(*) from certificate_flag f
                         where f.certificate_id = c.certificate_id and f.status = any($2)) as "open_flags!"
                from certificate c where c.certificate_id = $1"#,
@@ -292,12 +312,15 @@ impl CertificateCache {
 
     /// Counts one verify call and returns the view count including it.
     pub fn count_view(&self, certificate: &Certificate) -> u64 {
-        *self
-            .pending_views
-            .lock()
-            .expect("view counter lock")
-            .entry(certificate.id.clone())
-            .or_default() += 1;
+        {
+            let mut pending = self.pending_views.lock().expect("view counter lock");
+            match pending.get_mut(certificate.id.as_str()) {
+                Some(n) => *n += 1,
+                None => {
+                    pending.insert(certificate.id.clone(), 1);
+                }
+            }
+        }
         certificate.views.fetch_add(1, Ordering::Relaxed) + 1
     }
 
@@ -311,8 +334,10 @@ impl CertificateCache {
         let (ids, counts): (Vec<String>, Vec<i64>) =
             batch.iter().map(|(id, n)| (id.clone(), *n as i64)).unzip();
         let result = sqlx::query!(
-            r#"update certificate c set view_count = c.view_count + v.n
-               from unnest($1::text[], $2::bigint[]) as v(id, n) where c.certificate_id = v.id"#,
+            r#"insert into certificate_view (certificate_id, views)
+               select v.id, v.n from unnest($1::text[], $2::bigint[]) as v(id, n)
+               where exists (select 1 from certificate c where c.certificate_id = v.id)
+               on conflict (certificate_id) do update set views = certificate_view.views + excluded.views"#,
             &ids,
             &counts,
         )

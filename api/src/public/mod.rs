@@ -373,21 +373,13 @@ async fn get_certificate(
     )
     .fetch_all(&state.db)
     .await?;
-    let now = now();
-    let body = json!({
-        "certificateId": c.id,
-        "status": c.status(now),
-        "valid": c.valid(now),
-        "activeFlagCount": c.open_flags,
-        "statusReason": c.status_reason,
-        "supersededBy": c.superseded_by,
+    let mut body = c.live_state(now());
+    let record = json!({
         "issuedAt": c.issued_at,
-        "expiresAt": c.expires_at,
         "payloadHash": c.payload_hash,
         "hashAlgorithm": c.hash_algorithm,
         "skillMdSha256": c.skill_md_sha256,
         "bundleDigest": c.bundle_digest,
-        "views": c.views.load(std::sync::atomic::Ordering::Relaxed),
         "sealed": c.sealed,
         "envelope": c.envelope,
         "keysUrl": public_url(&state, KEYS_PATH),
@@ -401,6 +393,10 @@ async fn get_certificate(
             })).collect::<Vec<_>>(),
         },
     });
+    if let Value::Object(fields) = record {
+        body.extend(fields);
+    }
+    let body = Value::Object(body);
     Ok(json_with_etag(&headers, REVALIDATE, &body))
 }
 
@@ -435,21 +431,14 @@ async fn verify_certificate(
 async fn live_status(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let c = find(&state, &id).await?;
     let now = now();
-    let body = json!({
-        "certificateId": c.id,
-        "status": c.status(now),
-        "valid": c.valid(now),
-        "activeFlagCount": c.open_flags,
-        "statusReason": c.status_reason,
-        "statusChangedAt": c.status_changed_at,
-        "supersededBy": c.superseded_by,
-        "expiresAt": c.expires_at,
-        "views": c.views.load(std::sync::atomic::Ordering::Relaxed),
-        // Monitoring sweeps apply to API-bearing certificates and are not scheduled yet.
-        "monitoring": {"state": "NOT_APPLICABLE", "checksRemaining": 0},
-        "checkedAt": now,
-    });
-    Ok(json_response(body.to_string(), NO_STORE))
+    let mut body = c.live_state(now);
+    // Monitoring sweeps apply to API-bearing certificates and are not scheduled yet.
+    body.insert(
+        "monitoring".into(),
+        json!({"state": "NOT_APPLICABLE", "checksRemaining": 0}),
+    );
+    body.insert("checkedAt".into(), json!(now));
+    Ok(json_response(Value::Object(body).to_string(), NO_STORE))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
