@@ -245,7 +245,7 @@ end
     let verify = wrk(&verify_url, Some(script), seconds, connections)?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let views: i64 =
-        sqlx::query_scalar("select coalesce(sum(view_count), 0)::bigint from certificate")
+        sqlx::query_scalar("select coalesce(sum(views), 0)::bigint from certificate_view")
             .fetch_one(&app.db)
             .await?;
     println!("{connections} connections, {seconds} s each, wrk -t2:");
