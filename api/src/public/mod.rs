@@ -158,19 +158,10 @@ pub struct ListQuery {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateListItem {
-    id: String,
-    skill_name: Option<String>,
-    skill_version: Option<String>,
-    category: Option<String>,
-    status: String,
+    #[serde(flatten)]
+    certificate: ListRow,
+    /// No unresolved flags (listed certificates are approved and unexpired).
     valid: bool,
-    active_flag_count: i64,
-    security_level: Option<String>,
-    issued_at: DateTime<Utc>,
-    expires_at: Option<DateTime<Utc>>,
-    payload_hash: String,
-    skill_md_sha256: Option<String>,
-    bundle_digest: String,
     verify_url: String,
 }
 
@@ -248,7 +239,11 @@ fn keyword_patterns(q: Option<&str>) -> Result<Vec<String>, ApiError> {
         .collect())
 }
 
-struct ListRow {
+/// One approved certificate as listings show it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListRow {
+    #[serde(rename = "id")]
     certificate_id: String,
     status: String,
     skill_name: Option<String>,
@@ -260,6 +255,7 @@ struct ListRow {
     payload_hash: String,
     skill_md_sha256: Option<String>,
     bundle_digest: String,
+    #[serde(rename = "activeFlagCount")]
     open_flags: i64,
 }
 
@@ -332,18 +328,7 @@ async fn list_certificates(
                 &format!("/api/v1/public/certificates/{}/verify", r.certificate_id),
             ),
             valid: r.open_flags == 0,
-            id: r.certificate_id,
-            skill_name: r.skill_name,
-            skill_version: r.skill_version,
-            category: r.category,
-            status: r.status,
-            active_flag_count: r.open_flags,
-            security_level: r.security_level,
-            issued_at: r.issued_at,
-            expires_at: r.expires_at,
-            payload_hash: r.payload_hash,
-            skill_md_sha256: r.skill_md_sha256,
-            bundle_digest: r.bundle_digest,
+            certificate: r,
         })
         .collect();
     let body = serde_json::to_value(CertificateList { items, next_cursor })
