@@ -181,11 +181,10 @@ impl Certificate {
             members.insert(key.into(), value);
         }
         // The union with the sealed snapshot: every sealed field the summary does not carry.
+        // `status` is left out: the live status, computed per call, is the one that counts.
         if let Some(fields) = sealed.as_object() {
-            for (key, value) in fields {
-                if !matches!(key.as_str(), "status") {
-                    members.entry(key.clone()).or_insert_with(|| value.clone());
-                }
+            for (key, value) in fields.iter().filter(|(key, _)| *key != "status") {
+                members.entry(key.clone()).or_insert_with(|| value.clone());
             }
         }
         let members = Value::Object(members).to_string();
