@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod ops;
+pub mod portal;
 pub mod sandbox;
 pub mod types;
 

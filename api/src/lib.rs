@@ -5,6 +5,7 @@ pub mod auth;
 pub mod dev;
 pub mod error;
 pub mod operator;
+pub mod paging;
 pub mod public;
 
 use std::future::Future;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub blob: BlobStore,
     /// For outbound reads on behalf of clients (SKILL.md from GitHub); bounded by a timeout.
     pub http: reqwest::Client,
+    /// Login codes are emailed from the request itself: the code must never rest in a queue.
+    pub mailer: sigma_shared::email::Mailer,
     pub public: Arc<public::PublicState>,
     pub settings: Arc<Settings>,
 }
@@ -46,6 +49,7 @@ impl AppState {
             .clone();
         Ok(Self {
             blob: BlobStore::new(&settings.blob),
+            mailer: sigma_shared::email::Mailer::new(&settings.smtp)?,
             http: reqwest::Client::builder()
                 .user_agent("sigma-api/0.1")
                 .timeout(std::time::Duration::from_secs(10))
@@ -56,7 +60,10 @@ impl AppState {
                     db.clone(),
                     settings.public.cache_capacity,
                 )),
-                limits: Arc::new(public::limits::Limits::new(&settings.public)),
+                limits: Arc::new(public::limits::Limits::new(
+                    &settings.public,
+                    &settings.portal,
+                )),
                 keys,
             }),
             db,
@@ -71,8 +78,8 @@ impl AppState {
     info(title = "SIGMA", description = "Verification and certificates for AI agent skills."),
     modifiers(&SecuritySchemes),
     tags(
-        (name = "developer", description = "Developer plane: submissions (bearer `sigma_dev_…` token)"),
-        (name = "operator", description = "Operator plane: decisions and retries (bearer `sigma_op_…` token)"),
+        (name = "developer", description = "Developer plane: email login, drafts, quotes, credits, submissions, support (portal session `sigma_portal_…` as bearer or cookie, or an API token `sigma_dev_…`)"),
+        (name = "operator", description = "Operator plane: decisions, retries, catalog, credits, support (console session `sigma_console_…` as bearer or cookie, or an automation token `sigma_op_…`)"),
         (name = "public", description = "Public plane: certificate verification, no authentication"),
     )
 )]
@@ -82,7 +89,12 @@ struct SecuritySchemes;
 impl Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        for name in ["developer_token", "operator_token"] {
+        for name in [
+            "developer_token",
+            "developer_session",
+            "operator_token",
+            "operator_session",
+        ] {
             components.add_security_scheme(
                 name,
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),

@@ -25,7 +25,71 @@ pub struct Settings {
     /// How panel selection weighs validators.
     #[serde(default)]
     pub council: crate::council::WeightPolicy,
+    /// Sessions, login codes, quotes and the manifest assistant of the developer plane.
+    #[serde(default)]
+    pub portal: PortalSettings,
     pub log: LogSettings,
+}
+
+/// The developer and operator front doors.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct PortalSettings {
+    /// Keys the hashes of login codes, so a leaked table cannot be brute-forced offline.
+    #[serde(serialize_with = "expose")]
+    pub secret: SecretString,
+    /// Where the magic link in the login email points: `{portal_base_url}/login?token=…`.
+    pub portal_base_url: String,
+    pub code_ttl_secs: i64,
+    /// Wrong codes allowed per login challenge before it is void.
+    pub code_max_attempts: i32,
+    /// Login emails per address per hour, and login starts per client IP per hour.
+    pub logins_per_address_per_hour: i64,
+    pub logins_per_client_per_hour: u32,
+    /// Portal sessions slide: each use extends them by this much.
+    pub session_idle_days: i64,
+    pub console_session_idle_hours: i64,
+    /// Console logins per client IP per hour (failed or not).
+    pub console_logins_per_hour: u32,
+    /// Send `Secure` on session cookies (off only for plain-HTTP local runs).
+    pub secure_cookies: bool,
+    pub quote_ttl_secs: i64,
+    /// The manifest assistant: any OpenAI-compatible endpoint.
+    pub manifest_llm_url: String,
+    pub manifest_model: String,
+    /// Name of the environment variable holding the assistant's API key, if it needs one.
+    pub manifest_api_key_env: Option<String>,
+    /// `json_schema` or `json_object_schema`, as for validators.
+    pub manifest_response_format: String,
+    pub manifest_timeout_secs: u64,
+    pub manifests_per_hour: i64,
+    /// Abusive or unusable inputs (in a row of the last day) that lock the assistant for a developer.
+    pub manifest_abuse_lock_after: i64,
+}
+
+impl Default for PortalSettings {
+    fn default() -> Self {
+        Self {
+            secret: SecretString::from("sigma-local-portal-secret-change-me"),
+            portal_base_url: "http://127.0.0.1:8080/portal".into(),
+            code_ttl_secs: 600,
+            code_max_attempts: 5,
+            logins_per_address_per_hour: 5,
+            logins_per_client_per_hour: 30,
+            session_idle_days: 30,
+            console_session_idle_hours: 12,
+            console_logins_per_hour: 20,
+            secure_cookies: true,
+            quote_ttl_secs: 1800,
+            manifest_llm_url: "http://127.0.0.1:8191/v1".into(),
+            manifest_model: "smollm2".into(),
+            manifest_api_key_env: None,
+            manifest_response_format: "json_object_schema".into(),
+            manifest_timeout_secs: 60,
+            manifests_per_hour: 10,
+            manifest_abuse_lock_after: 3,
+        }
+    }
 }
 
 /// The service's Ed25519 keys (see `attestation`): a directory of PEM files and the name of the
@@ -287,6 +351,7 @@ impl Default for Settings {
             signing: SigningSettings::default(),
             public: PublicSettings::default(),
             council: Default::default(),
+            portal: PortalSettings::default(),
             log: LogSettings {
                 format: "json".into(),
                 filter: "info,sqlx=warn,temporalio_sdk_core=warn".into(),

@@ -10,6 +10,8 @@ pub mod council;
 pub mod db;
 pub mod domain;
 pub mod email;
+pub mod manifest;
+pub mod pricing;
 pub mod telemetry;
 
 pub use config::Settings;

@@ -46,6 +46,14 @@ pub enum OperatorCommand {
         #[arg(long)]
         name: String,
     },
+    /// Set the operator's console password (creating the operator if needed). The password is
+    /// read from the environment variable named by `--password-env`, or generated and printed.
+    CreateLogin {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        password_env: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -105,6 +113,21 @@ impl AdminCommand {
             }
             AdminCommand::Operator(OperatorCommand::CreateToken { name }) => {
                 println!("{}", operator_token(&db, &name).await?);
+            }
+            AdminCommand::Operator(OperatorCommand::CreateLogin { name, password_env }) => {
+                let (password, generated) = match password_env {
+                    Some(var) => (
+                        std::env::var(&var).with_context(|| format!("{var} is not set"))?,
+                        false,
+                    ),
+                    None => (sigma_api::auth::random_password(), true),
+                };
+                sigma_api::auth::operator_login(&db, &name, &password).await?;
+                if generated {
+                    println!("{password}");
+                } else {
+                    eprintln!("console password of {name} set");
+                }
             }
             AdminCommand::Validator(ValidatorCommand::Upsert {
                 standing,

@@ -320,6 +320,18 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<()> {
     })
     .await?;
 
+    // The console login of the local operator, and portal settings for plain-HTTP local use.
+    let password_file = data.join("operator-password");
+    if !password_file.exists() {
+        let password = sigma_api::auth::random_password();
+        sigma_api::auth::operator_login(&db, "local-operator", &password).await?;
+        std::fs::write(&password_file, format!("{password}\n"))?;
+    }
+    settings.portal.secure_cookies = false;
+    settings.portal.manifest_llm_url = args.llm_url.clone();
+    settings.portal.manifest_model = "smollm2".into();
+    settings.portal.manifest_response_format = "json_object_schema".into();
+
     if settings.signing.key_dir.is_none() {
         // A local signing key, made once and kept with the rest of the local data.
         let dir = data.join("keys");

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sigma_activities::audit::AuditActivities;
 use sigma_activities::ops::OpsActivities;
+use sigma_activities::portal::{PortalActivities, RefundInput};
 use sigma_activities::queues;
 use sigma_activities::sandbox::SandboxActivities;
 use sigma_activities::types::{
@@ -37,6 +38,9 @@ pub struct SubmissionInput {
     /// A public git repository to fetch instead of an uploaded bundle (`bundle_key` is empty).
     #[serde(default)]
     pub git: Option<GitSource>,
+    /// The developer paid credits for this run: a platform failure gives them back.
+    #[serde(default)]
+    pub charged: bool,
 }
 
 /// Live detail, answered by the `progress` query.
@@ -144,7 +148,7 @@ fn failure_chain(error: &temporalio_sdk::ActivityExecutionError) -> String {
 }
 
 /// Turns an activity's failure into a workflow failure that keeps the root cause in its message.
-trait Explained<T> {
+pub(crate) trait Explained<T> {
     fn explained(self) -> WorkflowResult<T>;
 }
 
@@ -182,6 +186,18 @@ impl SubmissionWorkflow {
                 )
                 .await
                 .ok();
+                // Compensation: the developer does not pay for the platform's failure.
+                if input.charged {
+                    ctx.execute_activity(
+                        PortalActivities::refund_charge,
+                        RefundInput {
+                            submission_id: input.submission_id.clone(),
+                        },
+                        ops(&input.policy),
+                    )
+                    .await
+                    .ok();
+                }
                 Err(failure)
             }
         }

@@ -6,6 +6,7 @@ use std::future::Future;
 use anyhow::Context;
 use sigma_activities::audit::AuditActivities;
 use sigma_activities::ops::OpsActivities;
+use sigma_activities::portal::PortalActivities;
 use sigma_activities::sandbox::SandboxActivities;
 use sigma_activities::{Deps, queues};
 use sigma_shared::config::TemporalSettings;
@@ -18,7 +19,7 @@ use temporalio_common::protos::temporal::api::operatorservice::v1::{
 };
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
-use crate::SubmissionWorkflow;
+use crate::{DraftCheckWorkflow, ManifestWorkflow, SubmissionWorkflow, SupportEmailWorkflow};
 use crate::search;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,14 +98,20 @@ pub fn worker_options(queue: Queue, deps: Deps) -> anyhow::Result<WorkerOptions>
     let builder = WorkerOptions::new(queue.name()).graceful_shutdown_period(GRACEFUL_SHUTDOWN);
     Ok(match queue {
         Queue::Sandbox => builder
-            .register_activities(SandboxActivities::new(deps))
+            .register_activities(SandboxActivities::new(deps.clone()))
+            .register_activities(PortalActivities::new(deps))
             .build(),
         Queue::Audit => builder
-            .register_activities(AuditActivities::new(deps))
+            .register_activities(AuditActivities::new(deps.clone()))
+            .register_activities(PortalActivities::new(deps))
             .build(),
         Queue::Ops => builder
             .register_workflow::<SubmissionWorkflow>()?
-            .register_activities(OpsActivities::new(deps))
+            .register_workflow::<DraftCheckWorkflow>()?
+            .register_workflow::<ManifestWorkflow>()?
+            .register_workflow::<SupportEmailWorkflow>()?
+            .register_activities(OpsActivities::new(deps.clone()))
+            .register_activities(PortalActivities::new(deps))
             .build(),
     })
 }

@@ -88,7 +88,7 @@ pub fn archive_url(base: &str, git: &GitSource) -> String {
 /// Streams the body, refusing it as soon as it passes `cap` bytes (whatever Content-Length says).
 /// The inner error is permanent (no such repository or ref, too large): the submission is
 /// rejected with it. Network failures and server errors are retried by Temporal.
-async fn download(
+pub(crate) async fn download(
     http: &reqwest::Client,
     url: &str,
     cap: u64,

@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use sigma_shared::config::PublicSettings;
+use sigma_shared::config::{PortalSettings, PublicSettings};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -17,6 +17,9 @@ use crate::error::ApiError;
 pub struct Limits {
     reads: DefaultKeyedRateLimiter<IpAddr>,
     flags: DefaultKeyedRateLimiter<IpAddr>,
+    /// Email-login starts and verifications, and console logins, per client IP.
+    logins: DefaultKeyedRateLimiter<IpAddr>,
+    console_logins: DefaultKeyedRateLimiter<IpAddr>,
     trust_forwarded_for: bool,
 }
 
@@ -25,7 +28,8 @@ fn at_least_one(n: u32) -> NonZeroU32 {
 }
 
 impl Limits {
-    pub fn new(settings: &PublicSettings) -> Self {
+    pub fn new(settings: &PublicSettings, portal: &PortalSettings) -> Self {
+        let hourly = |n: u32| Quota::per_hour(at_least_one(n)).allow_burst(at_least_one(n));
         let reads = Quota::per_minute(at_least_one(settings.reads_per_minute))
             .allow_burst(at_least_one(settings.read_burst));
         let flags = Quota::per_hour(at_least_one(settings.flags_per_hour))
@@ -33,6 +37,8 @@ impl Limits {
         Self {
             reads: DefaultKeyedRateLimiter::keyed(reads),
             flags: DefaultKeyedRateLimiter::keyed(flags),
+            logins: DefaultKeyedRateLimiter::keyed(hourly(portal.logins_per_client_per_hour)),
+            console_logins: DefaultKeyedRateLimiter::keyed(hourly(portal.console_logins_per_hour)),
             trust_forwarded_for: settings.trust_forwarded_for,
         }
     }
@@ -41,6 +47,16 @@ impl Limits {
     pub fn shrink(&self) {
         self.reads.retain_recent();
         self.flags.retain_recent();
+        self.logins.retain_recent();
+        self.console_logins.retain_recent();
+    }
+
+    pub fn check_login(&self, client: IpAddr) -> Result<(), ApiError> {
+        check(&self.logins, client, "login attempts")
+    }
+
+    pub fn check_console_login(&self, client: IpAddr) -> Result<(), ApiError> {
+        check(&self.console_logins, client, "console login attempts")
     }
 
     pub fn check_flag(&self, client: IpAddr) -> Result<(), ApiError> {

@@ -1,5 +1,9 @@
-//! Operator plane: decide escalated submissions, retry failed runs, suspend or revoke
-//! certificates and triage the public's flags.
+//! Operator plane: console sessions, decisions on escalated submissions, retries of failed runs,
+//! certificate status, the public's flags, the pricing catalog and money levers, and support.
+
+pub mod catalog;
+pub mod console;
+pub mod support;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -18,11 +22,14 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::OperatorAuth;
-use crate::dev::{git_source, start_workflow, workflow_status};
+use crate::dev::{WorkflowStart, git_source, start_workflow, workflow_status};
 use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .merge(console::router())
+        .merge(catalog::router())
+        .merge(support::router())
         .routes(routes!(decide_submission))
         .routes(routes!(retry_submission))
         .routes(routes!(set_certificate_status))
@@ -168,13 +175,17 @@ async fn retry_submission(
         ));
     };
     let category: Category = row.category.parse().map_err(anyhow::Error::msg)?;
+    // The failed run refunded any charge: the retry is on the platform.
     let started = start_workflow(
         &state,
-        &id,
-        category,
-        &row.bundle_key,
-        row.skill_name.as_deref(),
-        git_source(row.git_repository, row.source_ref),
+        WorkflowStart {
+            id: &id,
+            category,
+            bundle_key: &row.bundle_key,
+            name: row.skill_name.as_deref(),
+            git: git_source(row.git_repository, row.source_ref),
+            charged: false,
+        },
         WorkflowIdReusePolicy::AllowDuplicateFailedOnly,
     )
     .await;

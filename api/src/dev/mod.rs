@@ -1,4 +1,11 @@
-//! Developer plane: submit a skill bundle, follow its progress.
+//! Developer plane: email login and portal sessions, drafts, dry-runs and manifests, quotes,
+//! payment intents and credits, submissions and their progress, support.
+
+pub mod account;
+pub mod checkout;
+pub mod drafts;
+pub mod login;
+pub mod support;
 
 use std::time::Duration;
 
@@ -25,10 +32,16 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::auth::DeveloperAuth;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
+use crate::paging::ListParams;
 use sigma_activities::types::GitSource;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .merge(login::router())
+        .merge(account::router())
+        .merge(drafts::router())
+        .merge(checkout::router())
+        .merge(support::router())
         .routes(routes!(create_submission, list_submissions))
         .routes(routes!(create_git_submission))
         .routes(routes!(get_submission))
@@ -143,20 +156,7 @@ async fn create_submission(
         return replay(&state, &previous, Some(&bundle_sha256)).await;
     }
 
-    // Inflating an archive is CPU work: keep it off the async workers.
-    let bundle = intake.bundle.clone();
-    let readable =
-        tokio::task::spawn_blocking(move || unpack::check_readable(&bundle, INTAKE_INFLATE_CAP))
-            .await
-            .map_err(anyhow::Error::from)?;
-    let format = readable.map_err(|e| match e {
-        UnpackError::UnknownFormat => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_bundle",
-            "the bundle must be a zip or tar.gz archive",
-        ),
-        other => ApiError::unprocessable("corrupt_archive", other.to_string()),
-    })?;
+    let format = readable_bundle(&intake.bundle).await?;
 
     // Content-addressed: storing the same bytes twice is harmless, so this can precede the row.
     let bundle_key = keys::bundle(&bundle_sha256);
@@ -180,11 +180,30 @@ async fn create_submission(
             bundle_key,
             bundle_sha256: Some(bundle_sha256),
             bundle_bytes: intake.bundle.len() as i64,
-            format: format.as_str(),
+            format,
             git: None,
         },
     )
     .await
+}
+
+/// Checks that an uploaded archive can be read, and names its format.
+pub(crate) async fn readable_bundle(bundle: &Bytes) -> ApiResult<&'static str> {
+    // Inflating an archive is CPU work: keep it off the async workers.
+    let bundle = bundle.clone();
+    let readable =
+        tokio::task::spawn_blocking(move || unpack::check_readable(&bundle, INTAKE_INFLATE_CAP))
+            .await
+            .map_err(anyhow::Error::from)?;
+    let format = readable.map_err(|e| match e {
+        UnpackError::UnknownFormat => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_bundle",
+            "the bundle must be a zip or tar.gz archive",
+        ),
+        other => ApiError::unprocessable("corrupt_archive", other.to_string()),
+    })?;
+    Ok(format.as_str())
 }
 
 /// What intake records before starting the workflow.
@@ -259,11 +278,14 @@ async fn record_and_start(
     // `already_started`: a concurrent replay of this request's idempotency key started it first.
     if let Err(e) = ensure_started(
         state,
-        &id,
-        new.category,
-        &new.bundle_key,
-        m.name.as_deref(),
-        new.git.clone(),
+        WorkflowStart {
+            id: &id,
+            category: new.category,
+            bundle_key: &new.bundle_key,
+            name: m.name.as_deref(),
+            git: new.git.clone(),
+            charged: false,
+        },
     )
     .await
     {
@@ -435,13 +457,13 @@ const INTAKE_INFLATE_CAP: u64 = 16 * 1024 * 1024;
 
 /// Answers a repeated request as the first one was answered, and makes sure its workflow runs
 /// (it may not, if the first request's process died between the commit and the start).
-async fn replay(
+pub(crate) async fn replay(
     state: &AppState,
     id: &str,
     bundle_sha256: Option<&Sha256Hex>,
 ) -> ApiResult<axum::response::Response> {
     let row = sqlx::query!(
-        "select category, bundle_key, skill_name, stage, git_repository, source_ref from submission where submission_id = $1",
+        "select category, bundle_key, skill_name, stage, git_repository, source_ref, charged_credits from submission where submission_id = $1",
         id
     )
     .fetch_optional(&state.db)
@@ -455,11 +477,14 @@ async fn replay(
         let category: Category = row.category.parse().map_err(anyhow::Error::msg)?;
         ensure_started(
             state,
-            &submission_id,
-            category,
-            &row.bundle_key,
-            row.skill_name.as_deref(),
-            git_source(row.git_repository, row.source_ref),
+            WorkflowStart {
+                id: &submission_id,
+                category,
+                bundle_key: &row.bundle_key,
+                name: row.skill_name.as_deref(),
+                git: git_source(row.git_repository, row.source_ref),
+                charged: row.charged_credits > 0,
+            },
         )
         .await?;
     }
@@ -493,7 +518,7 @@ pub(crate) async fn workflow_status(
         .map(|d| d.status())
 }
 
-fn accepted(state: &AppState, id: &str, bundle_sha256: Option<&Sha256Hex>) -> SubmissionAccepted {
+pub(crate) fn accepted(state: &AppState, id: &str, bundle_sha256: Option<&Sha256Hex>) -> SubmissionAccepted {
     let base = state.settings.api.public_base_url.trim_end_matches('/');
     SubmissionAccepted {
         id: id.to_owned(),
@@ -504,27 +529,21 @@ fn accepted(state: &AppState, id: &str, bundle_sha256: Option<&Sha256Hex>) -> Su
     }
 }
 
+/// What a submission's workflow starts from.
+pub(crate) struct WorkflowStart<'a> {
+    pub id: &'a SubmissionId,
+    pub category: Category,
+    pub bundle_key: &'a str,
+    pub name: Option<&'a str>,
+    pub git: Option<GitSource>,
+    /// Credits were debited: a platform failure refunds them.
+    pub charged: bool,
+}
+
 /// Starts the submission's workflow unless it already runs.
-async fn ensure_started(
-    state: &AppState,
-    id: &SubmissionId,
-    category: Category,
-    bundle_key: &str,
-    name: Option<&str>,
-    git: Option<GitSource>,
-) -> ApiResult<()> {
+pub(crate) async fn ensure_started(state: &AppState, start: WorkflowStart<'_>) -> ApiResult<()> {
     // Intake starts a submission's workflow once, ever; only an operator retry reuses the id.
-    match start_workflow(
-        state,
-        id,
-        category,
-        bundle_key,
-        name,
-        git,
-        WorkflowIdReusePolicy::RejectDuplicate,
-    )
-    .await
-    {
+    match start_workflow(state, start, WorkflowIdReusePolicy::RejectDuplicate).await {
         Err(ApiError::Client {
             code: "already_started",
             ..
@@ -535,14 +554,18 @@ async fn ensure_started(
 
 pub(crate) async fn start_workflow(
     state: &AppState,
-    id: &SubmissionId,
-    category: Category,
-    bundle_key: &str,
-    name: Option<&str>,
-    git: Option<GitSource>,
+    start: WorkflowStart<'_>,
     reuse: WorkflowIdReusePolicy,
 ) -> ApiResult<()> {
     let settings = &state.settings;
+    let WorkflowStart {
+        id,
+        category,
+        bundle_key,
+        name,
+        git,
+        charged,
+    } = start;
     let input = SubmissionInput {
         submission_id: id.to_string(),
         category,
@@ -550,6 +573,7 @@ pub(crate) async fn start_workflow(
         policy: settings.pipeline.clone(),
         limits: settings.sandbox.limits_for(category),
         git,
+        charged,
     };
     let mut options = WorkflowStartOptions::new(sigma_activities::queues::OPS, id.workflow_id())
         .search_attributes(SearchAttributes::new([
@@ -583,7 +607,7 @@ pub(crate) async fn start_workflow(
     }
 }
 
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -946,15 +970,6 @@ pub(crate) async fn query_progress(
     }
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListParams {
-    /// Page size, 1 to 100 (default 20).
-    pub limit: Option<i64>,
-    /// The `nextCursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubmissionSummary {
@@ -981,48 +996,19 @@ async fn list_submissions(
     developer: DeveloperAuth,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Json<SubmissionPage>> {
-    let limit = params.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::unprocessable(
-            "invalid_limit",
-            "limit must be between 1 and 100",
-        ));
-    }
-    let (after_time, after_id) = match &params.cursor {
-        Some(cursor) => {
-            let (micros, id) = cursor
-                .split_once('_')
-                .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_owned())))
-                .ok_or_else(|| {
-                    ApiError::unprocessable("invalid_cursor", "cursor is not one this API issued")
-                })?;
-            let time = DateTime::from_timestamp_micros(micros).ok_or_else(|| {
-                ApiError::unprocessable("invalid_cursor", "cursor is not one this API issued")
-            })?;
-            (Some(time), Some(id))
-        }
-        None => (None, None),
-    };
-    let rows = sqlx::query_as!(
+    let page = params.page()?;
+    let mut items = sqlx::query_as!(
         SubmissionSummary,
         r#"select submission_id as id, category, skill_name, stage, outcome, created_at from submission
            where developer_id = $1 and ($2::timestamptz is null or (created_at, submission_id) < ($2, $3))
            order by created_at desc, submission_id desc limit $4"#,
         developer.developer_id,
-        after_time,
-        after_id,
-        limit + 1,
+        page.after_time,
+        page.after_id,
+        page.limit + 1,
     )
     .fetch_all(&state.db)
     .await?;
-    let mut items = rows;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items
-            .last()
-            .map(|s| format!("{}_{}", s.created_at.timestamp_micros(), s.id))
-    } else {
-        None
-    };
+    let next_cursor = page.finish(&mut items, |s| (s.created_at, s.id.clone()));
     Ok(Json(SubmissionPage { items, next_cursor }))
 }

@@ -1,0 +1,240 @@
+//! The developer's account: profile and balance, payments, the credit ledger, voucher top-ups.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sigma_shared::pricing;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::checkout::{IntentView, intent_view};
+use crate::AppState;
+use crate::auth::DeveloperAuth;
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
+use crate::paging::ListParams;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(me))
+        .routes(routes!(list_payments))
+        .routes(routes!(ledger))
+        .routes(routes!(redeem_voucher))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Account {
+    pub id: String,
+    pub email: String,
+    pub display_name: Option<String>,
+    pub credit_balance: i64,
+    pub credit_balance_usd: String,
+    /// Set when the manifest assistant is locked for this account (Support lifts it).
+    pub manifest_assistant_locked: bool,
+    /// Payer wallets arrive with wallet sign-in; empty until then.
+    pub wallets: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[utoipa::path(get, path = "/me", tag = "developer", security(("developer_session" = [])),
+    responses((status = 200, body = Account), (status = 401, body = ErrorBody)))]
+async fn me(State(state): State<AppState>, developer: DeveloperAuth) -> ApiResult<Json<Account>> {
+    let d = sqlx::query!(
+        "select developer_id, email, display_name, credit_balance, manifest_locked_at, created_at from developer where developer_id = $1",
+        developer.developer_id
+    )
+    .fetch_one(&state.db)
+    .await?;
+    Ok(Json(Account {
+        id: d.developer_id.to_string(),
+        email: d.email,
+        display_name: d.display_name,
+        credit_balance_usd: pricing::usd(d.credit_balance),
+        credit_balance: d.credit_balance,
+        manifest_assistant_locked: d.manifest_locked_at.is_some(),
+        wallets: vec![],
+        created_at: d.created_at,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentPage {
+    pub items: Vec<IntentView>,
+    pub next_cursor: Option<String>,
+}
+
+/// Payment intents, newest first.
+#[utoipa::path(get, path = "/payments", tag = "developer", security(("developer_session" = [])), params(ListParams),
+    responses((status = 200, body = PaymentPage), (status = 422, body = ErrorBody)))]
+async fn list_payments(
+    State(state): State<AppState>,
+    developer: DeveloperAuth,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> ApiResult<Json<PaymentPage>> {
+    let page = params.page()?;
+    let mut keys = sqlx::query!(
+        r#"select intent_id, created_at from payment_intent
+           where developer_id = $1 and ($2::timestamptz is null or (created_at, intent_id) < ($2, $3))
+           order by created_at desc, intent_id desc limit $4"#,
+        developer.developer_id,
+        page.after_time,
+        page.after_uuid().unwrap_or_default(),
+        page.limit + 1
+    )
+    .fetch_all(&state.db)
+    .await?;
+    let next_cursor = page.finish(&mut keys, |k| (k.created_at, k.intent_id.to_string()));
+    let mut items = Vec::with_capacity(keys.len());
+    for k in keys {
+        items.push(intent_view(&state, developer.developer_id, k.intent_id).await?);
+    }
+    Ok(Json(PaymentPage { items, next_cursor }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEntry {
+    pub id: i64,
+    /// TOPUP, VOUCHER, GRANT, DEBIT_SUBMISSION, REFUND or ADJUSTMENT.
+    pub kind: String,
+    /// Positive for credits in, negative for debits.
+    pub amount_credits: i64,
+    pub balance_after: i64,
+    pub reference: String,
+    pub note: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerPage {
+    pub balance: i64,
+    pub items: Vec<LedgerEntry>,
+    pub next_cursor: Option<String>,
+}
+
+/// The append-only credit ledger, newest first.
+#[utoipa::path(get, path = "/credits/ledger", tag = "developer", security(("developer_session" = [])), params(ListParams),
+    responses((status = 200, body = LedgerPage), (status = 422, body = ErrorBody)))]
+async fn ledger(
+    State(state): State<AppState>,
+    developer: DeveloperAuth,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> ApiResult<Json<LedgerPage>> {
+    let page = params.page()?;
+    let after: Option<i64> = match &page.after_id {
+        Some(id) => Some(
+            id.parse()
+                .map_err(|_| ApiError::unprocessable("invalid_cursor", "cursor is not one this API issued"))?,
+        ),
+        None => None,
+    };
+    let mut items = sqlx::query_as!(
+        LedgerEntry,
+        r#"select entry_id as id, kind, amount_credits, balance_after, reference, note, created_at from credit_ledger
+           where developer_id = $1 and ($2::bigint is null or entry_id < $2)
+           order by entry_id desc limit $3"#,
+        developer.developer_id,
+        after,
+        page.limit + 1
+    )
+    .fetch_all(&state.db)
+    .await?;
+    let next_cursor = page.finish(&mut items, |e| (e.created_at, e.id.to_string()));
+    let balance = sqlx::query_scalar!(
+        "select credit_balance from developer where developer_id = $1",
+        developer.developer_id
+    )
+    .fetch_one(&state.db)
+    .await?;
+    Ok(Json(LedgerPage {
+        balance,
+        items,
+        next_cursor,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VoucherRedemption {
+    pub code: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopUp {
+    pub credited: i64,
+    pub balance: i64,
+}
+
+/// Top up credits with a credits voucher. A voucher works once per account.
+#[utoipa::path(post, path = "/credits/vouchers", tag = "developer", security(("developer_session" = [])),
+    request_body = VoucherRedemption,
+    responses((status = 201, body = TopUp), (status = 409, description = "Already redeemed by this account", body = ErrorBody),
+        (status = 422, description = "Unknown, used up, expired, or not a credits voucher", body = ErrorBody)))]
+async fn redeem_voucher(
+    State(state): State<AppState>,
+    developer: DeveloperAuth,
+    ApiJson(body): ApiJson<VoucherRedemption>,
+) -> ApiResult<Response> {
+    let code = body.code.trim();
+    let mut tx = state.db.begin().await?;
+    let redeemed = sqlx::query!(
+        "insert into voucher_redemption (code, developer_id) select code, $2 from voucher where code = $1 on conflict do nothing",
+        code,
+        developer.developer_id
+    )
+    .execute(&mut *tx)
+    .await?;
+    if redeemed.rows_affected() == 0 {
+        let known = sqlx::query_scalar!(r#"select exists(select 1 from voucher where code = $1) as "known!""#, code)
+            .fetch_one(&mut *tx)
+            .await?;
+        return Err(if known {
+            ApiError::conflict("voucher_already_redeemed", "this account already used this voucher")
+        } else {
+            voucher_invalid()
+        });
+    }
+    let credits = sqlx::query_scalar!(
+        r#"update voucher set uses_left = uses_left - 1
+           where code = $1 and kind = 'CREDITS' and uses_left > 0 and (expires_at is null or expires_at > now())
+           returning credits"#,
+        code
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .filter(|c| *c > 0)
+    .ok_or_else(voucher_invalid)?;
+    let balance = sqlx::query_scalar!(
+        "update developer set credit_balance = credit_balance + $2 where developer_id = $1 returning credit_balance",
+        developer.developer_id,
+        credits
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query!(
+        r#"insert into credit_ledger (developer_id, kind, amount_credits, balance_after, reference, note)
+           values ($1, 'VOUCHER', $2, $3, $4, 'voucher top-up')"#,
+        developer.developer_id,
+        credits,
+        balance,
+        code
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(TopUp { credited: credits, balance })).into_response())
+}
+
+fn voucher_invalid() -> ApiError {
+    ApiError::unprocessable(
+        "voucher_invalid",
+        "the voucher is unknown, used up, expired, or not a credits voucher",
+    )
+}

@@ -1,0 +1,286 @@
+//! Support tickets: a developer opens one and writes to it; operators answer on their plane and
+//! each answer is emailed to the developer.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sigma_shared::domain::SubmissionId;
+use sqlx::types::Uuid;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::auth::DeveloperAuth;
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
+use crate::paging::ListParams;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(open_ticket, list_tickets))
+        .routes(routes!(get_ticket))
+        .routes(routes!(add_message))
+}
+
+const MAX_SUBJECT: usize = 200;
+const MAX_BODY: usize = 10_000;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewTicket {
+    pub subject: String,
+    pub body: String,
+    /// The submission the ticket is about, if any.
+    pub submission_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewMessage {
+    pub body: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageView {
+    pub id: String,
+    /// DEVELOPER or OPERATOR.
+    pub author: String,
+    pub body: String,
+    /// For operator replies: when the email went out, or why it has not yet.
+    pub emailed_at: Option<DateTime<Utc>>,
+    pub email_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketView {
+    pub id: String,
+    pub subject: String,
+    /// OPEN, PENDING (waiting on the developer), RESOLVED or CLOSED.
+    pub status: String,
+    pub submission_id: Option<String>,
+    pub developer_email: String,
+    pub messages: Vec<MessageView>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketSummary {
+    pub id: String,
+    pub subject: String,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketPage {
+    pub items: Vec<TicketSummary>,
+    pub next_cursor: Option<String>,
+}
+
+pub(crate) fn message_body(raw: &str) -> ApiResult<String> {
+    let body = raw.trim();
+    if body.is_empty() || body.chars().count() > MAX_BODY {
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            format!("a message is 1 to {MAX_BODY} characters"),
+        ));
+    }
+    Ok(body.to_owned())
+}
+
+pub(crate) fn parse_ticket_id(raw: &str) -> ApiResult<Uuid> {
+    raw.parse().map_err(|_| ApiError::not_found("ticket"))
+}
+
+/// A ticket with its messages; `developer` limits it to that developer's tickets.
+pub(crate) async fn ticket_view(
+    state: &AppState,
+    id: Uuid,
+    developer: Option<Uuid>,
+) -> ApiResult<TicketView> {
+    let t = sqlx::query!(
+        r#"select t.ticket_id, t.subject, t.status, t.submission_id, t.created_at, t.updated_at, d.email
+           from support_ticket t join developer d using (developer_id)
+           where t.ticket_id = $1 and ($2::uuid is null or t.developer_id = $2)"#,
+        id,
+        developer
+    )
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or_else(|| ApiError::not_found("ticket"))?;
+    let messages = sqlx::query!(
+        "select message_id, author, body, emailed_at, email_error, created_at from support_message where ticket_id = $1 order by created_at, message_id",
+        id
+    )
+    .fetch_all(&state.db)
+    .await?
+    .into_iter()
+    .map(|m| MessageView {
+        id: m.message_id.to_string(),
+        author: m.author,
+        body: m.body,
+        emailed_at: m.emailed_at,
+        email_error: m.email_error,
+        created_at: m.created_at,
+    })
+    .collect();
+    Ok(TicketView {
+        id: t.ticket_id.to_string(),
+        subject: t.subject,
+        status: t.status,
+        submission_id: t.submission_id,
+        developer_email: t.email,
+        messages,
+        created_at: t.created_at,
+        updated_at: t.updated_at,
+    })
+}
+
+/// Open a support ticket.
+#[utoipa::path(post, path = "/support/tickets", tag = "developer", security(("developer_session" = [])),
+    request_body = NewTicket,
+    responses((status = 201, body = TicketView), (status = 404, description = "No such submission of yours", body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn open_ticket(
+    State(state): State<AppState>,
+    developer: DeveloperAuth,
+    ApiJson(body): ApiJson<NewTicket>,
+) -> ApiResult<Response> {
+    let subject = body.subject.trim();
+    if subject.is_empty() || subject.chars().count() > MAX_SUBJECT {
+        return Err(ApiError::unprocessable(
+            "invalid_subject",
+            format!("a subject is 1 to {MAX_SUBJECT} characters"),
+        ));
+    }
+    let text = message_body(&body.body)?;
+    if let Some(submission) = &body.submission_id {
+        let id = SubmissionId::parse(submission).map_err(|_| ApiError::not_found("submission"))?;
+        let mine = sqlx::query_scalar!(
+            r#"select exists(select 1 from submission where submission_id = $1 and developer_id = $2) as "mine!""#,
+            id.as_str(),
+            developer.developer_id
+        )
+        .fetch_one(&state.db)
+        .await?;
+        if !mine {
+            return Err(ApiError::not_found("submission"));
+        }
+    }
+    let ticket_id = Uuid::new_v4();
+    let mut tx = state.db.begin().await?;
+    sqlx::query!(
+        "insert into support_ticket (ticket_id, developer_id, subject, submission_id) values ($1, $2, $3, $4)",
+        ticket_id,
+        developer.developer_id,
+        subject,
+        body.submission_id
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "insert into support_message (message_id, ticket_id, author, body) values ($1, $2, 'DEVELOPER', $3)",
+        Uuid::new_v4(),
+        ticket_id,
+        text
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let view = ticket_view(&state, ticket_id, Some(developer.developer_id)).await?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// The developer's tickets, most recently active first.
+#[utoipa::path(get, path = "/support/tickets", tag = "developer", security(("developer_session" = [])), params(ListParams),
+    responses((status = 200, body = TicketPage), (status = 422, body = ErrorBody)))]
+async fn list_tickets(
+    State(state): State<AppState>,
+    developer: DeveloperAuth,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> ApiResult<Json<TicketPage>> {
+    let page = params.page()?;
+    let mut items = sqlx::query!(
+        r#"select ticket_id, subject, status, created_at, updated_at from support_ticket
+           where developer_id = $1 and ($2::timestamptz is null or (created_at, ticket_id) < ($2, $3))
+           order by created_at desc, ticket_id desc limit $4"#,
+        developer.developer_id,
+        page.after_time,
+        page.after_uuid().unwrap_or_default(),
+        page.limit + 1
+    )
+    .fetch_all(&state.db)
+    .await?
+    .into_iter()
+    .map(|t| TicketSummary {
+        id: t.ticket_id.to_string(),
+        subject: t.subject,
+        status: t.status,
+        created_at: t.created_at,
+        updated_at: t.updated_at,
+    })
+    .collect::<Vec<_>>();
+    let next_cursor = page.finish(&mut items, |t| (t.created_at, t.id.clone()));
+    Ok(Json(TicketPage { items, next_cursor }))
+}
+
+#[utoipa::path(get, path = "/support/tickets/{id}", tag = "developer", security(("developer_session" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = TicketView), (status = 404, body = ErrorBody)))]
+async fn get_ticket(
+    State(state): State<AppState>,
+    developer: DeveloperAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TicketView>> {
+    Ok(Json(
+        ticket_view(&state, parse_ticket_id(&id)?, Some(developer.developer_id)).await?,
+    ))
+}
+
+/// Write to a ticket; a resolved or pending ticket opens again.
+#[utoipa::path(post, path = "/support/tickets/{id}/messages", tag = "developer", security(("developer_session" = [])),
+    params(("id" = String, Path)), request_body = NewMessage,
+    responses((status = 201, body = TicketView), (status = 404, body = ErrorBody), (status = 409, description = "The ticket is closed", body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn add_message(
+    State(state): State<AppState>,
+    developer: DeveloperAuth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<NewMessage>,
+) -> ApiResult<Response> {
+    let id = parse_ticket_id(&id)?;
+    let text = message_body(&body.body)?;
+    let mut tx = state.db.begin().await?;
+    let status = sqlx::query_scalar!(
+        "select status from support_ticket where ticket_id = $1 and developer_id = $2 for update",
+        id,
+        developer.developer_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::not_found("ticket"))?;
+    if status == "CLOSED" {
+        return Err(ApiError::conflict("ticket_closed", "this ticket is closed; open a new one"));
+    }
+    sqlx::query!(
+        "insert into support_message (message_id, ticket_id, author, body) values ($1, $2, 'DEVELOPER', $3)",
+        Uuid::new_v4(),
+        id,
+        text
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!("update support_ticket set status = 'OPEN' where ticket_id = $1", id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let view = ticket_view(&state, id, Some(developer.developer_id)).await?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}

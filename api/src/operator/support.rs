@@ -1,0 +1,168 @@
+//! Support on the operator side: the queue of tickets, and replies that are emailed to the
+//! developer by a durable workflow (`support-email:{message_id}`).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sigma_activities::portal::SupportEmailInput;
+use sigma_workflows::SupportEmailWorkflow;
+use sqlx::types::Uuid;
+use temporalio_client::WorkflowStartOptions;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::auth::OperatorAuth;
+use crate::dev::support::{TicketPage, TicketSummary, TicketView, message_body, parse_ticket_id, ticket_view};
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tickets))
+        .routes(routes!(get_ticket))
+        .routes(routes!(reply))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TicketQuery {
+    /// OPEN (default), PENDING, RESOLVED or CLOSED.
+    pub status: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+const STATUSES: [&str; 4] = ["OPEN", "PENDING", "RESOLVED", "CLOSED"];
+
+fn parse_status(raw: &str) -> ApiResult<String> {
+    let status = raw.trim().to_ascii_uppercase();
+    if STATUSES.contains(&status.as_str()) {
+        Ok(status)
+    } else {
+        Err(ApiError::unprocessable("invalid_status", "status is OPEN, PENDING, RESOLVED or CLOSED"))
+    }
+}
+
+/// Tickets in a status, oldest first (the queue order).
+#[utoipa::path(get, path = "/support/tickets", tag = "operator", security(("operator_session" = [])), params(TicketQuery),
+    responses((status = 200, body = TicketPage), (status = 422, body = ErrorBody)))]
+async fn list_tickets(
+    State(state): State<AppState>,
+    _operator: OperatorAuth,
+    ApiQuery(query): ApiQuery<TicketQuery>,
+) -> ApiResult<Json<TicketPage>> {
+    let status = parse_status(query.status.as_deref().unwrap_or("OPEN"))?;
+    let page = crate::paging::ListParams {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .page()?;
+    let mut items = sqlx::query!(
+        r#"select ticket_id, subject, status, created_at, updated_at from support_ticket
+           where status = $1 and ($2::timestamptz is null or (created_at, ticket_id) > ($2, $3))
+           order by created_at, ticket_id limit $4"#,
+        status,
+        page.after_time,
+        page.after_uuid().unwrap_or_default(),
+        page.limit + 1
+    )
+    .fetch_all(&state.db)
+    .await?
+    .into_iter()
+    .map(|t| TicketSummary {
+        id: t.ticket_id.to_string(),
+        subject: t.subject,
+        status: t.status,
+        created_at: t.created_at,
+        updated_at: t.updated_at,
+    })
+    .collect::<Vec<_>>();
+    let next_cursor = page.finish(&mut items, |t| (t.created_at, t.id.clone()));
+    Ok(Json(TicketPage { items, next_cursor }))
+}
+
+#[utoipa::path(get, path = "/support/tickets/{id}", tag = "operator", security(("operator_session" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = TicketView), (status = 404, body = ErrorBody)))]
+async fn get_ticket(
+    State(state): State<AppState>,
+    _operator: OperatorAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TicketView>> {
+    Ok(Json(ticket_view(&state, parse_ticket_id(&id)?, None).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Reply {
+    pub body: String,
+    /// The ticket's status after the reply (default PENDING: waiting on the developer).
+    pub status: Option<String>,
+}
+
+/// Reply to a ticket; the reply is emailed to the developer (retried until SMTP takes it; the
+/// message shows `emailedAt` or the last `emailError`).
+#[utoipa::path(post, path = "/support/tickets/{id}/messages", tag = "operator", security(("operator_session" = [])),
+    params(("id" = String, Path)), request_body = Reply,
+    responses((status = 201, body = TicketView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, description = "Recorded, but the email could not be queued: the workflow engine is unreachable", body = ErrorBody)))]
+#[tracing::instrument(name = "support_reply", skip_all, fields(ticket_id = %id))]
+async fn reply(
+    State(state): State<AppState>,
+    operator: OperatorAuth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Reply>,
+) -> ApiResult<Response> {
+    let id = parse_ticket_id(&id)?;
+    let text = message_body(&body.body)?;
+    let status = parse_status(body.status.as_deref().unwrap_or("PENDING"))?;
+    let message_id = Uuid::new_v4();
+    let mut tx = state.db.begin().await?;
+    let updated = sqlx::query!("update support_ticket set status = $2 where ticket_id = $1", id, status)
+        .execute(&mut *tx)
+        .await?;
+    if updated.rows_affected() == 0 {
+        return Err(ApiError::not_found("ticket"));
+    }
+    sqlx::query!(
+        "insert into support_message (message_id, ticket_id, author, operator_id, body) values ($1, $2, 'OPERATOR', $3, $4)",
+        message_id,
+        id,
+        operator.operator_id,
+        text
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let workflow_id = format!("support-email:{message_id}");
+    let options = WorkflowStartOptions::new(sigma_activities::queues::OPS, &workflow_id)
+        .static_summary(format!("support reply on ticket {id}"))
+        .build();
+    if let Err(e) = state
+        .temporal
+        .start_workflow(
+            SupportEmailWorkflow::run,
+            SupportEmailInput {
+                message_id: message_id.to_string(),
+            },
+            options,
+        )
+        .await
+    {
+        tracing::error!(error = %e, "cannot queue the support email");
+        sqlx::query!(
+            "update support_message set email_error = 'not queued: the workflow engine was unreachable' where message_id = $1",
+            message_id
+        )
+        .execute(&state.db)
+        .await?;
+        return Err(ApiError::unavailable(
+            "workflow_engine_unavailable",
+            "the reply is recorded but its email could not be queued; the message shows it",
+        ));
+    }
+    let view = ticket_view(&state, id, None).await?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
