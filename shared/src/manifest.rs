@@ -101,7 +101,10 @@ pub fn validate(answer: &Value) -> Result<ProposedManifest, Vec<String>> {
     for call in &manifest.external_calls {
         match url::Url::parse(&call.url) {
             Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some() => {}
-            _ => problems.push(format!("external call `{}` is not an http(s) URL", call.url)),
+            _ => problems.push(format!(
+                "external call `{}` is not an http(s) URL",
+                call.url
+            )),
         }
         if !crate::pricing::DeclaredEndpoint::METHODS.contains(&call.method.as_str()) {
             problems.push(format!("`{}` is not an HTTP method", call.method));
@@ -180,7 +183,10 @@ mod tests {
     fn refuses_extra_fields_and_bad_values() {
         let mut extra = good();
         extra["source"] = json!({"sourceUrl": "https://evil"});
-        assert!(validate(&extra).is_err(), "the model may not write source metadata");
+        assert!(
+            validate(&extra).is_err(),
+            "the model may not write source metadata"
+        );
         let mut bad = good();
         bad["capabilities"] = json!(["Shell Exec"]);
         bad["externalCalls"][0]["url"] = json!("file:///etc/passwd");

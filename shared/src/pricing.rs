@@ -374,8 +374,16 @@ mod tests {
             file_count: 12,
             total_bytes: 1000,
             language_count: 1,
-            packages: vec!["pypi:requests".into(), "pypi:httpx".into(), "pypi:requests".into()],
-            endpoints: vec![endpoint("GET", true), endpoint("POST", true), endpoint("GET", false)],
+            packages: vec![
+                "pypi:requests".into(),
+                "pypi:httpx".into(),
+                "pypi:requests".into(),
+            ],
+            endpoints: vec![
+                endpoint("GET", true),
+                endpoint("POST", true),
+                endpoint("GET", false),
+            ],
         };
         let certified = BTreeSet::from(["pypi:httpx".to_owned()]);
         let p = price(&catalog(), &facts, &certified, Utc::now());
@@ -387,7 +395,11 @@ mod tests {
             p.line_items.iter().map(|i| i.amount_credits).sum::<i64>(),
             p.total_credits
         );
-        assert!(p.line_items.iter().any(|i| i.kind == LineKind::Package && i.quantity == 1));
+        assert!(
+            p.line_items
+                .iter()
+                .any(|i| i.kind == LineKind::Package && i.quantity == 1)
+        );
     }
 
     #[test]

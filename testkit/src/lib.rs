@@ -80,6 +80,9 @@ impl Options {
     }
 }
 
+/// The model the manifest assistant asks on the scripted LLM.
+pub const MANIFEST_MODEL: &str = "manifest-model";
+
 pub fn model_of(validator: &str) -> String {
     format!("model-{validator}")
 }
@@ -122,6 +125,13 @@ impl Drop for Workers {
 
 pub async fn deps(settings: Arc<Settings>) -> anyhow::Result<Deps> {
     Deps::connect(settings).await
+}
+
+/// The six-digit code of a login email.
+pub fn code_in(text: &str) -> Option<String> {
+    let start = text.find("login code is ")? + "login code is ".len();
+    let code: String = text[start..].chars().take(6).collect();
+    (code.len() == 6 && code.chars().all(|c| c.is_ascii_digit())).then_some(code)
 }
 
 pub struct TestApp {
@@ -211,6 +221,11 @@ impl TestApp {
         worker::ensure_search_attributes(&temporal, &settings.temporal.namespace).await?;
 
         let llm = ScriptedLlm::start().await?;
+        // The manifest assistant is the scripted LLM too, as its own model; plain HTTP here.
+        settings.portal.manifest_llm_url = llm.base_url.clone();
+        settings.portal.manifest_model = MANIFEST_MODEL.into();
+        settings.portal.manifest_response_format = "json_schema".into();
+        settings.portal.secure_cookies = false;
         for id in &options.validators {
             sqlx::query("insert into validator (validator_id, display_name, model, provider_url, response_format) values ($1, $1, $2, $3, 'json_schema')")
                 .bind(id)
@@ -450,6 +465,124 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Emails maildev holds for `address`, oldest first.
+    pub async fn emails_to(&self, address: &str) -> Vec<Value> {
+        let all: Vec<Value> = self
+            .http
+            .get(format!("{}/api/email", self.maildev_url))
+            .send()
+            .await
+            .expect("maildev")
+            .json()
+            .await
+            .expect("maildev JSON");
+        all.into_iter()
+            .filter(|m| {
+                m["to"]
+                    .as_array()
+                    .is_some_and(|to| to.iter().any(|t| t["address"] == address))
+            })
+            .collect()
+    }
+
+    /// Waits until maildev holds more than `seen` emails for `address`; returns the newest.
+    pub async fn next_email_to(&self, address: &str, seen: usize) -> Value {
+        let start = Instant::now();
+        loop {
+            let emails = self.emails_to(address).await;
+            if emails.len() > seen {
+                return emails.last().cloned().expect("an email");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "no new email for {address}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Starts an email login and returns the six-digit code from the email maildev received.
+    pub async fn login_code(&self, address: &str) -> String {
+        let seen = self.emails_to(address).await.len();
+        let (status, body) = self
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/sigma/dev/auth/email/start",
+                None,
+                Some(serde_json::json!({ "email": address })),
+            )
+            .await;
+        assert_eq!(status, 202, "login start refused: {body}");
+        let email = self.next_email_to(address, seen).await;
+        code_in(email["text"].as_str().unwrap_or_default())
+            .unwrap_or_else(|| panic!("no code in the login email: {email}"))
+    }
+
+    /// Signs in by email (code read from maildev) and returns the portal session token.
+    pub async fn login(&self, address: &str) -> String {
+        let code = self.login_code(address).await;
+        let (status, body) = self
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/sigma/dev/auth/email/verify",
+                None,
+                Some(serde_json::json!({ "email": address, "code": code })),
+            )
+            .await;
+        assert_eq!(status, 200, "login verify refused: {body}");
+        body["token"].as_str().expect("session token").to_owned()
+    }
+
+    /// Creates an operator with a console password and returns a console session token.
+    pub async fn console_session(&self) -> String {
+        let name = format!(
+            "console-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let password = "correct horse battery staple";
+        sigma_api::auth::operator_login(&self.db, &name, password)
+            .await
+            .expect("operator login created");
+        let (status, body) = self
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/sigma/operator/auth/login",
+                None,
+                Some(serde_json::json!({ "name": name, "password": password })),
+            )
+            .await;
+        assert_eq!(status, 200, "console login refused: {body}");
+        body["token"].as_str().expect("console token").to_owned()
+    }
+
+    /// Any request with an optional bearer token and JSON body; the status and the JSON answer
+    /// (`null` when the body is empty).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("API reachable");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("body");
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        (status, value)
     }
 
     /// Stops the in-process workers (as if their process died).

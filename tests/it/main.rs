@@ -6,6 +6,7 @@ mod council;
 mod durability;
 mod intake;
 mod pipeline;
+mod portal;
 mod real_llm;
 mod replay;
 mod sandbox;

@@ -19,8 +19,8 @@ use temporalio_common::protos::temporal::api::operatorservice::v1::{
 };
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
-use crate::{DraftCheckWorkflow, ManifestWorkflow, SubmissionWorkflow, SupportEmailWorkflow};
 use crate::search;
+use crate::{DraftCheckWorkflow, ManifestWorkflow, SubmissionWorkflow, SupportEmailWorkflow};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Queue {

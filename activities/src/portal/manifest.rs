@@ -56,9 +56,10 @@ pub(super) async fn generate(deps: &Deps, input: ManifestInput) -> anyhow::Resul
     .await
     .context("Failed to load the generation")?;
     if done.status == "ACCEPTED" {
-        let manifest = sqlx::query_scalar!("select manifest from draft where draft_id = $1", draft_id)
-            .fetch_one(&deps.db)
-            .await?;
+        let manifest =
+            sqlx::query_scalar!("select manifest from draft where draft_id = $1", draft_id)
+                .fetch_one(&deps.db)
+                .await?;
         return Ok(ManifestOutcome {
             status: done.status,
             problems: vec![],
@@ -217,7 +218,10 @@ pub(super) async fn generate(deps: &Deps, input: ManifestInput) -> anyhow::Resul
         source_type: source_type.into(),
         source_url,
         source_ref,
-        entry: bundle.entry.clone().unwrap_or_else(|| skill_md.path.clone()),
+        entry: bundle
+            .entry
+            .clone()
+            .unwrap_or_else(|| skill_md.path.clone()),
         bundle_sha256: Some(bundle.bundle_sha256.clone()),
         skill_md_sha256: scan.skill_md_sha256.as_ref().map(|d| d.to_string()),
     };

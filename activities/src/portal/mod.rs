@@ -172,7 +172,10 @@ pub(crate) async fn draft_bundle(
     .await
     .context("Failed to load the draft")?;
     let Some(draft) = draft else {
-        return Ok(Err(CheckProblem::new("draft_gone", "the draft was deleted")));
+        return Ok(Err(CheckProblem::new(
+            "draft_gone",
+            "the draft was deleted",
+        )));
     };
     if draft.revision != revision {
         return Ok(Err(CheckProblem::new(
@@ -303,17 +306,17 @@ impl PortalActivities {
                     tokio::task::spawn_blocking(move || evaluate(draft, revision, bundle, limits))
                         .await
                         .context("dry-run panicked")?;
-                let report_key = self
-                    .deps
-                    .blob
-                    .put_json("reports/dry-run", &report)
-                    .await?;
+                let report_key = self.deps.blob.put_json("reports/dry-run", &report).await?;
                 tracing::info!(passed = check.passed, failures = check.failures.len(), %report_key, "dry-run done");
                 check
             }
         };
         // The `draft_changed` answer is not recorded: it describes no revision's content.
-        if check.failures.iter().any(|f| f.code == "draft_changed" || f.code == "draft_gone") {
+        if check
+            .failures
+            .iter()
+            .any(|f| f.code == "draft_changed" || f.code == "draft_gone")
+        {
             return Ok(check);
         }
         sqlx::query!(
@@ -509,7 +512,10 @@ fn evaluate(
         .map(|r| {
             let code = if r.starts_with("bundle rejected") {
                 "bundle_limits"
-            } else if r.starts_with("dependency") || r.contains("requirements") || r.contains("package.json") {
+            } else if r.starts_with("dependency")
+                || r.contains("requirements")
+                || r.contains("package.json")
+            {
                 "dependency_rule"
             } else if r.contains("SKILL.md") {
                 "manifest_schema"
@@ -574,7 +580,14 @@ fn evaluate(
         quote: QuoteFacts {
             file_count: scan.files.iter().filter(|f| f.depth == 0).count() as u32,
             total_bytes: scan.total_bytes,
-            language_count: scan.languages.len() as u32,
+            // Programming languages only: prose and configuration do not make a skill complex.
+            language_count: scan
+                .files
+                .iter()
+                .filter(|f| f.kind == sigma_scanner::content::FileKind::Code)
+                .filter_map(|f| f.language.as_deref())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len() as u32,
             packages: scan
                 .dependencies
                 .iter()

@@ -128,10 +128,9 @@ async fn ledger(
 ) -> ApiResult<Json<LedgerPage>> {
     let page = params.page()?;
     let after: Option<i64> = match &page.after_id {
-        Some(id) => Some(
-            id.parse()
-                .map_err(|_| ApiError::unprocessable("invalid_cursor", "cursor is not one this API issued"))?,
-        ),
+        Some(id) => Some(id.parse().map_err(|_| {
+            ApiError::unprocessable("invalid_cursor", "cursor is not one this API issued")
+        })?),
         None => None,
     };
     let mut items = sqlx::query_as!(
@@ -192,11 +191,17 @@ async fn redeem_voucher(
     .execute(&mut *tx)
     .await?;
     if redeemed.rows_affected() == 0 {
-        let known = sqlx::query_scalar!(r#"select exists(select 1 from voucher where code = $1) as "known!""#, code)
-            .fetch_one(&mut *tx)
-            .await?;
+        let known = sqlx::query_scalar!(
+            r#"select exists(select 1 from voucher where code = $1) as "known!""#,
+            code
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         return Err(if known {
-            ApiError::conflict("voucher_already_redeemed", "this account already used this voucher")
+            ApiError::conflict(
+                "voucher_already_redeemed",
+                "this account already used this voucher",
+            )
         } else {
             voucher_invalid()
         });
@@ -229,7 +234,14 @@ async fn redeem_voucher(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(TopUp { credited: credits, balance })).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(TopUp {
+            credited: credits,
+            balance,
+        }),
+    )
+        .into_response())
 }
 
 fn voucher_invalid() -> ApiError {

@@ -175,7 +175,10 @@ async fn create_quote(
     let id = parse_draft_id(&id)?;
     let draft = drafts::load(&state, &developer, id).await?;
     if draft.submission_id.is_some() {
-        return Err(ApiError::conflict("draft_submitted", "this draft was already submitted"));
+        return Err(ApiError::conflict(
+            "draft_submitted",
+            "this draft was already submitted",
+        ));
     }
     let category: Category = draft.category.parse().map_err(anyhow::Error::msg)?;
     let check = drafts::run_check(&state, id, draft.revision).await?;
@@ -232,7 +235,14 @@ async fn create_quote(
     .execute(&state.db)
     .await?;
     tracing::info!(%quote_id, credits = priced.total_credits, "quoted");
-    let view = quote_view(quote_id, id, draft.revision, priced, campaign_name, expires_at);
+    let view = quote_view(
+        quote_id,
+        id,
+        draft.revision,
+        priced,
+        campaign_name,
+        expires_at,
+    );
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
@@ -266,7 +276,11 @@ pub struct IntentView {
     pub created_at: DateTime<Utc>,
 }
 
-pub(crate) async fn intent_view(state: &AppState, developer: Uuid, id: Uuid) -> ApiResult<IntentView> {
+pub(crate) async fn intent_view(
+    state: &AppState,
+    developer: Uuid,
+    id: Uuid,
+) -> ApiResult<IntentView> {
     let i = sqlx::query!(
         r#"select intent_id, draft_id, quote_id, method, status, amount_credits, network, receive_address, tx_hash,
                submission_id, expires_at, created_at
@@ -278,11 +292,12 @@ pub(crate) async fn intent_view(state: &AppState, developer: Uuid, id: Uuid) -> 
     .await?
     .ok_or_else(|| ApiError::not_found("payment intent"))?;
     // An intent past its quote's expiry is shown as such even before anything touches it.
-    let status = if matches!(i.status.as_str(), "CREATED" | "CONFIRMED") && i.expires_at <= Utc::now() {
-        "EXPIRED".to_owned()
-    } else {
-        i.status
-    };
+    let status =
+        if matches!(i.status.as_str(), "CREATED" | "CONFIRMED") && i.expires_at <= Utc::now() {
+            "EXPIRED".to_owned()
+        } else {
+            i.status
+        };
     Ok(IntentView {
         id: i.intent_id.to_string(),
         draft_id: i.draft_id.to_string(),
@@ -302,7 +317,10 @@ pub(crate) async fn intent_view(state: &AppState, developer: Uuid, id: Uuid) -> 
 
 /// Whether an address is on the free allowlist (exactly, or by `@domain`).
 async fn allowlisted(state: &AppState, email: &str) -> ApiResult<bool> {
-    let domain = email.rsplit_once('@').map(|(_, d)| format!("@{d}")).unwrap_or_default();
+    let domain = email
+        .rsplit_once('@')
+        .map(|(_, d)| format!("@{d}"))
+        .unwrap_or_default();
     Ok(sqlx::query_scalar!(
         r#"select exists(select 1 from free_allowlist where pattern = $1 or pattern = $2) as "found!""#,
         email,
@@ -340,7 +358,10 @@ async fn create_intent(
     .await?
     .ok_or_else(|| ApiError::not_found("quote"))?;
     if quote.expires_at <= Utc::now() {
-        return Err(ApiError::conflict("quote_expired", "the quote expired; ask for a new one"));
+        return Err(ApiError::conflict(
+            "quote_expired",
+            "the quote expired; ask for a new one",
+        ));
     }
     if quote.revision != quote.draft_revision || quote.submission_id.is_some() {
         return Err(ApiError::conflict(
@@ -349,9 +370,12 @@ async fn create_intent(
         ));
     }
     let method = body.method.trim().to_ascii_lowercase();
-    let enabled = sqlx::query_scalar!("select enabled from payment_method where method = $1", method)
-        .fetch_optional(&state.db)
-        .await?;
+    let enabled = sqlx::query_scalar!(
+        "select enabled from payment_method where method = $1",
+        method
+    )
+    .fetch_optional(&state.db)
+    .await?;
     match enabled {
         None => {
             return Err(ApiError::unprocessable(
@@ -376,7 +400,9 @@ async fn create_intent(
     .fetch_optional(&state.db)
     .await?;
     if let Some(existing) = existing {
-        return Ok(Json(intent_view(&state, developer.developer_id, existing).await?).into_response());
+        return Ok(
+            Json(intent_view(&state, developer.developer_id, existing).await?).into_response(),
+        );
     }
     let (amount, status, voucher, override_id) = match method.as_str() {
         "credits" => (quote.total_credits, "CREATED", None, None),
@@ -457,7 +483,9 @@ async fn get_intent(
     developer: DeveloperAuth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<IntentView>> {
-    let id: Uuid = id.parse().map_err(|_| ApiError::not_found("payment intent"))?;
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| ApiError::not_found("payment intent"))?;
     Ok(Json(intent_view(&state, developer.developer_id, id).await?))
 }
 
@@ -504,7 +532,8 @@ async fn submit_draft(
         hex::encode(h.finalize())
     };
     if let Some(key) = &idempotency_key
-        && let Some(previous) = super::find_idempotent(&state, &developer, key, &request_sha256).await?
+        && let Some(previous) =
+            super::find_idempotent(&state, &developer, key, &request_sha256).await?
     {
         return super::replay(&state, &previous, None).await;
     }
@@ -542,7 +571,10 @@ async fn submit_draft(
     .await?
     .ok_or_else(|| ApiError::not_found("payment intent"))?;
     if intent.draft_id != draft_id {
-        return Err(ApiError::conflict("intent_for_other_draft", "this payment intent belongs to another draft"));
+        return Err(ApiError::conflict(
+            "intent_for_other_draft",
+            "this payment intent belongs to another draft",
+        ));
     }
     if !matches!(intent.status.as_str(), "CREATED" | "CONFIRMED") {
         return Err(usable_intent_problem(&intent.status));
@@ -551,10 +583,16 @@ async fn submit_draft(
         return Err(usable_intent_problem("EXPIRED"));
     }
     if intent.revision != draft.revision {
-        return Err(ApiError::conflict("quote_stale", "the draft changed after its quote; quote it again"));
+        return Err(ApiError::conflict(
+            "quote_stale",
+            "the draft changed after its quote; quote it again",
+        ));
     }
     let Some(bundle_key) = draft.bundle_key.clone() else {
-        return Err(ApiError::conflict("source_not_pinned", "the draft's source is not pinned; run its dry-run"));
+        return Err(ApiError::conflict(
+            "source_not_pinned",
+            "the draft's source is not pinned; run its dry-run",
+        ));
     };
     let category: Category = draft.category.parse().map_err(anyhow::Error::msg)?;
     let id = SubmissionId::random();
@@ -653,7 +691,10 @@ async fn submit_draft(
                 .execute(&mut *tx)
                 .await?;
                 if used.rows_affected() == 0 {
-                    return Err(ApiError::conflict("override_used", "the free override was already used"));
+                    return Err(ApiError::conflict(
+                        "override_used",
+                        "the free override was already used",
+                    ));
                 }
             }
             0
@@ -771,5 +812,10 @@ async fn submit_draft(
         .and_then(|s| Sha256Hex::parse(s).ok());
     let body = super::accepted(&state, id.as_str(), sha.as_ref());
     let location = body.status_url.clone();
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(body)).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response())
 }

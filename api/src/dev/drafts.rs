@@ -12,7 +12,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sigma_activities::portal::{CheckProblem, DraftCheck, DraftCheckInput, ManifestInput, ManifestOutcome};
+use sigma_activities::portal::{
+    CheckProblem, DraftCheck, DraftCheckInput, ManifestInput, ManifestOutcome,
+};
 use sigma_shared::blob::keys;
 use sigma_shared::domain::{Category, Sha256Hex};
 use sigma_shared::pricing::DeclaredEndpoint;
@@ -137,17 +139,23 @@ fn validate_entry(category: Category, entry: &str) -> ApiResult<String> {
         return Err(bad("the entry point is 1 to 300 characters"));
     }
     if entry.starts_with('/') || entry.contains('\\') || entry.contains("//") {
-        return Err(bad("the entry point is a repository-relative path with forward slashes"));
+        return Err(bad(
+            "the entry point is a repository-relative path with forward slashes",
+        ));
     }
     if entry.split('/').any(|part| part == ".." || part == ".") {
         return Err(bad("the entry point may not contain `.` or `..` segments"));
     }
     let is_skill_md = entry == "SKILL.md" || entry.ends_with("/SKILL.md");
     if category.has_code() && is_skill_md {
-        return Err(bad("for code categories the entry point is the executable code file, not SKILL.md"));
+        return Err(bad(
+            "for code categories the entry point is the executable code file, not SKILL.md",
+        ));
     }
     if !category.has_code() && !is_skill_md {
-        return Err(bad("for skill categories the entry point is the skill's SKILL.md"));
+        return Err(bad(
+            "for skill categories the entry point is the skill's SKILL.md",
+        ));
     }
     Ok(entry.to_owned())
 }
@@ -223,8 +231,18 @@ async fn create_draft(
         .map(|e| validate_entry(category, e))
         .transpose()?;
     let source = body.source.as_ref().map(validate_repository).transpose()?;
-    let note = body.advisory_note.as_deref().map(validate_note).transpose()?.flatten();
-    let site = body.site_url.as_deref().map(validate_site).transpose()?.flatten();
+    let note = body
+        .advisory_note
+        .as_deref()
+        .map(validate_note)
+        .transpose()?
+        .flatten();
+    let site = body
+        .site_url
+        .as_deref()
+        .map(validate_site)
+        .transpose()?
+        .flatten();
     let endpoints = validate_endpoints(body.declared_endpoints)?;
     let id = Uuid::new_v4();
     sqlx::query!(
@@ -270,7 +288,11 @@ pub(crate) struct DraftRow {
 }
 
 /// The developer's own draft; someone else's is as absent as a missing one.
-pub(crate) async fn load(state: &AppState, developer: &DeveloperAuth, id: Uuid) -> ApiResult<DraftRow> {
+pub(crate) async fn load(
+    state: &AppState,
+    developer: &DeveloperAuth,
+    id: Uuid,
+) -> ApiResult<DraftRow> {
     sqlx::query_as!(
         DraftRow,
         r#"select draft_id, category, revision, source_type, bundle_sha256, bundle_bytes,
@@ -366,7 +388,9 @@ async fn get_draft(
     developer: DeveloperAuth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DraftView>> {
-    Ok(Json(load_view(&state, &developer, parse_draft_id(&id)?).await?))
+    Ok(Json(
+        load_view(&state, &developer, parse_draft_id(&id)?).await?,
+    ))
 }
 
 /// Change a draft. A change to the category, source, entry point or endpoints starts a new
@@ -395,8 +419,15 @@ async fn update_draft(
         (None, e) => e.clone(),
     };
     let source = patch.source.as_ref().map(validate_repository).transpose()?;
-    let endpoints = patch.declared_endpoints.map(validate_endpoints).transpose()?;
-    let note = patch.advisory_note.as_deref().map(validate_note).transpose()?;
+    let endpoints = patch
+        .declared_endpoints
+        .map(validate_endpoints)
+        .transpose()?;
+    let note = patch
+        .advisory_note
+        .as_deref()
+        .map(validate_note)
+        .transpose()?;
     let site = patch.site_url.as_deref().map(validate_site).transpose()?;
     let reviewed_change = patch.category.is_some()
         || patch.entry.is_some()
@@ -531,7 +562,11 @@ fn still_running() -> ApiError {
 }
 
 /// Runs (or joins) the dry-run of the draft's current revision and returns its result.
-pub(crate) async fn run_check(state: &AppState, draft_id: Uuid, revision: i32) -> ApiResult<DraftCheck> {
+pub(crate) async fn run_check(
+    state: &AppState,
+    draft_id: Uuid,
+    revision: i32,
+) -> ApiResult<DraftCheck> {
     let workflow_id = format!("draft-check:{draft_id}:{revision}");
     let input = DraftCheckInput {
         draft_id: draft_id.to_string(),
@@ -685,32 +720,39 @@ async fn generate_manifest(
         revision: draft.revision,
     };
     let options = WorkflowStartOptions::new(sigma_activities::queues::OPS, &workflow_id)
-        .static_summary(format!("manifest for draft {id} revision {}", draft.revision))
+        .static_summary(format!(
+            "manifest for draft {id} revision {}",
+            draft.revision
+        ))
         .build();
     let handle = state
         .temporal
         .start_workflow(ManifestWorkflow::run, input, options)
         .await
         .map_err(engine_unavailable)?;
-    let outcome: ManifestOutcome =
-        match tokio::time::timeout(WAIT, handle.get_result(Default::default())).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(e)) => {
-                // Every retry of the assistant failed: visible, and not the developer's fault.
-                tracing::error!(error = %e, "manifest workflow failed");
-                sqlx::query!(
+    let outcome: ManifestOutcome = match tokio::time::timeout(
+        WAIT,
+        handle.get_result(Default::default()),
+    )
+    .await
+    {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) => {
+            // Every retry of the assistant failed: visible, and not the developer's fault.
+            tracing::error!(error = %e, "manifest workflow failed");
+            sqlx::query!(
                     "update manifest_generation set status = 'FAILED', detail = 'assistant unavailable', finished_at = now() where generation_id = $1 and status = 'PENDING'",
                     generation_id
                 )
                 .execute(&state.db)
                 .await?;
-                return Err(ApiError::bad_gateway(
-                    "assistant_unavailable",
-                    "the manifest assistant could not be reached; try again later",
-                ));
-            }
-            Err(_) => return Err(still_running()),
-        };
+            return Err(ApiError::bad_gateway(
+                "assistant_unavailable",
+                "the manifest assistant could not be reached; try again later",
+            ));
+        }
+        Err(_) => return Err(still_running()),
+    };
     let detail = || {
         outcome
             .problems

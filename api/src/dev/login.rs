@@ -39,18 +39,16 @@ impl EmailAddress {
         let email = raw.trim().to_lowercase();
         let valid = email.len() <= 254
             && email.split('@').count() == 2
-            && email
-                .split_once('@')
-                .is_some_and(|(local, domain)| {
-                    !local.is_empty()
-                        && local.len() <= 64
-                        && domain.contains('.')
-                        && !domain.starts_with('.')
-                        && !domain.ends_with('.')
-                        && domain
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
-                })
+            && email.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && local.len() <= 64
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && domain
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+            })
             && !email
                 .chars()
                 .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | '"'));
@@ -103,8 +101,9 @@ pub struct PortalSession {
 }
 
 fn code_mac(state: &AppState, email: &EmailAddress, code: &str) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(state.settings.portal.secret.expose_secret().as_bytes())
-        .expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(state.settings.portal.secret.expose_secret().as_bytes())
+            .expect("HMAC takes any key length");
     mac.update(email.as_str().as_bytes());
     mac.update(&[0]);
     mac.update(code.as_bytes());
@@ -112,7 +111,10 @@ fn code_mac(state: &AppState, email: &EmailAddress, code: &str) -> Hmac<Sha256> 
 }
 
 fn code_hash(state: &AppState, email: &EmailAddress, code: &str) -> Vec<u8> {
-    code_mac(state, email, code).finalize().into_bytes().to_vec()
+    code_mac(state, email, code)
+        .finalize()
+        .into_bytes()
+        .to_vec()
 }
 
 /// Send a login code and magic link to an address.
@@ -407,7 +409,9 @@ mod tests {
             EmailAddress::parse(" Dev@Example.ORG ").unwrap().as_str(),
             "dev@example.org"
         );
-        for bad in ["", "a", "a@b", "a@@b.c", "a b@c.d", "<a@b.c>", "a@.b.c", "a@b.c."] {
+        for bad in [
+            "", "a", "a@b", "a@@b.c", "a b@c.d", "<a@b.c>", "a@.b.c", "a@b.c.",
+        ] {
             assert!(EmailAddress::parse(bad).is_err(), "{bad}");
         }
     }

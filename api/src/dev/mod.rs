@@ -518,7 +518,11 @@ pub(crate) async fn workflow_status(
         .map(|d| d.status())
 }
 
-pub(crate) fn accepted(state: &AppState, id: &str, bundle_sha256: Option<&Sha256Hex>) -> SubmissionAccepted {
+pub(crate) fn accepted(
+    state: &AppState,
+    id: &str,
+    bundle_sha256: Option<&Sha256Hex>,
+) -> SubmissionAccepted {
     let base = state.settings.api.public_base_url.trim_end_matches('/');
     SubmissionAccepted {
         id: id.to_owned(),

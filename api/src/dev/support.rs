@@ -267,7 +267,10 @@ async fn add_message(
     .await?
     .ok_or_else(|| ApiError::not_found("ticket"))?;
     if status == "CLOSED" {
-        return Err(ApiError::conflict("ticket_closed", "this ticket is closed; open a new one"));
+        return Err(ApiError::conflict(
+            "ticket_closed",
+            "this ticket is closed; open a new one",
+        ));
     }
     sqlx::query!(
         "insert into support_message (message_id, ticket_id, author, body) values ($1, $2, 'DEVELOPER', $3)",
@@ -277,9 +280,12 @@ async fn add_message(
     )
     .execute(&mut *tx)
     .await?;
-    sqlx::query!("update support_ticket set status = 'OPEN' where ticket_id = $1", id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "update support_ticket set status = 'OPEN' where ticket_id = $1",
+        id
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     let view = ticket_view(&state, id, Some(developer.developer_id)).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())

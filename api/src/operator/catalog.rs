@@ -91,7 +91,10 @@ pub struct CatalogView {
 /// The whole catalog, including retired rules and inactive campaigns.
 #[utoipa::path(get, path = "/pricing", tag = "operator", security(("operator_session" = [])),
     responses((status = 200, body = CatalogView), (status = 401, body = ErrorBody)))]
-async fn get_catalog(State(state): State<AppState>, _operator: OperatorAuth) -> ApiResult<Json<CatalogView>> {
+async fn get_catalog(
+    State(state): State<AppState>,
+    _operator: OperatorAuth,
+) -> ApiResult<Json<CatalogView>> {
     let categories = sqlx::query_as!(
         CategoryPrice,
         "select category, base_credits, active, shown_on_landing from pricing_category order by category"
@@ -186,7 +189,10 @@ async fn put_category(
 ) -> ApiResult<Json<CategoryPrice>> {
     let category = category(&raw)?;
     if !(0..=10_000_000).contains(&body.base_credits) {
-        return Err(ApiError::unprocessable("invalid_price", "baseCredits is 0 to 10,000,000"));
+        return Err(ApiError::unprocessable(
+            "invalid_price",
+            "baseCredits is 0 to 10,000,000",
+        ));
     }
     let row = sqlx::query_as!(
         CategoryPrice,
@@ -238,8 +244,9 @@ async fn create_rule(
         .tier
         .as_deref()
         .map(|t| {
-            serde_json::from_value(serde_json::Value::String(t.to_owned()))
-                .map_err(|_| ApiError::unprocessable("unknown_tier", "tier is standard, complex or high-complex"))
+            serde_json::from_value(serde_json::Value::String(t.to_owned())).map_err(|_| {
+                ApiError::unprocessable("unknown_tier", "tier is standard, complex or high-complex")
+            })
         })
         .transpose()?;
     if (kind == RuleKind::ComplexityTier) != tier.is_some() {
@@ -248,14 +255,21 @@ async fn create_rule(
             "a COMPLEXITY_TIER rule names a tier, and only it does",
         ));
     }
-    if body.amount_credits < 0 || body.multiplier_bps.is_some_and(|m| !(1..=100_000).contains(&m)) {
+    if body.amount_credits < 0
+        || body
+            .multiplier_bps
+            .is_some_and(|m| !(1..=100_000).contains(&m))
+    {
         return Err(ApiError::unprocessable(
             "invalid_rule",
             "amountCredits is not negative and multiplierBps is 1 to 100,000",
         ));
     }
     if body.label.trim().is_empty() {
-        return Err(ApiError::unprocessable("invalid_rule", "a rule needs a label"));
+        return Err(ApiError::unprocessable(
+            "invalid_rule",
+            "a rule needs a label",
+        ));
     }
     let category = body.category.as_deref().map(category).transpose()?;
     let id = Uuid::new_v4();
@@ -302,9 +316,12 @@ async fn retire_rule(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id: Uuid = id.parse().map_err(|_| ApiError::not_found("rule"))?;
-    let done = sqlx::query!("update pricing_rule set active = false where rule_id = $1", id)
-        .execute(&state.db)
-        .await?;
+    let done = sqlx::query!(
+        "update pricing_rule set active = false where rule_id = $1",
+        id
+    )
+    .execute(&state.db)
+    .await?;
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found("rule"));
     }
@@ -349,7 +366,10 @@ async fn create_campaign(
     if let (Some(s), Some(e)) = (body.starts_at, body.ends_at)
         && s >= e
     {
-        return Err(ApiError::unprocessable("invalid_campaign", "startsAt is before endsAt"));
+        return Err(ApiError::unprocessable(
+            "invalid_campaign",
+            "startsAt is before endsAt",
+        ));
     }
     let category = body.category.as_deref().map(category).transpose()?;
     let id = Uuid::new_v4();
@@ -389,9 +409,13 @@ async fn set_campaign_active(
     ApiJson(body): ApiJson<Toggle>,
 ) -> ApiResult<Json<CampaignView>> {
     let id: Uuid = id.parse().map_err(|_| ApiError::not_found("campaign"))?;
-    sqlx::query!("update pricing_campaign set active = $2 where campaign_id = $1", id, body.enabled)
-        .execute(&state.db)
-        .await?;
+    sqlx::query!(
+        "update pricing_campaign set active = $2 where campaign_id = $1",
+        id,
+        body.enabled
+    )
+    .execute(&state.db)
+    .await?;
     campaigns(&state, Some(id))
         .await?
         .pop()
@@ -510,7 +534,10 @@ async fn add_allowlist(
         None => crate::dev::login::EmailAddress::parse(&pattern).is_ok(),
     };
     if !valid {
-        return Err(ApiError::unprocessable("invalid_pattern", "an address or `@domain`"));
+        return Err(ApiError::unprocessable(
+            "invalid_pattern",
+            "an address or `@domain`",
+        ));
     }
     sqlx::query!(
         "insert into free_allowlist (pattern, note, created_by) values ($1, $2, $3)",
@@ -634,15 +661,20 @@ async fn grant_credits(
     ApiJson(body): ApiJson<CreditGrant>,
 ) -> ApiResult<Response> {
     let id = developer_id(&id)?;
-    let key = crate::dev::idempotency_key(&headers)?
-        .ok_or_else(|| ApiError::bad_request("idempotency_key_required", "send an Idempotency-Key header"))?;
+    let key = crate::dev::idempotency_key(&headers)?.ok_or_else(|| {
+        ApiError::bad_request("idempotency_key_required", "send an Idempotency-Key header")
+    })?;
     if body.credits == 0 || body.credits.abs() > 100_000_000 || body.reason.trim().is_empty() {
         return Err(ApiError::unprocessable(
             "invalid_grant",
             "credits is non-zero (at most 100,000,000 either way) and a reason is given",
         ));
     }
-    let kind = if body.credits > 0 { "GRANT" } else { "ADJUSTMENT" };
+    let kind = if body.credits > 0 {
+        "GRANT"
+    } else {
+        "ADJUSTMENT"
+    };
     let reference = format!("op:{}:{key}", operator.operator_id);
     let booked = sqlx::query!(
         "select entry_id, balance_after from credit_ledger where developer_id = $1 and kind = $2 and reference = $3",
@@ -669,11 +701,17 @@ async fn grant_credits(
     .fetch_optional(&mut *tx)
     .await?;
     let Some(balance) = balance else {
-        let exists = sqlx::query_scalar!(r#"select exists(select 1 from developer where developer_id = $1) as "e!""#, id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let exists = sqlx::query_scalar!(
+            r#"select exists(select 1 from developer where developer_id = $1) as "e!""#,
+            id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         return Err(if exists {
-            ApiError::unprocessable("balance_would_be_negative", "the correction is larger than the balance")
+            ApiError::unprocessable(
+                "balance_would_be_negative",
+                "the correction is larger than the balance",
+            )
         } else {
             ApiError::not_found("developer")
         });
@@ -705,9 +743,12 @@ async fn unlock_manifest_assistant(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = developer_id(&id)?;
-    let done = sqlx::query!("update developer set manifest_locked_at = null where developer_id = $1", id)
-        .execute(&state.db)
-        .await?;
+    let done = sqlx::query!(
+        "update developer set manifest_locked_at = null where developer_id = $1",
+        id
+    )
+    .execute(&state.db)
+    .await?;
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found("developer"));
     }

@@ -13,7 +13,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::auth::{self, CONSOLE_COOKIE, CONSOLE_COOKIE_PATH, CONSOLE_SESSION_PREFIX, OperatorAuth};
+use crate::auth::{
+    self, CONSOLE_COOKIE, CONSOLE_COOKIE_PATH, CONSOLE_SESSION_PREFIX, OperatorAuth,
+};
 use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 use crate::public::limits::ClientIp;
 
@@ -58,9 +60,10 @@ async fn login(
     let stored = operator.as_ref().and_then(|o| o.password_hash.clone());
     let password = body.password;
     // Argon2 is deliberately slow: off the async workers.
-    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, stored.as_deref()))
-        .await
-        .map_err(anyhow::Error::from)?;
+    let ok =
+        tokio::task::spawn_blocking(move || auth::verify_password(&password, stored.as_deref()))
+            .await
+            .map_err(anyhow::Error::from)?;
     let Some(operator) = operator.filter(|_| ok) else {
         tracing::warn!(%client, "console login refused");
         return Err(ApiError::unauthorized("unknown operator or wrong password"));

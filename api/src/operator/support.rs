@@ -16,7 +16,9 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::OperatorAuth;
-use crate::dev::support::{TicketPage, TicketSummary, TicketView, message_body, parse_ticket_id, ticket_view};
+use crate::dev::support::{
+    TicketPage, TicketSummary, TicketView, message_body, parse_ticket_id, ticket_view,
+};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -42,7 +44,10 @@ fn parse_status(raw: &str) -> ApiResult<String> {
     if STATUSES.contains(&status.as_str()) {
         Ok(status)
     } else {
-        Err(ApiError::unprocessable("invalid_status", "status is OPEN, PENDING, RESOLVED or CLOSED"))
+        Err(ApiError::unprocessable(
+            "invalid_status",
+            "status is OPEN, PENDING, RESOLVED or CLOSED",
+        ))
     }
 }
 
@@ -91,7 +96,9 @@ async fn get_ticket(
     _operator: OperatorAuth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TicketView>> {
-    Ok(Json(ticket_view(&state, parse_ticket_id(&id)?, None).await?))
+    Ok(Json(
+        ticket_view(&state, parse_ticket_id(&id)?, None).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -120,9 +127,13 @@ async fn reply(
     let status = parse_status(body.status.as_deref().unwrap_or("PENDING"))?;
     let message_id = Uuid::new_v4();
     let mut tx = state.db.begin().await?;
-    let updated = sqlx::query!("update support_ticket set status = $2 where ticket_id = $1", id, status)
-        .execute(&mut *tx)
-        .await?;
+    let updated = sqlx::query!(
+        "update support_ticket set status = $2 where ticket_id = $1",
+        id,
+        status
+    )
+    .execute(&mut *tx)
+    .await?;
     if updated.rows_affected() == 0 {
         return Err(ApiError::not_found("ticket"));
     }
