@@ -120,8 +120,6 @@ pub struct PublicSettings {
     pub github_raw_base_url: String,
     /// Certificates lapse this long after issuance unless renewed.
     pub validity_days: i64,
-    /// Shown on the landing page until the pricing catalog says otherwise.
-    pub starting_price_usd: f64,
     /// Added to `verify` for skills that reach the network; recomputed on every call.
     pub api_disclaimer: String,
 }
@@ -137,7 +135,6 @@ impl Default for PublicSettings {
             trust_forwarded_for: false,
             github_raw_base_url: "https://raw.githubusercontent.com".into(),
             validity_days: 365,
-            starting_price_usd: 9.0,
             api_disclaimer: "This skill calls external HTTP APIs. SIGMA reviewed the skill's code \
                 and declared endpoints at certification time; it does not control those services, \
                 and their behaviour may change after review."

@@ -10,11 +10,11 @@ use sigma_workflows::SubmissionWorkflow;
 use temporalio_client::WorkflowHistory;
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
-fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/histories")
 }
 
-fn replayer() -> WorkflowReplayer {
+pub(crate) fn replayer() -> WorkflowReplayer {
     WorkflowReplayer::new(
         WorkflowReplayerOptions::new()
             .register_workflow::<SubmissionWorkflow>()

@@ -18,9 +18,9 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// A git host serving `/{owner}/{repo}/tar.gz/{ref}` from memory, counting downloads.
 #[derive(Clone, Default)]
-struct GitHost {
-    archives: Arc<Mutex<HashMap<String, Vec<u8>>>>,
-    downloads: Arc<AtomicUsize>,
+pub(crate) struct GitHost {
+    pub(crate) archives: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    pub(crate) downloads: Arc<AtomicUsize>,
 }
 
 async fn archive(
@@ -35,7 +35,7 @@ async fn archive(
     }
 }
 
-async fn serve_git_host(host: GitHost) -> String {
+pub(crate) async fn serve_git_host(host: GitHost) -> String {
     let app = axum::Router::new()
         .route(
             "/{owner}/{repo}/tar.gz/{reference}",

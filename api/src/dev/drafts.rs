@@ -21,7 +21,7 @@ use sigma_shared::pricing::DeclaredEndpoint;
 use sigma_workflows::{DraftCheckWorkflow, ManifestWorkflow};
 use sqlx::types::Uuid;
 use temporalio_client::errors::WorkflowStartError;
-use temporalio_client::{WorkflowIdConflictPolicy, WorkflowStartOptions};
+use temporalio_client::{WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -393,8 +393,9 @@ async fn get_draft(
     ))
 }
 
-/// Change a draft. A change to the category, source, entry point or endpoints starts a new
-/// revision: earlier dry-runs, manifests and quotes no longer apply.
+/// Change a draft. A change to the category, source, entry point, endpoints or advisory note
+/// starts a new revision: earlier dry-runs and quotes no longer apply, nor does the manifest
+/// unless only the note changed.
 #[utoipa::path(patch, path = "/drafts/{id}", tag = "developer", security(("developer_session" = [])),
     params(("id" = String, Path)), request_body = DraftPatch,
     responses((status = 200, body = DraftView), (status = 404, body = ErrorBody), (status = 409, description = "Already submitted", body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -429,10 +430,14 @@ async fn update_draft(
         .map(validate_note)
         .transpose()?;
     let site = patch.site_url.as_deref().map(validate_site).transpose()?;
-    let reviewed_change = patch.category.is_some()
+    // What the manifest depends on; a note change is checked too (it is screened) but leaves a
+    // current manifest current.
+    let content_change = patch.category.is_some()
         || patch.entry.is_some()
         || source.is_some()
         || endpoints.is_some();
+    let note_change = note.as_ref().is_some_and(|n| *n != current.advisory_note);
+    let reviewed_change = content_change || note_change;
     // A new repository source forgets the pinned archive; the next dry-run fetches it.
     let updated = sqlx::query!(
         r#"update draft set
@@ -448,7 +453,9 @@ async fn update_draft(
                declared_endpoints = coalesce($7, declared_endpoints),
                advisory_note = case when $8 then $9 else advisory_note end,
                site_url = case when $10 then $11 else site_url end,
-               revision = revision + case when $12 then 1 else 0 end
+               revision = revision + case when $12 then 1 else 0 end,
+               manifest_revision = case when $12 and not $14 and manifest_revision = revision
+                   then manifest_revision + 1 else manifest_revision end
            where draft_id = $1 and developer_id = $2 and submission_id is null and revision = $13"#,
         id,
         developer.developer_id,
@@ -463,6 +470,7 @@ async fn update_draft(
         site.flatten(),
         reviewed_change,
         current.revision,
+        content_change,
     )
     .execute(&state.db)
     .await?;
@@ -575,7 +583,10 @@ pub(crate) async fn run_check(
     let mut options = WorkflowStartOptions::new(sigma_activities::queues::OPS, &workflow_id)
         .static_summary(format!("dry-run of draft {draft_id} revision {revision}"))
         .build();
+    // One dry-run per revision: a running one is joined, a finished one answers again; only
+    // a failed one (every retry spent) runs anew.
     options.id_conflict_policy = WorkflowIdConflictPolicy::UseExisting;
+    options.id_reuse_policy = WorkflowIdReusePolicy::AllowDuplicateFailedOnly;
     match state
         .temporal
         .start_workflow(DraftCheckWorkflow::run, input, options)

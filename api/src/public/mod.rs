@@ -839,8 +839,19 @@ pub struct Landing {
     /// Counted sandbox findings of high or critical severity, over every submission analysed.
     findings_above_medium: i64,
     active_validators: i64,
+    /// The lowest base price among the categories shown on the landing (from the pricing catalog).
     starting_price_usd: f64,
     categories: Vec<&'static str>,
+    /// Base prices of the categories shown on the landing.
+    prices: Vec<LandingPrice>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LandingPrice {
+    category: String,
+    base_usd: String,
+    base_credits: i64,
 }
 
 /// Counters and prices for the public landing page.
@@ -853,12 +864,28 @@ async fn landing(State(state): State<AppState>, headers: HeaderMap) -> ApiResult
     )
     .fetch_one(&state.db)
     .await?;
+    let prices: Vec<LandingPrice> = sqlx::query!(
+        "select category, base_credits from pricing_category where active and shown_on_landing order by base_credits, category"
+    )
+    .fetch_all(&state.db)
+    .await?
+    .into_iter()
+    .map(|p| LandingPrice {
+        category: p.category,
+        base_usd: sigma_shared::pricing::usd(p.base_credits),
+        base_credits: p.base_credits,
+    })
+    .collect();
     let body = Landing {
         certificates_issued: counts.issued,
         findings_above_medium: counts.findings,
         active_validators: counts.validators,
-        starting_price_usd: state.settings.public.starting_price_usd,
+        starting_price_usd: prices
+            .first()
+            .map(|p| p.base_credits as f64 / sigma_shared::pricing::CREDITS_PER_USD as f64)
+            .unwrap_or(0.0),
         categories: Category::ALL.iter().map(|c| c.as_str()).collect(),
+        prices,
     };
     Ok(json_with_etag(
         &headers,
