@@ -163,6 +163,17 @@ pub(crate) async fn deps(settings: Arc<Settings>) -> anyhow::Result<Deps> {
 }
 
 pub(crate) async fn api_state(settings: Arc<Settings>) -> anyhow::Result<sigma_api::AppState> {
+    {
+        use secrecy::ExposeSecret;
+        let default = sigma_shared::config::PortalSettings::default();
+        if settings.portal.secret.expose_secret() == default.secret.expose_secret()
+            && !settings.api.public_base_url.starts_with("http://127.0.0.1")
+        {
+            tracing::warn!(
+                "portal.secret is the built-in default: set SIGMA__PORTAL__SECRET, or login codes are keyed by a public value"
+            );
+        }
+    }
     let db = sigma_shared::db::connect(&settings.database).await?;
     let temporal = worker::connect(&settings.temporal, &identity("api")).await?;
     sigma_api::AppState::new(db, temporal, settings)

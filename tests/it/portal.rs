@@ -932,7 +932,12 @@ async fn a_repository_draft_is_pinned_by_its_dry_run_and_reviewed_as_those_bytes
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_says_what_would_fail_and_such_drafts_are_not_quoted() {
-    let app = TestApp::spawn().await.unwrap();
+    let app = TestApp::spawn_with(Options {
+        tweak: std::sync::Arc::new(|s| s.portal.quote_ttl_secs = 2),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let session = app.login(&unique_email("dry")).await;
     // No SKILL.md in a SKILL draft.
     let draft = skill_draft(
@@ -1049,6 +1054,13 @@ async fn dry_run_says_what_would_fail_and_such_drafts_are_not_quoted() {
         q["totalCredits"],
         1500 + 100,
         "SKILL_API base and one endpoint: {q}"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (status, body) = intent(&app, &session, q["quoteId"].as_str().unwrap(), "credits").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("quote_expired")),
+        "{body}"
     );
     // An advisory note that instructs the reviewers is refused like the same text in SKILL.md.
     app.send(
