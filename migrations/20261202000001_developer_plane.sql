@@ -4,10 +4,13 @@
 
 alter table developer
     add column credit_balance bigint not null default 0 check (credit_balance >= 0),
-    -- Set after repeated abusive input to the manifest assistant; support lifts it.
-    add column manifest_locked_at timestamptz;
+    -- Set after repeated abusive input to the manifest assistant; support lifts it, and strikes
+    -- before the lift no longer count.
+    add column manifest_locked_at timestamptz,
+    add column manifest_unlocked_at timestamptz;
 
 -- One login attempt: a six-digit code and a magic-link token, both stored as keyed hashes.
+-- `attempts` counts wrong codes only, so the per-address guess budget is their sum.
 create table login_challenge (
     challenge_id uuid primary key,
     email text not null,
@@ -93,7 +96,9 @@ create table manifest_generation (
     draft_id uuid not null references draft on delete cascade,
     developer_id uuid not null references developer on delete cascade,
     revision integer not null,
-    status text not null check (status in ('PENDING', 'ACCEPTED', 'INVALID', 'ABUSIVE', 'FAILED')),
+    -- INVALID: the model's answer failed the schema; REFUSED: unusable input (no SKILL.md, no front
+    -- matter, too large); ABUSIVE: input aimed at the model (counts towards the lock).
+    status text not null check (status in ('PENDING', 'ACCEPTED', 'INVALID', 'REFUSED', 'ABUSIVE', 'FAILED')),
     detail text,
     transcript_key text,
     created_at timestamptz not null default now(),

@@ -43,6 +43,9 @@ pub const PORTAL_COOKIE: &str = "sigma_portal";
 pub const CONSOLE_COOKIE: &str = "sigma_console";
 pub const PORTAL_COOKIE_PATH: &str = "/api/v1/sigma/dev";
 pub const CONSOLE_COOKIE_PATH: &str = "/api/v1/sigma/operator";
+/// Session cookies outlive any session (browsers cap them at 400 days): the server's sliding
+/// expiry is what ends a session, so a cookie never expires under an active user.
+pub const COOKIE_MAX_AGE_SECS: i64 = 400 * 86_400;
 
 /// A new random token with its plane prefix, and the hash that is stored.
 pub fn new_token(prefix: &str) -> (String, Vec<u8>) {

@@ -43,6 +43,8 @@ pub struct PortalSettings {
     pub code_ttl_secs: i64,
     /// Wrong codes allowed per login challenge before it is void.
     pub code_max_attempts: i32,
+    /// Wrong codes per address per day, over all its challenges, before new starts are refused.
+    pub code_failures_per_address_per_day: i64,
     /// Login emails per address per hour, and login starts per client IP per hour.
     pub logins_per_address_per_hour: i64,
     pub logins_per_client_per_hour: u32,
@@ -51,6 +53,8 @@ pub struct PortalSettings {
     pub console_session_idle_hours: i64,
     /// Console logins per client IP per hour (failed or not).
     pub console_logins_per_hour: u32,
+    /// Voucher redemptions per client IP per hour (they are guessable otherwise).
+    pub voucher_redemptions_per_hour: u32,
     /// Send `Secure` on session cookies (off only for plain-HTTP local runs).
     pub secure_cookies: bool,
     pub quote_ttl_secs: i64,
@@ -74,11 +78,13 @@ impl Default for PortalSettings {
             portal_base_url: "http://127.0.0.1:8080/portal".into(),
             code_ttl_secs: 600,
             code_max_attempts: 5,
+            code_failures_per_address_per_day: 20,
             logins_per_address_per_hour: 5,
             logins_per_client_per_hour: 30,
             session_idle_days: 30,
             console_session_idle_hours: 12,
             console_logins_per_hour: 20,
+            voucher_redemptions_per_hour: 20,
             secure_cookies: true,
             quote_ttl_secs: 1800,
             manifest_llm_url: "http://127.0.0.1:8191/v1".into(),

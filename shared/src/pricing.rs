@@ -223,7 +223,7 @@ pub struct Priced {
     pub registry_savings_credits: i64,
 }
 
-/// Prices `facts` against `catalog` at `now`. `certified` holds the packages the registry already
+/// Prices `facts` against `catalog` at `now` (saturating: no catalog can overflow a quote). `certified` holds the packages the registry already
 /// certified (free for everyone).
 pub fn price(
     catalog: &Catalog,
@@ -250,9 +250,11 @@ pub fn price(
                 }
                 let scaled = rule
                     .multiplier_bps
-                    .map(|bps| catalog.base_credits * (i64::from(bps) - 10_000) / 10_000)
+                    .map(|bps| {
+                        catalog.base_credits.saturating_mul(i64::from(bps) - 10_000) / 10_000
+                    })
                     .unwrap_or(0);
-                let amount = scaled + rule.amount_credits;
+                let amount = scaled.saturating_add(rule.amount_credits);
                 if amount != 0 {
                     items.push(LineItem::new(LineKind::Rule, &rule.label, 1, amount));
                 }
@@ -268,7 +270,7 @@ pub fn price(
                         LineKind::Rule,
                         &rule.label,
                         n,
-                        rule.amount_credits * i64::from(n),
+                        rule.amount_credits.saturating_mul(i64::from(n)),
                     ));
                 }
             }
@@ -276,20 +278,22 @@ pub fn price(
                 let unique: BTreeSet<&String> = facts.packages.iter().collect();
                 let (known, unknown): (Vec<&String>, Vec<&String>) =
                     unique.into_iter().partition(|p| certified.contains(*p));
-                savings += rule.amount_credits * known.len() as i64;
+                savings += rule.amount_credits.saturating_mul(known.len() as i64);
                 let n = unknown.len() as u32;
                 if n > 0 && rule.amount_credits > 0 {
                     items.push(LineItem::new(
                         LineKind::Package,
                         &rule.label,
                         n,
-                        rule.amount_credits * i64::from(n),
+                        rule.amount_credits.saturating_mul(i64::from(n)),
                     ));
                 }
             }
         }
     }
-    let subtotal: i64 = items.iter().map(|i| i.amount_credits).sum();
+    let subtotal: i64 = items
+        .iter()
+        .fold(0i64, |sum, i| sum.saturating_add(i.amount_credits));
     // The best running campaign; ties go to the one that ends first (it is the scarcer).
     let campaign = catalog
         .campaigns
@@ -303,7 +307,7 @@ pub fn price(
         });
     let mut total = subtotal;
     if let Some(c) = campaign {
-        let discount = subtotal * i64::from(c.discount_bps) / 10_000;
+        let discount = (i128::from(subtotal) * i128::from(c.discount_bps) / 10_000) as i64;
         if discount > 0 {
             items.push(LineItem::new(LineKind::Campaign, &c.name, 1, -discount));
             total -= discount;

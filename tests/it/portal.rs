@@ -161,6 +161,20 @@ async fn email_login_to_draft_to_paid_submission_to_certificate() {
     assert_eq!(me["email"], email.as_str());
     assert_eq!(me["creditBalance"], 0);
 
+    // Anyone can sign in, so a portal session cannot take the direct intake that skips payment.
+    let direct = app
+        .http
+        .post(app.url(&format!("{DEV}/submissions?category=SKILL")))
+        .bearer_auth(&session)
+        .header("content-type", "application/gzip")
+        .body(bundle::weather_skill())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 403);
+    let direct: Value = direct.json().await.unwrap();
+    assert_eq!(direct["code"], "submit_through_a_draft");
+
     let bundle = bundle::weather_skill();
     let draft = skill_draft(&app, &session, bundle.clone()).await;
     let (_, view) = app
@@ -259,10 +273,28 @@ async fn email_login_to_draft_to_paid_submission_to_certificate() {
     let (status, repeat) = grant(&app, &console, &me_id, 1000, "grant-1").await;
     assert_eq!(status, 200);
     assert_eq!(repeat["entryId"], first["entryId"]);
+    let (status, reused) = grant(&app, &console, &me_id, 5000, "grant-1").await;
+    assert_eq!(
+        (status, reused["code"].as_str()),
+        (409, Some("idempotency_key_reused"))
+    );
     assert_eq!(balance(&app, &session).await, 1000);
 
-    let (status, accepted) = submit(&app, &session, &draft, intent_id).await;
-    assert_eq!(status, 202, "{accepted}");
+    // Two racing submits with one Idempotency-Key: one submission, one debit.
+    let keyed = || {
+        app.http
+            .post(app.url(&format!("{DEV}/drafts/{draft}/submit")))
+            .bearer_auth(&session)
+            .header("Idempotency-Key", "submit-once")
+            .json(&json!({"paymentIntentId": intent_id}))
+            .send()
+    };
+    let (a, b) = tokio::join!(keyed(), keyed());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (202, 202));
+    let accepted: Value = a.json().await.unwrap();
+    let other: Value = b.json().await.unwrap();
+    assert_eq!(accepted["id"], other["id"]);
     let id = accepted["id"].as_str().unwrap().to_owned();
     let (status, replayed) = submit(&app, &session, &draft, intent_id).await;
     assert_eq!(
@@ -348,6 +380,7 @@ async fn login_codes_expire_work_once_resist_guessing_and_reveal_nothing() {
             s.portal.code_ttl_secs = 3;
             s.portal.logins_per_address_per_hour = 4;
             s.portal.logins_per_client_per_hour = 1000;
+            s.portal.code_failures_per_address_per_day = 8;
         }),
         ..Options::without_workers()
     })
@@ -430,6 +463,13 @@ async fn login_codes_expire_work_once_resist_guessing_and_reveal_nothing() {
         401,
         "void after 5 guesses"
     );
+    // New starts do not buy new guesses without end: the address's daily budget (8) runs out.
+    let code = app.login_code(&d).await;
+    for guess in wrong.iter().filter(|g| **g != code).take(3) {
+        assert_eq!(verify(json!({"email": d, "code": guess})).await.0, 401);
+    }
+    let (status, body) = start(d.clone()).await;
+    assert_eq!(status, 429, "{body}");
 
     // The magic link works once, and stores only hashes.
     let e = unique_email("link");
@@ -1115,7 +1155,7 @@ async fn manifest_assistant_rejects_bad_answers_and_locks_after_abuse() {
     let app = TestApp::spawn_with(Options {
         tweak: std::sync::Arc::new(|s| {
             s.portal.manifest_abuse_lock_after = 2;
-            s.portal.manifests_per_hour = 5;
+            s.portal.manifests_per_hour = 6;
         }),
         ..Default::default()
     })
@@ -1123,6 +1163,26 @@ async fn manifest_assistant_rejects_bad_answers_and_locks_after_abuse() {
     .unwrap();
     let session = app.login(&unique_email("assist")).await;
     let good = skill_draft(&app, &session, bundle::weather_skill()).await;
+    // An honest mistake (no SKILL.md) is refused, and is not counted as abuse.
+    let empty = skill_draft(
+        &app,
+        &session,
+        bundle::tar_gz(&[("main.py", b"print(1)\n")]),
+    )
+    .await;
+    let (status, body) = app
+        .send(
+            Method::POST,
+            &format!("{DEV}/drafts/{empty}/manifest"),
+            Some(&session),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("unusable_input")),
+        "{body}"
+    );
     let manifest = |draft: String| {
         let app = &app;
         let session = session.clone();
@@ -1205,7 +1265,7 @@ async fn manifest_assistant_rejects_bad_answers_and_locks_after_abuse() {
         .await;
     assert_eq!(me["manifestAssistantLocked"], true);
 
-    // Support lifts it; then the hourly limit applies (three calls so far, limit five).
+    // Support lifts it.
     let console = app.console_session().await;
     let id = developer_id(&app, &session).await;
     assert_eq!(
@@ -1219,10 +1279,16 @@ async fn manifest_assistant_rejects_bad_answers_and_locks_after_abuse() {
         .0,
         204
     );
-    app.llm
-        .script(MANIFEST_MODEL, [manifest_answer(), manifest_answer()]);
+    // Strikes before the lift no longer count: one more abusive input is refused, not locked.
+    let (status, body) = manifest(hostile.clone()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("input_refused")),
+        "{body}"
+    );
+    app.llm.script(MANIFEST_MODEL, [manifest_answer()]);
     assert_eq!(manifest(good.clone()).await.0, 200);
-    assert_eq!(manifest(good.clone()).await.0, 200);
+    // Six calls this hour (locked answers are not calls): the limit.
     let (status, body) = manifest(good.clone()).await;
     assert_eq!(status, 429, "{body}");
     app.shutdown().await;
@@ -1275,9 +1341,9 @@ async fn vouchers_free_routes_and_catalog_changes() {
             .await
         }
     };
-    assert_eq!(voucher("TOPUP-500", "CREDITS", 500).await.0, 201);
+    assert_eq!(voucher("TOPUP-500-CREDITS", "CREDITS", 500).await.0, 201);
     assert_eq!(
-        voucher("TOPUP-500", "CREDITS", 500).await.0,
+        voucher("TOPUP-500-CREDITS", "CREDITS", 500).await.0,
         409,
         "codes are unique"
     );
@@ -1294,15 +1360,19 @@ async fn vouchers_free_routes_and_catalog_changes() {
             .await
         }
     };
-    let (status, topped) = redeem(session.clone(), "TOPUP-500").await;
+    let (status, topped) = redeem(session.clone(), "TOPUP-500-CREDITS").await;
     assert_eq!(status, 201, "{topped}");
     assert_eq!(topped["balance"], 500);
-    assert_eq!(redeem(session.clone(), "TOPUP-500").await.0, 409);
+    assert_eq!(redeem(session.clone(), "TOPUP-500-CREDITS").await.0, 409);
     let other = app.login(&unique_email("second")).await;
-    assert_eq!(redeem(other.clone(), "TOPUP-500").await.0, 422, "used up");
+    assert_eq!(
+        redeem(other.clone(), "TOPUP-500-CREDITS").await.0,
+        422,
+        "used up"
+    );
 
     // A free-submission voucher pays the whole audit.
-    assert_eq!(voucher("FREE-ONE", "FREE_SUBMISSION", 0).await.0, 201);
+    assert_eq!(voucher("FREE-ONE-AUDIT", "FREE_SUBMISSION", 0).await.0, 201);
     let draft = skill_draft(&app, &session, bundle::weather_skill()).await;
     let q = quote(&app, &session, &draft).await;
     assert_eq!(q["totalCredits"], 1234);
@@ -1311,7 +1381,7 @@ async fn vouchers_free_routes_and_catalog_changes() {
             Method::POST,
             &format!("{DEV}/payment-intents"),
             Some(&session),
-            Some(json!({"quoteId": q["quoteId"], "method": "voucher", "voucherCode": "FREE-ONE"})),
+            Some(json!({"quoteId": q["quoteId"], "method": "voucher", "voucherCode": "FREE-ONE-AUDIT"})),
         )
         .await;
     assert_eq!(status, 201, "{free}");

@@ -38,7 +38,7 @@ pub struct SubmissionInput {
     /// A public git repository to fetch instead of an uploaded bundle (`bundle_key` is empty).
     #[serde(default)]
     pub git: Option<GitSource>,
-    /// The developer paid credits for this run: a platform failure gives them back.
+    /// The run consumed a paid intent (credits, a campaign slot): a platform failure gives them back.
     #[serde(default)]
     pub charged: bool,
 }
@@ -92,6 +92,7 @@ pub struct SubmissionWorkflow {
     progress: SubmissionProgress,
 }
 
+/// `maximum_attempts` 0 retries without end.
 fn retry(policy: &PipelineSettings, maximum_attempts: u32) -> RetryPolicy {
     RetryPolicy::builder()
         .initial_interval(Duration::from_millis(policy.activity_initial_retry_ms))
@@ -186,17 +187,29 @@ impl SubmissionWorkflow {
                 )
                 .await
                 .ok();
-                // Compensation: the developer does not pay for the platform's failure.
+                // Compensation: the developer does not pay for the platform's failure. Retried
+                // until it lands (the run stays open and visible meanwhile): money is never dropped.
                 if input.charged {
-                    ctx.execute_activity(
-                        PortalActivities::refund_charge,
-                        RefundInput {
-                            submission_id: input.submission_id.clone(),
-                        },
-                        ops(&input.policy),
-                    )
-                    .await
-                    .ok();
+                    let refunded = ctx
+                        .execute_activity(
+                            PortalActivities::refund_charge,
+                            RefundInput {
+                                submission_id: input.submission_id.clone(),
+                            },
+                            ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+                                .task_queue(queues::OPS.to_owned())
+                                .retry_policy(retry(&input.policy, 0))
+                                .build(),
+                        )
+                        .await;
+                    if let Err(e) = refunded {
+                        // Only a cancelled run gets here; say so where operators look.
+                        return Err(temporalio_sdk::ApplicationFailure::new(format!(
+                            "{failure}; and the refund did not complete: {}",
+                            failure_chain(&e)
+                        ))
+                        .into());
+                    }
                 }
                 Err(failure)
             }

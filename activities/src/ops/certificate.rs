@@ -39,7 +39,7 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
     }
     let s = sqlx::query!(
         r#"select s.developer_id, s.category, s.skill_name, s.skill_version, s.source_url, s.source_ref, s.bundle_sha256,
-                  r.report_key, r.analyzed_at, d.decided_by as "decided_by?", d.reason as "decision_reason?"
+                  s.draft_snapshot, r.report_key, r.analyzed_at, d.decided_by as "decided_by?", d.reason as "decision_reason?"
            from submission s join sandbox_report r using (submission_id)
            left join operator_decision d on d.submission_id = s.submission_id
            where s.submission_id = $1"#,
@@ -79,6 +79,29 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
             .as_ref()
             .and_then(|m| m.version.clone())
     });
+    // A draft submission adds what the developer declared: the entry point and the endpoints
+    // (with the SKILL.md's external calls, in that order, once each).
+    let draft = s.draft_snapshot.as_ref();
+    let entry = draft
+        .and_then(|d| d["entry"].as_str())
+        .unwrap_or("SKILL.md")
+        .to_owned();
+    let mut declared: Vec<String> = report
+        .scan
+        .manifest
+        .as_ref()
+        .map(|m| m.external_calls.iter().map(|c| c.url.clone()).collect())
+        .unwrap_or_default();
+    for url in draft
+        .and_then(|d| d["declaredEndpoints"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["url"].as_str())
+    {
+        if !declared.iter().any(|d| d == url) {
+            declared.push(url.to_owned());
+        }
+    }
     let issued_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let sealed = json!({
         "schemaVersion": CERTIFICATE_SCHEMA,
@@ -102,7 +125,7 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
             "sourceType": if s.source_url.is_some() { "github" } else { "upload" },
             "sourceUrl": s.source_url,
             "sourceRef": s.source_ref,
-            "entry": "SKILL.md",
+            "entry": entry,
             "bundleSha256": s.bundle_sha256,
             "bundleDigest": report.scan.bundle_digest,
             "skillMdSha256": report.scan.skill_md_sha256,
@@ -112,7 +135,7 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
         // What the skill reaches on the network, declared and observed; `verify` derives its API
         // disclaimer from this on every call.
         "endpointReview": {
-            "declaredEndpoints": report.scan.manifest.as_ref().map(|m| m.external_calls.iter().map(|c| c.url.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+            "declaredEndpoints": declared,
             "observedUrls": report.scan.external_hosts,
         },
         "roundId": input.round_id,

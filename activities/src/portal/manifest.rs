@@ -25,8 +25,8 @@ pub struct ManifestInput {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ManifestOutcome {
-    /// ACCEPTED, INVALID (the model's answer failed the schema), ABUSIVE (the input was refused)
-    /// or FAILED (the draft cannot be read).
+    /// ACCEPTED, INVALID (the model's answer failed the schema), REFUSED (unusable input),
+    /// ABUSIVE (input aimed at the model) or FAILED (the draft cannot be read).
     pub status: String,
     pub problems: Vec<CheckProblem>,
     pub manifest: Option<Value>,
@@ -96,20 +96,29 @@ pub(super) async fn generate(deps: &Deps, input: ManifestInput) -> anyhow::Resul
     .await
     .context("analysis panicked")?;
     let scan = &report.scan;
+    // The declared entry point's SKILL.md, else the one nearest the root.
+    let declared = bundle.entry.as_deref().filter(|e| e.ends_with("SKILL.md"));
     let Some(skill_md) = files
         .iter()
         .filter(|f| f.path == "SKILL.md" || f.path.ends_with("/SKILL.md"))
+        .filter(|f| declared.is_none_or(|e| f.path == e))
         .min_by_key(|f| f.path.len())
     else {
-        let problem = CheckProblem::new("no_skill_md", "the bundle has no SKILL.md to read");
-        return finish(deps, generation_id, "ABUSIVE", vec![problem], None).await;
+        let problem = CheckProblem::new(
+            "no_skill_md",
+            match declared {
+                Some(e) => format!("the bundle has no `{e}`"),
+                None => "the bundle has no SKILL.md to read".to_owned(),
+            },
+        );
+        return finish(deps, generation_id, "REFUSED", vec![problem], None).await;
     };
     let Some(front) = scan.manifest.clone() else {
         let problem = CheckProblem::new(
             "manifest_schema",
             "SKILL.md has no usable front matter (`---` block with at least `name`)",
         );
-        return finish(deps, generation_id, "ABUSIVE", vec![problem], None).await;
+        return finish(deps, generation_id, "REFUSED", vec![problem], None).await;
     };
     let injections: Vec<String> = scan
         .findings
@@ -132,7 +141,7 @@ pub(super) async fn generate(deps: &Deps, input: ManifestInput) -> anyhow::Resul
             "skill_md_too_large",
             format!("SKILL.md is over {MAX_SKILL_MD_BYTES} bytes"),
         );
-        return finish(deps, generation_id, "ABUSIVE", vec![problem], None).await;
+        return finish(deps, generation_id, "REFUSED", vec![problem], None).await;
     }
     let text = String::from_utf8_lossy(&skill_md.bytes).into_owned();
 
@@ -278,8 +287,9 @@ async fn finish(
     let mut locked = false;
     if status == "ABUSIVE" {
         let strikes = sqlx::query_scalar!(
-            r#"select count(*) as "n!" from manifest_generation
-               where developer_id = $1 and status = 'ABUSIVE' and created_at > now() - interval '1 day'"#,
+            r#"select count(*) as "n!" from manifest_generation g join developer d using (developer_id)
+               where g.developer_id = $1 and g.status = 'ABUSIVE' and g.created_at > now() - interval '1 day'
+                 and g.created_at > coalesce(d.manifest_unlocked_at, '-infinity')"#,
             developer_id
         )
         .fetch_one(&deps.db)

@@ -341,6 +341,8 @@ impl PortalActivities {
         Ok(check)
     }
 
+    /// Locks in the same order as the submit that charged (intent, campaign, developer), so the
+    /// two never deadlock. The intent's move from CONSUMED to REFUNDED makes it happen once.
     #[tracing::instrument(name = "refund", skip_all, fields(submission_id = %input.submission_id))]
     async fn refund(&self, input: RefundInput) -> anyhow::Result<RefundOutcome> {
         let mut tx = self.deps.db.begin().await?;
@@ -352,46 +354,24 @@ impl PortalActivities {
         .fetch_one(&mut *tx)
         .await
         .context("Failed to load the charged submission")?;
-        if row.charged_credits <= 0 {
+        let Some(intent) = row.payment_intent_id else {
             return Ok(RefundOutcome {
                 refunded_credits: 0,
             });
-        }
-        let balance = sqlx::query_scalar!(
-            "update developer set credit_balance = credit_balance + $2 where developer_id = $1 returning credit_balance",
-            row.developer_id,
-            row.charged_credits
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .context("Failed to credit the refund")?;
-        let entered = sqlx::query_scalar!(
-            r#"insert into credit_ledger (developer_id, kind, amount_credits, balance_after, reference, note)
-               values ($1, 'REFUND', $2, $3, $4, 'the platform could not complete the audit')
-               on conflict (developer_id, kind, reference) do nothing returning entry_id"#,
-            row.developer_id,
-            row.charged_credits,
-            balance,
-            input.submission_id
+        };
+        let first = sqlx::query_scalar!(
+            "update payment_intent set status = 'REFUNDED' where intent_id = $1 and status = 'CONSUMED' returning intent_id",
+            intent
         )
         .fetch_optional(&mut *tx)
         .await
-        .context("Failed to record the refund")?;
-        if entered.is_none() {
-            // Refunded by an earlier attempt: undo this attempt's credit.
+        .context("Failed to mark the intent refunded")?;
+        if first.is_none() {
+            // Refunded by an earlier attempt.
             tx.rollback().await?;
             return Ok(RefundOutcome {
                 refunded_credits: row.charged_credits,
             });
-        }
-        if let Some(intent) = row.payment_intent_id {
-            sqlx::query!(
-                "update payment_intent set status = 'REFUNDED' where intent_id = $1",
-                intent
-            )
-            .execute(&mut *tx)
-            .await
-            .context("Failed to mark the intent refunded")?;
         }
         // The campaign slot this submission used goes back to the pool.
         if let Some(campaign) = row
@@ -407,6 +387,27 @@ impl PortalActivities {
             .execute(&mut *tx)
             .await
             .context("Failed to release the campaign slot")?;
+        }
+        if row.charged_credits > 0 {
+            let balance = sqlx::query_scalar!(
+                "update developer set credit_balance = credit_balance + $2 where developer_id = $1 returning credit_balance",
+                row.developer_id,
+                row.charged_credits
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .context("Failed to credit the refund")?;
+            sqlx::query!(
+                r#"insert into credit_ledger (developer_id, kind, amount_credits, balance_after, reference, note)
+                   values ($1, 'REFUND', $2, $3, $4, 'the platform could not complete the audit')"#,
+                row.developer_id,
+                row.charged_credits,
+                balance,
+                input.submission_id
+            )
+            .execute(&mut *tx)
+            .await
+            .context("Failed to record the refund")?;
         }
         tx.commit().await?;
         tracing::info!(credits = row.charged_credits, "charge refunded");

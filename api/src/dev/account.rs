@@ -16,6 +16,7 @@ use crate::AppState;
 use crate::auth::DeveloperAuth;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
 use crate::paging::ListParams;
+use crate::public::limits::ClientIp;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -175,12 +176,15 @@ pub struct TopUp {
 #[utoipa::path(post, path = "/credits/vouchers", tag = "developer", security(("developer_session" = [])),
     request_body = VoucherRedemption,
     responses((status = 201, body = TopUp), (status = 409, description = "Already redeemed by this account", body = ErrorBody),
-        (status = 422, description = "Unknown, used up, expired, or not a credits voucher", body = ErrorBody)))]
+        (status = 422, description = "Unknown, used up, expired, or not a credits voucher", body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
 async fn redeem_voucher(
     State(state): State<AppState>,
     developer: DeveloperAuth,
+    ClientIp(client): ClientIp,
     ApiJson(body): ApiJson<VoucherRedemption>,
 ) -> ApiResult<Response> {
+    state.public.limits.check_voucher(client)?;
     let code = body.code.trim();
     let mut tx = state.db.begin().await?;
     let redeemed = sqlx::query!(

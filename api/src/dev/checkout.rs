@@ -75,29 +75,37 @@ pub(crate) async fn catalog(state: &AppState, category: Category) -> ApiResult<C
             format!("{category} submissions are not offered at the moment"),
         )
     })?;
-    let rules = sqlx::query!(
-        r#"select rule_id, kind, tier, amount_credits, multiplier_bps, label from pricing_rule
+    let rows = sqlx::query!(
+        r#"select rule_id, category, kind, tier, amount_credits, multiplier_bps, label from pricing_rule
            where active and (category is null or category = $1) order by created_at, rule_id"#,
         category.as_str()
     )
     .fetch_all(&state.db)
-    .await?
-    .into_iter()
-    .map(|r| {
-        Ok(Rule {
-            rule_id: r.rule_id,
-            kind: r.kind.parse().map_err(anyhow::Error::msg)?,
-            tier: r
-                .tier
-                .map(|t| serde_json::from_value(serde_json::Value::String(t)))
-                .transpose()
-                .map_err(anyhow::Error::from)?,
-            amount_credits: r.amount_credits,
-            multiplier_bps: r.multiplier_bps,
-            label: r.label,
+    .await?;
+    // A category's own rule replaces the global ones of the same kind (and tier).
+    let specific: std::collections::BTreeSet<(String, Option<String>)> = rows
+        .iter()
+        .filter(|r| r.category.is_some())
+        .map(|r| (r.kind.clone(), r.tier.clone()))
+        .collect();
+    let rules = rows
+        .into_iter()
+        .filter(|r| r.category.is_some() || !specific.contains(&(r.kind.clone(), r.tier.clone())))
+        .map(|r| {
+            Ok(Rule {
+                rule_id: r.rule_id,
+                kind: r.kind.parse().map_err(anyhow::Error::msg)?,
+                tier: r
+                    .tier
+                    .map(|t| serde_json::from_value(serde_json::Value::String(t)))
+                    .transpose()
+                    .map_err(anyhow::Error::from)?,
+                amount_credits: r.amount_credits,
+                multiplier_bps: r.multiplier_bps,
+                label: r.label,
+            })
         })
-    })
-    .collect::<Result<Vec<_>, anyhow::Error>>()?;
+        .collect::<Result<Vec<_>, anyhow::Error>>()?;
     let campaigns = sqlx::query!(
         r#"select campaign_id, name, kind, discount_bps, limit_n, used_n, starts_at, ends_at from pricing_campaign
            where active and (category is null or category = $1)"#,
@@ -600,8 +608,10 @@ async fn submit_draft(
     span.record("submission_id", tracing::field::display(&id));
     span.record("workflow_id", id.workflow_id());
 
-    // The campaign slot: claimed here, by a guarded increment, so it can never oversell.
-    if let Some(campaign) = intent.campaign_id {
+    // The campaign slot: claimed here, by a guarded increment, so it can never oversell. Only a
+    // credits payment uses the discount; voucher and free audits leave the slots to others.
+    let campaign_claimed = intent.campaign_id.filter(|_| intent.method == "credits");
+    if let Some(campaign) = campaign_claimed {
         let claimed = sqlx::query!(
             r#"update pricing_campaign set used_n = used_n + 1
                where campaign_id = $1 and active and (limit_n is null or used_n < limit_n)
@@ -683,6 +693,12 @@ async fn submit_draft(
             0
         }
         "free" => {
+            if intent.override_id.is_none() && !allowlisted(&state, &developer.email).await? {
+                return Err(ApiError::conflict(
+                    "not_eligible_for_free",
+                    "this account is no longer on the free allowlist; pay with credits",
+                ));
+            }
             if let Some(override_id) = intent.override_id {
                 let used = sqlx::query!(
                     "update free_override set used_at = now() where override_id = $1 and used_at is null",
@@ -731,7 +747,7 @@ async fn submit_draft(
         "bundleSha256": draft.bundle_sha256,
     });
     let mut price_snapshot = intent.price_snapshot.clone();
-    price_snapshot["campaignId"] = serde_json::json!(intent.campaign_id);
+    price_snapshot["campaignId"] = serde_json::json!(campaign_claimed);
     price_snapshot["method"] = serde_json::json!(intent.method);
     price_snapshot["chargedCredits"] = serde_json::json!(charged);
     let source_url = git
@@ -779,9 +795,9 @@ async fn submit_draft(
     .execute(&mut *tx)
     .await?;
     if let Some(key) = &idempotency_key {
-        sqlx::query!(
+        let claimed = sqlx::query!(
             r#"insert into idempotency_key (developer_id, idempotency_key, request_sha256, submission_id)
-               values ($1, $2, $3, $4)"#,
+               values ($1, $2, $3, $4) on conflict do nothing"#,
             developer.developer_id,
             key,
             request_sha256,
@@ -789,6 +805,14 @@ async fn submit_draft(
         )
         .execute(&mut *tx)
         .await?;
+        if claimed.rows_affected() == 0 {
+            // A concurrent request with this key committed first: nothing of this one is kept.
+            tx.rollback().await?;
+            let previous = super::find_idempotent(&state, &developer, key, &request_sha256)
+                .await?
+                .ok_or_else(super::in_flight)?;
+            return super::replay(&state, &previous, None).await;
+        }
     }
     tx.commit().await?;
     tracing::info!(%category, charged, method = %intent.method, "draft submitted");
@@ -802,7 +826,8 @@ async fn submit_draft(
             bundle_key: &bundle_key,
             name: facts.as_ref().and_then(|f| f.skill_name.as_deref()),
             git,
-            charged: charged > 0,
+            // Credits or a campaign slot were taken: a platform failure gives them back.
+            charged: intent.method == "credits",
         },
     )
     .await?;

@@ -535,7 +535,7 @@ async fn upload_bundle(
         .blob
         .put(&key, bundle.clone(), "application/octet-stream")
         .await?;
-    sqlx::query!(
+    let updated = sqlx::query!(
         r#"update draft set source_type = 'upload', bundle_key = $3, bundle_sha256 = $4, bundle_bytes = $5,
                bundle_format = $6, git_repository = null, git_ref = null, revision = revision + 1
            where draft_id = $1 and developer_id = $2 and submission_id is null"#,
@@ -548,6 +548,9 @@ async fn upload_bundle(
     )
     .execute(&state.db)
     .await?;
+    if updated.rows_affected() == 0 {
+        return Err(frozen());
+    }
     Ok(Json(load_view(&state, &developer, id).await?))
 }
 
@@ -707,40 +710,70 @@ async fn generate_manifest(
     if account.manifest_locked_at.is_some() {
         return Err(locked());
     }
-    if account.recent >= state.settings.portal.manifests_per_hour {
-        return Err(ApiError::RateLimited {
-            detail: "too many manifest generations this hour".into(),
-            retry_after_secs: 600,
-        });
-    }
-    let generation_id = Uuid::new_v4();
-    sqlx::query!(
-        r#"insert into manifest_generation (generation_id, draft_id, developer_id, revision, status)
-           values ($1, $2, $3, $4, 'PENDING')"#,
-        generation_id,
+    // A generation still running for this revision is joined (a client that timed out collects
+    // its result), not started again.
+    let pending = sqlx::query_scalar!(
+        r#"select generation_id from manifest_generation
+           where draft_id = $1 and revision = $2 and status = 'PENDING' and created_at > now() - interval '10 minutes'
+           order by created_at desc limit 1"#,
         id,
-        developer.developer_id,
         draft.revision
     )
-    .execute(&state.db)
+    .fetch_optional(&state.db)
     .await?;
-    let workflow_id = format!("manifest:{generation_id}");
-    let input = ManifestInput {
-        generation_id: generation_id.to_string(),
-        draft_id: id.to_string(),
-        revision: draft.revision,
+    let generation_id = match pending {
+        Some(generation_id) => generation_id,
+        None => {
+            if account.recent >= state.settings.portal.manifests_per_hour {
+                return Err(ApiError::RateLimited {
+                    detail: "too many manifest generations this hour".into(),
+                    retry_after_secs: 600,
+                });
+            }
+            let generation_id = Uuid::new_v4();
+            sqlx::query!(
+                r#"insert into manifest_generation (generation_id, draft_id, developer_id, revision, status)
+                   values ($1, $2, $3, $4, 'PENDING')"#,
+                generation_id,
+                id,
+                developer.developer_id,
+                draft.revision
+            )
+            .execute(&state.db)
+            .await?;
+            let input = ManifestInput {
+                generation_id: generation_id.to_string(),
+                draft_id: id.to_string(),
+                revision: draft.revision,
+            };
+            let options = WorkflowStartOptions::new(
+                sigma_activities::queues::OPS,
+                format!("manifest:{generation_id}"),
+            )
+            .static_summary(format!(
+                "manifest for draft {id} revision {}",
+                draft.revision
+            ))
+            .build();
+            if let Err(e) = state
+                .temporal
+                .start_workflow(ManifestWorkflow::run, input, options)
+                .await
+            {
+                sqlx::query!(
+                    "delete from manifest_generation where generation_id = $1",
+                    generation_id
+                )
+                .execute(&state.db)
+                .await?;
+                return Err(engine_unavailable(e));
+            }
+            generation_id
+        }
     };
-    let options = WorkflowStartOptions::new(sigma_activities::queues::OPS, &workflow_id)
-        .static_summary(format!(
-            "manifest for draft {id} revision {}",
-            draft.revision
-        ))
-        .build();
     let handle = state
         .temporal
-        .start_workflow(ManifestWorkflow::run, input, options)
-        .await
-        .map_err(engine_unavailable)?;
+        .get_workflow_handle::<ManifestWorkflow>(format!("manifest:{generation_id}"));
     let outcome: ManifestOutcome = match tokio::time::timeout(
         WAIT,
         handle.get_result(Default::default()),
@@ -782,6 +815,7 @@ async fn generate_manifest(
         })),
         "ABUSIVE" if outcome.locked => Err(locked()),
         "ABUSIVE" => Err(ApiError::unprocessable("input_refused", detail())),
+        "REFUSED" => Err(ApiError::unprocessable("unusable_input", detail())),
         "INVALID" => Err(ApiError::bad_gateway("manifest_invalid", detail())),
         _ => Err(ApiError::conflict("manifest_not_generated", detail())),
     }

@@ -145,7 +145,18 @@ async fn start_login(
     )
     .fetch_one(&state.db)
     .await?;
-    if recent >= portal.logins_per_address_per_hour {
+    // Wrong codes across all of the address's challenges of the last day: new starts cannot buy
+    // an attacker more guesses than this.
+    let guesses = sqlx::query_scalar!(
+        r#"select coalesce(sum(attempts), 0)::bigint as "n!" from login_challenge
+           where email = $1 and created_at > now() - interval '1 day'"#,
+        email.as_str()
+    )
+    .fetch_one(&state.db)
+    .await?;
+    if recent >= portal.logins_per_address_per_hour
+        || guesses >= portal.code_failures_per_address_per_day
+    {
         return Err(ApiError::RateLimited {
             detail: "too many login emails for this address; wait before asking again".into(),
             retry_after_secs: 600,
@@ -320,9 +331,8 @@ async fn verify_login(
                 });
             }
             sqlx::query!(
-                "update login_challenge set attempts = $2, consumed_at = now() where challenge_id = $1",
-                challenge.challenge_id,
-                attempts
+                "update login_challenge set consumed_at = now() where challenge_id = $1",
+                challenge.challenge_id
             )
             .execute(&mut *tx)
             .await?;
@@ -358,11 +368,12 @@ async fn verify_login(
     .await?;
     tx.commit().await?;
     tracing::info!(%developer_id, "portal session opened");
+    // The server decides when a session ends (it slides there); the cookie just lives long.
     let cookie = auth::session_cookie(
         PORTAL_COOKIE,
         PORTAL_COOKIE_PATH,
         Some(&token),
-        idle * 86_400,
+        auth::COOKIE_MAX_AGE_SECS,
         state.settings.portal.secure_cookies,
     );
     Ok((

@@ -105,7 +105,8 @@ struct Intake {
 
 const MAX_TEXT_FIELD: usize = 4096;
 
-/// Submit a skill bundle for verification.
+/// Submit a skill bundle for verification (administrator-issued API tokens only; portal
+/// sessions go through drafts and payment).
 ///
 /// Send `multipart/form-data` with `category`, `bundle` and optional `metadata` (JSON), or the
 /// archive itself as the body (`application/zip`, `application/gzip`) with `?category=`. With an
@@ -121,7 +122,8 @@ const MAX_TEXT_FIELD: usize = 4096;
     )),
     responses(
         (status = 202, description = "Accepted; the pipeline has started", body = SubmissionAccepted),
-        (status = 401, body = ErrorBody), (status = 409, description = "Idempotency key reused for another request", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, description = "A portal session: submit through a draft", body = ErrorBody),
+        (status = 409, description = "Idempotency key reused for another request", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 422, description = "Unknown category, bad metadata or unreadable archive", body = ErrorBody),
         (status = 503, description = "The workflow engine is unreachable; nothing was recorded", body = ErrorBody),
@@ -138,6 +140,7 @@ async fn create_submission(
     headers: HeaderMap,
     request: Request,
 ) -> ApiResult<axum::response::Response> {
+    direct_intake_allowed(&developer)?;
     let idempotency_key = idempotency_key(&headers)?;
     let intake = read_intake(&state, params, request).await?;
     let bundle_sha256 = Sha256Hex::of(&intake.bundle);
@@ -204,6 +207,20 @@ pub(crate) async fn readable_bundle(bundle: &Bytes) -> ApiResult<&'static str> {
         other => ApiError::unprocessable("corrupt_archive", other.to_string()),
     })?;
     Ok(format.as_str())
+}
+
+/// Direct intake skips quotes and payment: it is for API tokens an administrator issued
+/// (`sigma developer create-token`), the trusted automation path. Portal sessions — anyone
+/// with an email address — submit through a draft and a payment intent.
+fn direct_intake_allowed(developer: &DeveloperAuth) -> ApiResult<()> {
+    if developer.session_id.is_some() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "submit_through_a_draft",
+            "portal sessions submit through a draft: POST /drafts, /drafts/{id}/quote, /payment-intents, /drafts/{id}/submit",
+        ));
+    }
+    Ok(())
 }
 
 /// What intake records before starting the workflow.
@@ -355,6 +372,7 @@ async fn create_git_submission(
     headers: HeaderMap,
     ApiJson(body): ApiJson<GitSubmission>,
 ) -> ApiResult<axum::response::Response> {
+    direct_intake_allowed(&developer)?;
     let idempotency_key = idempotency_key(&headers)?;
     let category: Category = body
         .category
@@ -463,7 +481,10 @@ pub(crate) async fn replay(
     bundle_sha256: Option<&Sha256Hex>,
 ) -> ApiResult<axum::response::Response> {
     let row = sqlx::query!(
-        "select category, bundle_key, skill_name, stage, git_repository, source_ref, charged_credits from submission where submission_id = $1",
+        r#"select s.category, s.bundle_key, s.skill_name, s.stage, s.git_repository, s.source_ref,
+               coalesce(i.method = 'credits' and i.status = 'CONSUMED', false) as "charged!"
+           from submission s left join payment_intent i on i.intent_id = s.payment_intent_id
+           where s.submission_id = $1"#,
         id
     )
     .fetch_optional(&state.db)
@@ -483,7 +504,7 @@ pub(crate) async fn replay(
                 bundle_key: &row.bundle_key,
                 name: row.skill_name.as_deref(),
                 git: git_source(row.git_repository, row.source_ref),
-                charged: row.charged_credits > 0,
+                charged: row.charged,
             },
         )
         .await?;
@@ -495,7 +516,7 @@ pub(crate) async fn replay(
         .into_response())
 }
 
-fn in_flight() -> ApiError {
+pub(crate) fn in_flight() -> ApiError {
     ApiError::unavailable(
         "request_in_flight",
         "an earlier request with this Idempotency-Key is still being settled; retry shortly",

@@ -459,7 +459,7 @@ async fn set_payment_method(
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewVoucher {
-    /// 4 to 64 letters, digits, `-` or `_`.
+    /// 8 to 64 letters, digits, `-` or `_` (short codes are guessable).
     pub code: String,
     /// FREE_SUBMISSION or CREDITS.
     pub kind: String,
@@ -479,7 +479,7 @@ async fn create_voucher(
     operator: OperatorAuth,
     ApiJson(body): ApiJson<NewVoucher>,
 ) -> ApiResult<Response> {
-    let code_ok = (4..=64).contains(&body.code.len())
+    let code_ok = (8..=64).contains(&body.code.len())
         && body
             .code
             .chars()
@@ -492,7 +492,7 @@ async fn create_voucher(
     if !code_ok || !kind_ok || !(1..=1_000_000).contains(&body.uses) {
         return Err(ApiError::unprocessable(
             "invalid_voucher",
-            "a voucher has a 4–64 character code, kind FREE_SUBMISSION (no credits) or CREDITS (1 to 10,000,000 credits), and 1 to 1,000,000 uses",
+            "a voucher has an 8–64 character code, kind FREE_SUBMISSION (no credits) or CREDITS (1 to 10,000,000 credits), and 1 to 1,000,000 uses",
         ));
     }
     sqlx::query!(
@@ -676,20 +676,8 @@ async fn grant_credits(
         "ADJUSTMENT"
     };
     let reference = format!("op:{}:{key}", operator.operator_id);
-    let booked = sqlx::query!(
-        "select entry_id, balance_after from credit_ledger where developer_id = $1 and kind = $2 and reference = $3",
-        id,
-        kind,
-        reference
-    )
-    .fetch_optional(&state.db)
-    .await?;
-    if let Some(b) = booked {
-        return Ok(Json(GrantResult {
-            entry_id: b.entry_id,
-            balance: b.balance_after,
-        })
-        .into_response());
+    if let Some(booked) = booked_grant(&state, id, &reference, body.credits).await? {
+        return Ok(Json(booked).into_response());
     }
     let mut tx = state.db.begin().await?;
     let balance = sqlx::query_scalar!(
@@ -718,7 +706,8 @@ async fn grant_credits(
     };
     let entry_id = sqlx::query_scalar!(
         r#"insert into credit_ledger (developer_id, kind, amount_credits, balance_after, reference, note, created_by)
-           values ($1, $2, $3, $4, $5, $6, $7) returning entry_id"#,
+           values ($1, $2, $3, $4, $5, $6, $7)
+           on conflict (developer_id, kind, reference) do nothing returning entry_id"#,
         id,
         kind,
         body.credits,
@@ -727,11 +716,47 @@ async fn grant_credits(
         body.reason.trim(),
         operator.operator_id
     )
-    .fetch_one(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
+    let Some(entry_id) = entry_id else {
+        // A concurrent retry booked it first: undo this one and answer as that one did.
+        tx.rollback().await?;
+        let booked = booked_grant(&state, id, &reference, body.credits)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("grant {reference} vanished"))?;
+        return Ok(Json(booked).into_response());
+    };
     tx.commit().await?;
     tracing::info!(operator = %operator.name, developer = %id, credits = body.credits, "credits granted");
     Ok((StatusCode::CREATED, Json(GrantResult { entry_id, balance })).into_response())
+}
+
+/// The grant booked under this key, if any; the same key for another amount is refused.
+async fn booked_grant(
+    state: &AppState,
+    developer: Uuid,
+    reference: &str,
+    credits: i64,
+) -> ApiResult<Option<GrantResult>> {
+    let booked = sqlx::query!(
+        r#"select entry_id, balance_after, amount_credits from credit_ledger
+           where developer_id = $1 and reference = $2 and kind in ('GRANT', 'ADJUSTMENT')"#,
+        developer,
+        reference
+    )
+    .fetch_optional(&state.db)
+    .await?;
+    match booked {
+        Some(b) if b.amount_credits == credits => Ok(Some(GrantResult {
+            entry_id: b.entry_id,
+            balance: b.balance_after,
+        })),
+        Some(_) => Err(ApiError::conflict(
+            "idempotency_key_reused",
+            "this Idempotency-Key already booked a different amount",
+        )),
+        None => Ok(None),
+    }
 }
 
 /// Lift the manifest-assistant lock of a developer (after a support conversation).
@@ -743,8 +768,9 @@ async fn unlock_manifest_assistant(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = developer_id(&id)?;
+    // Strikes before the lift no longer count.
     let done = sqlx::query!(
-        "update developer set manifest_locked_at = null where developer_id = $1",
+        "update developer set manifest_locked_at = null, manifest_unlocked_at = now() where developer_id = $1",
         id
     )
     .execute(&state.db)

@@ -87,7 +87,7 @@ async fn login(
         CONSOLE_COOKIE,
         CONSOLE_COOKIE_PATH,
         Some(&token),
-        hours * 3600,
+        auth::COOKIE_MAX_AGE_SECS,
         state.settings.portal.secure_cookies,
     );
     Ok((

@@ -149,8 +149,12 @@ async fn retry_submission(
     // failed) a latest run that Temporal reports closed without completing. The update claims
     // it atomically, so two retries cannot both start a run; reasons and failure detail stay
     // on record until the new run writes its own.
+    let status = workflow_status(&state, &id).await;
+    // A paid submission whose workflow never started (the engine was down at submit) is
+    // started here too.
+    let never_started = status.is_none();
     let temporal_failed = matches!(
-        workflow_status(&state, &id).await,
+        status,
         Some(
             WorkflowExecutionStatus::Failed
                 | WorkflowExecutionStatus::Terminated
@@ -160,10 +164,14 @@ async fn retry_submission(
     );
     let row = sqlx::query!(
         r#"update submission set stage = 'RECEIVED', completed_at = null
-           where submission_id = $1 and (stage = 'FAILED' or ($2 and stage not in ('DONE', 'RECEIVED')))
-           returning category, bundle_key, skill_name, git_repository, source_ref"#,
+           where submission_id = $1 and (stage = 'FAILED' or ($2 and stage not in ('DONE', 'RECEIVED'))
+               or ($3 and stage = 'RECEIVED'))
+           returning category, bundle_key, skill_name, git_repository, source_ref,
+               (select i.method = 'credits' and i.status = 'CONSUMED' from payment_intent i
+                 where i.intent_id = submission.payment_intent_id) as "charged?""#,
         id.as_str(),
         temporal_failed,
+        never_started,
     )
     .fetch_optional(&state.db)
     .await?;
@@ -175,7 +183,8 @@ async fn retry_submission(
         ));
     };
     let category: Category = row.category.parse().map_err(anyhow::Error::msg)?;
-    // The failed run refunded any charge: the retry is on the platform.
+    // A failed run refunded its charge (the retry is then on the platform); one that was
+    // stopped before it could, or never started, still holds it.
     let started = start_workflow(
         &state,
         WorkflowStart {
@@ -184,7 +193,7 @@ async fn retry_submission(
             bundle_key: &row.bundle_key,
             name: row.skill_name.as_deref(),
             git: git_source(row.git_repository, row.source_ref),
-            charged: false,
+            charged: row.charged.unwrap_or(false),
         },
         WorkflowIdReusePolicy::AllowDuplicateFailedOnly,
     )

@@ -20,6 +20,7 @@ pub struct Limits {
     /// Email-login starts and verifications, and console logins, per client IP.
     logins: DefaultKeyedRateLimiter<IpAddr>,
     console_logins: DefaultKeyedRateLimiter<IpAddr>,
+    vouchers: DefaultKeyedRateLimiter<IpAddr>,
     trust_forwarded_for: bool,
 }
 
@@ -39,6 +40,7 @@ impl Limits {
             flags: DefaultKeyedRateLimiter::keyed(flags),
             logins: DefaultKeyedRateLimiter::keyed(hourly(portal.logins_per_client_per_hour)),
             console_logins: DefaultKeyedRateLimiter::keyed(hourly(portal.console_logins_per_hour)),
+            vouchers: DefaultKeyedRateLimiter::keyed(hourly(portal.voucher_redemptions_per_hour)),
             trust_forwarded_for: settings.trust_forwarded_for,
         }
     }
@@ -49,6 +51,11 @@ impl Limits {
         self.flags.retain_recent();
         self.logins.retain_recent();
         self.console_logins.retain_recent();
+        self.vouchers.retain_recent();
+    }
+
+    pub fn check_voucher(&self, client: IpAddr) -> Result<(), ApiError> {
+        check(&self.vouchers, client, "voucher redemptions")
     }
 
     pub fn check_login(&self, client: IpAddr) -> Result<(), ApiError> {
