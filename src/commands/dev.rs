@@ -358,7 +358,10 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<()> {
          \x20 Mail UI          http://127.0.0.1:1080\n\
          \x20 S3 (s3s-fs)      {s3}  bucket {bucket}\n\
          \x20 Developer token  {data}/developer-token\n\
-         \x20 Operator token   {data}/operator-token\n\n\
+         \x20 Operator token   {data}/operator-token\n\
+         \x20 Console login    local-operator, password in {data}/operator-password\n\n\
+         Sign in as a developer: POST /api/v1/sigma/dev/auth/email/start {{"email": …}}; the code\n\
+         arrives in the Mail UI.\n\n\
          Submit the sample skill:\n\n\
          \x20 tar -czf - -C {sample} . | curl -sS -X POST \\\n\
          \x20   -H \"Authorization: Bearer $(cat {data}/developer-token)\" -H 'Content-Type: application/gzip' \\\n\
