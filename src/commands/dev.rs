@@ -360,7 +360,7 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<()> {
          \x20 Developer token  {data}/developer-token\n\
          \x20 Operator token   {data}/operator-token\n\
          \x20 Console login    local-operator, password in {data}/operator-password\n\n\
-         Sign in as a developer: POST /api/v1/sigma/dev/auth/email/start {{"email": …}}; the code\n\
+         Sign in as a developer: POST /api/v1/sigma/dev/auth/email/start {{\"email\": …}}; the code\n\
          arrives in the Mail UI.\n\n\
          Submit the sample skill:\n\n\
          \x20 tar -czf - -C {sample} . | curl -sS -X POST \\\n\
