@@ -1430,6 +1430,15 @@ async fn vouchers_free_routes_and_catalog_changes() {
         201
     );
     let (status, free) = intent(&app, &other, oq_id, "free").await;
+    let (_, listed) = app
+        .send(
+            Method::GET,
+            &format!("{OPS}/free-allowlist"),
+            Some(&console),
+            None,
+        )
+        .await;
+    assert_eq!(listed[0]["pattern"], domain.as_str());
     assert_eq!(
         (status, free["status"].as_str()),
         (201, Some("CONFIRMED")),
@@ -1451,6 +1460,44 @@ async fn vouchers_free_routes_and_catalog_changes() {
     assert_eq!(
         (status, body["code"].as_str()),
         (422, Some("method_unavailable"))
+    );
+    // Off the allowlist before submitting: the free intent no longer pays.
+    let encoded = domain.replace('@', "%40");
+    assert_eq!(
+        app.send(
+            Method::DELETE,
+            &format!("{OPS}/free-allowlist/{encoded}"),
+            Some(&console),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    let (status, body) = submit(&app, &other, &other_draft, free["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("not_eligible_for_free")),
+        "{body}"
+    );
+    let (_, vouchers) = app
+        .send(
+            Method::GET,
+            &format!("{OPS}/vouchers"),
+            Some(&console),
+            None,
+        )
+        .await;
+    let topup = vouchers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["code"] == "TOPUP-500-CREDITS")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (topup["usesLeft"].as_i64(), topup["redemptions"].as_i64()),
+        (Some(0), Some(1))
     );
     app.shutdown().await;
 }
@@ -1539,6 +1586,28 @@ async fn support_replies_reach_the_developer_by_email() {
         )
         .await;
     assert_eq!((status, reopened["status"].as_str()), (201, Some("OPEN")));
+    // Closed by the operator: the developer opens a new ticket instead.
+    let (status, closed) = app
+        .send(
+            Method::PUT,
+            &format!("{OPS}/support/tickets/{id}/status"),
+            Some(&console),
+            Some(json!({"status": "CLOSED"})),
+        )
+        .await;
+    assert_eq!((status, closed["status"].as_str()), (200, Some("CLOSED")));
+    let (status, body) = app
+        .send(
+            Method::POST,
+            &format!("{DEV}/support/tickets/{id}/messages"),
+            Some(&session),
+            Some(json!({"body": "One more thing."})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("ticket_closed"))
+    );
     // Nobody else's ticket is visible.
     let stranger = app.login(&unique_email("stranger")).await;
     assert_eq!(

@@ -27,8 +27,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_campaign))
         .routes(routes!(set_campaign_active))
         .routes(routes!(set_payment_method))
-        .routes(routes!(create_voucher))
-        .routes(routes!(add_allowlist))
+        .routes(routes!(create_voucher, list_vouchers))
+        .routes(routes!(add_allowlist, list_allowlist))
+        .routes(routes!(remove_allowlist))
         .routes(routes!(find_developer))
         .routes(routes!(grant_free_override))
         .routes(routes!(grant_credits))
@@ -510,7 +511,38 @@ async fn create_voucher(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VoucherView {
+    pub code: String,
+    pub kind: String,
+    pub credits: i64,
+    pub uses_left: i32,
+    pub redemptions: i64,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Every voucher with its remaining uses and redemptions, newest first.
+#[utoipa::path(get, path = "/vouchers", tag = "operator", security(("operator_session" = [])),
+    responses((status = 200, body = Vec<VoucherView>)))]
+async fn list_vouchers(
+    State(state): State<AppState>,
+    _operator: OperatorAuth,
+) -> ApiResult<Json<Vec<VoucherView>>> {
+    Ok(Json(
+        sqlx::query_as!(
+            VoucherView,
+            r#"select v.code, v.kind, v.credits, v.uses_left, v.expires_at, v.created_at,
+                   (select count(*) from voucher_redemption r where r.code = v.code) as "redemptions!"
+               from voucher v order by v.created_at desc, v.code"#
+        )
+        .fetch_all(&state.db)
+        .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AllowlistEntry {
     /// An address, or `@domain` for a whole domain.
@@ -548,6 +580,44 @@ async fn add_allowlist(
     .execute(&state.db)
     .await?;
     Ok(StatusCode::CREATED)
+}
+
+/// The free allowlist.
+#[utoipa::path(get, path = "/free-allowlist", tag = "operator", security(("operator_session" = [])),
+    responses((status = 200, body = Vec<AllowlistEntry>)))]
+async fn list_allowlist(
+    State(state): State<AppState>,
+    _operator: OperatorAuth,
+) -> ApiResult<Json<Vec<AllowlistEntry>>> {
+    Ok(Json(
+        sqlx::query_as!(
+            AllowlistEntry,
+            "select pattern, note from free_allowlist order by pattern"
+        )
+        .fetch_all(&state.db)
+        .await?,
+    ))
+}
+
+/// Take an address or domain off the free allowlist (intents already made must re-qualify at submit).
+#[utoipa::path(delete, path = "/free-allowlist/{pattern}", tag = "operator", security(("operator_session" = [])),
+    params(("pattern" = String, Path)), responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody)))]
+async fn remove_allowlist(
+    State(state): State<AppState>,
+    operator: OperatorAuth,
+    Path(pattern): Path<String>,
+) -> ApiResult<StatusCode> {
+    let done = sqlx::query!(
+        "delete from free_allowlist where pattern = lower($1)",
+        pattern.trim()
+    )
+    .execute(&state.db)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError::not_found("allowlist entry"));
+    }
+    tracing::info!(operator = %operator.name, %pattern, "removed from the free allowlist");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

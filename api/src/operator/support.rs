@@ -26,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_tickets))
         .routes(routes!(get_ticket))
         .routes(routes!(reply))
+        .routes(routes!(set_status))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -176,4 +177,36 @@ async fn reply(
     }
     let view = ticket_view(&state, id, None).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatusChange {
+    /// OPEN, PENDING, RESOLVED or CLOSED.
+    pub status: String,
+}
+
+/// Move a ticket (resolve or close it without a reply).
+#[utoipa::path(put, path = "/support/tickets/{id}/status", tag = "operator", security(("operator_session" = [])),
+    params(("id" = String, Path)), request_body = StatusChange,
+    responses((status = 200, body = TicketView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn set_status(
+    State(state): State<AppState>,
+    _operator: OperatorAuth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<StatusChange>,
+) -> ApiResult<Json<TicketView>> {
+    let id = parse_ticket_id(&id)?;
+    let status = parse_status(&body.status)?;
+    let updated = sqlx::query!(
+        "update support_ticket set status = $2 where ticket_id = $1",
+        id,
+        status
+    )
+    .execute(&state.db)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(ApiError::not_found("ticket"));
+    }
+    Ok(Json(ticket_view(&state, id, None).await?))
 }
