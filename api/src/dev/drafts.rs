@@ -698,14 +698,17 @@ async fn generate_manifest(
             format!("{category} submissions have no SKILL.md to generate a manifest from"),
         ));
     }
+    // The developer's row is locked while counting and recording, so concurrent calls cannot
+    // pass the hourly limit together.
+    let mut tx = state.db.begin().await?;
     let account = sqlx::query!(
         r#"select manifest_locked_at,
                (select count(*) from manifest_generation g where g.developer_id = d.developer_id
                   and g.created_at > now() - interval '1 hour') as "recent!"
-           from developer d where developer_id = $1"#,
+           from developer d where developer_id = $1 for update"#,
         developer.developer_id
     )
-    .fetch_one(&state.db)
+    .fetch_one(&mut *tx)
     .await?;
     if account.manifest_locked_at.is_some() {
         return Err(locked());
@@ -719,10 +722,13 @@ async fn generate_manifest(
         id,
         draft.revision
     )
-    .fetch_optional(&state.db)
+    .fetch_optional(&mut *tx)
     .await?;
     let generation_id = match pending {
-        Some(generation_id) => generation_id,
+        Some(generation_id) => {
+            tx.rollback().await?;
+            generation_id
+        }
         None => {
             if account.recent >= state.settings.portal.manifests_per_hour {
                 return Err(ApiError::RateLimited {
@@ -739,8 +745,9 @@ async fn generate_manifest(
                 developer.developer_id,
                 draft.revision
             )
-            .execute(&state.db)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             let input = ManifestInput {
                 generation_id: generation_id.to_string(),
                 draft_id: id.to_string(),
