@@ -1125,6 +1125,39 @@ async fn dry_run_says_what_would_fail_and_such_drafts_are_not_quoted() {
         "{dry}"
     );
 
+    // A skill's entry point names the SKILL.md that is reviewed, not another one.
+    let (_, nested) = app
+        .send(
+            Method::POST,
+            &format!("{DEV}/drafts"),
+            Some(&session),
+            Some(json!({"category": "SKILL", "entry": "decoy/SKILL.md"})),
+        )
+        .await;
+    let nested_id = nested["id"].as_str().unwrap();
+    put_bundle(
+        &app,
+        &session,
+        nested_id,
+        bundle::tar_gz(&[
+            ("SKILL.md", bundle::SKILL_MD.as_bytes()),
+            ("decoy/SKILL.md", b"---\nname: decoy\n---\n"),
+        ]),
+    )
+    .await;
+    let (_, dry) = app
+        .send(
+            Method::POST,
+            &format!("{DEV}/drafts/{nested_id}/validate"),
+            Some(&session),
+            None,
+        )
+        .await;
+    assert!(
+        dry["failures"].to_string().contains("entry_mismatch"),
+        "{dry}"
+    );
+
     // Entry-point rules.
     for (category, entry) in [
         ("CODE", "SKILL.md"),

@@ -203,7 +203,9 @@ impl SubmissionWorkflow {
                         )
                         .await;
                     if let Err(e) = refunded {
-                        // Only a cancelled run gets here; say so where operators look.
+                        // A cancelled run (or one whose refund was scheduled under an older,
+                        // bounded retry policy) gets here: say so where operators look; an
+                        // operator retry carries the unrefunded charge.
                         return Err(temporalio_sdk::ApplicationFailure::new(format!(
                             "{failure}; and the refund did not complete: {}",
                             failure_chain(&e)

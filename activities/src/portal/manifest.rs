@@ -96,20 +96,13 @@ pub(super) async fn generate(deps: &Deps, input: ManifestInput) -> anyhow::Resul
     .await
     .context("analysis panicked")?;
     let scan = &report.scan;
-    // The declared entry point's SKILL.md, else the one nearest the root.
-    let declared = bundle.entry.as_deref().filter(|e| e.ends_with("SKILL.md"));
-    let Some(skill_md) = files
-        .iter()
-        .filter(|f| f.path == "SKILL.md" || f.path.ends_with("/SKILL.md"))
-        .filter(|f| declared.is_none_or(|e| f.path == e))
-        .min_by_key(|f| f.path.len())
+    // The SKILL.md the scanner reviews: the manifest must describe the same file.
+    let Some(skill_md) =
+        super::reviewed_skill_md(&files).and_then(|path| files.iter().find(|f| f.path == path))
     else {
         let problem = CheckProblem::new(
             "no_skill_md",
-            match declared {
-                Some(e) => format!("the bundle has no `{e}`"),
-                None => "the bundle has no SKILL.md to read".to_owned(),
-            },
+            "the bundle has no SKILL.md at its root (or more than one nested one)",
         );
         return finish(deps, generation_id, "REFUSED", vec![problem], None).await;
     };

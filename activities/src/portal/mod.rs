@@ -341,8 +341,9 @@ impl PortalActivities {
         Ok(check)
     }
 
-    /// Locks in the same order as the submit that charged (intent, campaign, developer), so the
-    /// two never deadlock. The intent's move from CONSUMED to REFUNDED makes it happen once.
+    /// Locks the submission row, then as the submit that charged did (intent, campaign,
+    /// developer), so the two never deadlock. The intent's move from CONSUMED to REFUNDED makes
+    /// it happen once.
     #[tracing::instrument(name = "refund", skip_all, fields(submission_id = %input.submission_id))]
     async fn refund(&self, input: RefundInput) -> anyhow::Result<RefundOutcome> {
         let mut tx = self.deps.db.begin().await?;
@@ -492,6 +493,20 @@ pub(crate) fn html_escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The SKILL.md the scanner reviews (and certificates hash): the root one, else the only one.
+pub(crate) fn reviewed_skill_md(files: &[BundleFile]) -> Option<&str> {
+    let mut all = files
+        .iter()
+        .filter(|f| f.path == "SKILL.md" || f.path.ends_with("/SKILL.md"));
+    if let Some(root) = files.iter().find(|f| f.path == "SKILL.md") {
+        return Some(&root.path);
+    }
+    match (all.next(), all.next()) {
+        (Some(only), None) => Some(&only.path),
+        _ => None,
+    }
+}
+
 /// The advisory note reaches reviewers as a hypothesis; one that instructs them (prompt
 /// injection, hidden text) is refused before any fee, as the same text in SKILL.md would be.
 fn screen_note(
@@ -583,6 +598,17 @@ fn evaluate(
         )
         .collect();
     failures.extend(screen_note(bundle.note.as_deref(), limits));
+    // The entry point of a skill names the SKILL.md that is reviewed and hashed, nothing else.
+    if let Some(entry) = &bundle.entry
+        && !bundle.category.has_code()
+        && let Some(reviewed) = reviewed_skill_md(&files)
+        && reviewed != entry
+    {
+        failures.push(CheckProblem::new(
+            "entry_mismatch",
+            format!("the reviewed SKILL.md is `{reviewed}`; the entry point names `{entry}`"),
+        ));
+    }
     if let Some(entry) = &bundle.entry
         && !files.iter().any(|f| &f.path == entry)
     {

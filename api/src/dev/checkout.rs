@@ -324,7 +324,7 @@ pub(crate) async fn intent_view(
 }
 
 /// Whether an address is on the free allowlist (exactly, or by `@domain`).
-async fn allowlisted(state: &AppState, email: &str) -> ApiResult<bool> {
+async fn allowlisted<'e>(db: impl sqlx::PgExecutor<'e>, email: &str) -> ApiResult<bool> {
     let domain = email
         .rsplit_once('@')
         .map(|(_, d)| format!("@{d}"))
@@ -334,7 +334,7 @@ async fn allowlisted(state: &AppState, email: &str) -> ApiResult<bool> {
         email,
         domain
     )
-    .fetch_one(&state.db)
+    .fetch_one(db)
     .await?)
 }
 
@@ -445,7 +445,7 @@ async fn create_intent(
             )
             .fetch_optional(&state.db)
             .await?;
-            if override_id.is_none() && !allowlisted(&state, &developer.email).await? {
+            if override_id.is_none() && !allowlisted(&state.db, &developer.email).await? {
                 return Err(ApiError::unprocessable(
                     "not_eligible_for_free",
                     "this account is neither allowlisted nor holding a free override",
@@ -693,7 +693,7 @@ async fn submit_draft(
             0
         }
         "free" => {
-            if intent.override_id.is_none() && !allowlisted(&state, &developer.email).await? {
+            if intent.override_id.is_none() && !allowlisted(&mut *tx, &developer.email).await? {
                 return Err(ApiError::conflict(
                     "not_eligible_for_free",
                     "this account is no longer on the free allowlist; pay with credits",

@@ -724,10 +724,10 @@ async fn generate_manifest(
     )
     .fetch_optional(&mut *tx)
     .await?;
-    let generation_id = match pending {
+    let (generation_id, fresh) = match pending {
         Some(generation_id) => {
             tx.rollback().await?;
-            generation_id
+            (generation_id, false)
         }
         None => {
             if account.recent >= state.settings.portal.manifests_per_hour {
@@ -748,36 +748,45 @@ async fn generate_manifest(
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            let input = ManifestInput {
-                generation_id: generation_id.to_string(),
-                draft_id: id.to_string(),
-                revision: draft.revision,
-            };
-            let options = WorkflowStartOptions::new(
-                sigma_activities::queues::OPS,
-                format!("manifest:{generation_id}"),
-            )
-            .static_summary(format!(
-                "manifest for draft {id} revision {}",
-                draft.revision
-            ))
-            .build();
-            if let Err(e) = state
-                .temporal
-                .start_workflow(ManifestWorkflow::run, input, options)
-                .await
-            {
+            (generation_id, true)
+        }
+    };
+    // Started here either way: a joined generation whose first request has not started its
+    // workflow yet is started now (the id makes it one run); a finished one just answers.
+    let input = ManifestInput {
+        generation_id: generation_id.to_string(),
+        draft_id: id.to_string(),
+        revision: draft.revision,
+    };
+    let mut options = WorkflowStartOptions::new(
+        sigma_activities::queues::OPS,
+        format!("manifest:{generation_id}"),
+    )
+    .static_summary(format!(
+        "manifest for draft {id} revision {}",
+        draft.revision
+    ))
+    .build();
+    options.id_conflict_policy = WorkflowIdConflictPolicy::UseExisting;
+    options.id_reuse_policy = WorkflowIdReusePolicy::RejectDuplicate;
+    match state
+        .temporal
+        .start_workflow(ManifestWorkflow::run, input, options)
+        .await
+    {
+        Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => {}
+        Err(e) => {
+            if fresh {
                 sqlx::query!(
                     "delete from manifest_generation where generation_id = $1",
                     generation_id
                 )
                 .execute(&state.db)
                 .await?;
-                return Err(engine_unavailable(e));
             }
-            generation_id
+            return Err(engine_unavailable(e));
         }
-    };
+    }
     let handle = state
         .temporal
         .get_workflow_handle::<ManifestWorkflow>(format!("manifest:{generation_id}"));

@@ -154,9 +154,13 @@ async fn start_login(
     )
     .fetch_one(&state.db)
     .await?;
-    if recent >= portal.logins_per_address_per_hour
-        || guesses >= portal.code_failures_per_address_per_day
-    {
+    if guesses >= portal.code_failures_per_address_per_day {
+        return Err(ApiError::RateLimited {
+            detail: "too many wrong codes for this address today; try again tomorrow".into(),
+            retry_after_secs: 86_400,
+        });
+    }
+    if recent >= portal.logins_per_address_per_hour {
         return Err(ApiError::RateLimited {
             detail: "too many login emails for this address; wait before asking again".into(),
             retry_after_secs: 600,

@@ -759,11 +759,16 @@ async fn grant_credits(
     .fetch_optional(&mut *tx)
     .await?;
     let Some(balance) = balance else {
+        // A concurrent replay of a correction may find the first one already applied.
+        tx.rollback().await?;
+        if let Some(booked) = booked_grant(&state, id, &reference, body.credits).await? {
+            return Ok(Json(booked).into_response());
+        }
         let exists = sqlx::query_scalar!(
             r#"select exists(select 1 from developer where developer_id = $1) as "e!""#,
             id
         )
-        .fetch_one(&mut *tx)
+        .fetch_one(&state.db)
         .await?;
         return Err(if exists {
             ApiError::unprocessable(

@@ -150,6 +150,13 @@ async fn retry_submission(
     // it atomically, so two retries cannot both start a run; reasons and failure detail stay
     // on record until the new run writes its own.
     let status = workflow_status(&state, &id).await;
+    if status == Some(WorkflowExecutionStatus::Running) {
+        // E.g. a failed paid run still settling its refund: it closes by itself.
+        return Err(ApiError::conflict(
+            "run_in_progress",
+            format!("submission {id} still has a running workflow; retry once it has closed"),
+        ));
+    }
     // A paid submission whose workflow never started (the engine was down at submit) is
     // started here too.
     let never_started = status.is_none();
@@ -167,6 +174,7 @@ async fn retry_submission(
            where submission_id = $1 and (stage = 'FAILED' or ($2 and stage not in ('DONE', 'RECEIVED'))
                or ($3 and stage = 'RECEIVED'))
            returning category, bundle_key, skill_name, git_repository, source_ref,
+               (select stage from submission p where p.submission_id = submission.submission_id) as "was_stage!",
                (select i.method = 'credits' and i.status = 'CONSUMED' from payment_intent i
                  where i.intent_id = submission.payment_intent_id) as "charged?""#,
         id.as_str(),
@@ -201,9 +209,15 @@ async fn retry_submission(
     if let Err(e) = started {
         // Leave it retryable, unless the run started after all (the start timed out).
         if workflow_status(&state, &id).await != Some(WorkflowExecutionStatus::Running) {
-            sqlx::query!("update submission set stage = 'FAILED' where submission_id = $1 and stage = 'RECEIVED'", id.as_str())
-                .execute(&state.db)
-                .await?;
+            // Back to where it was: a never-started submission stays RECEIVED, so the
+            // developer's repeated submit can still start it.
+            sqlx::query!(
+                "update submission set stage = $2 where submission_id = $1 and stage = 'RECEIVED'",
+                id.as_str(),
+                row.was_stage
+            )
+            .execute(&state.db)
+            .await?;
             return Err(e);
         }
     }
