@@ -794,25 +794,12 @@ async fn submit_draft(
     )
     .execute(&mut *tx)
     .await?;
-    if let Some(key) = &idempotency_key {
-        let claimed = sqlx::query!(
-            r#"insert into idempotency_key (developer_id, idempotency_key, request_sha256, submission_id)
-               values ($1, $2, $3, $4) on conflict do nothing"#,
-            developer.developer_id,
-            key,
-            request_sha256,
-            id.as_str(),
-        )
-        .execute(&mut *tx)
-        .await?;
-        if claimed.rows_affected() == 0 {
-            // A concurrent request with this key committed first: nothing of this one is kept.
-            tx.rollback().await?;
-            let previous = super::find_idempotent(&state, &developer, key, &request_sha256)
-                .await?
-                .ok_or_else(super::in_flight)?;
-            return super::replay(&state, &previous, None).await;
-        }
+    if let Some(key) = &idempotency_key
+        && !super::claim_idempotency_key(&mut tx, &developer, key, &request_sha256, &id).await?
+    {
+        // A concurrent request with this key committed first: nothing of this one is kept.
+        tx.rollback().await?;
+        return super::replay_key(&state, &developer, key, &request_sha256, None).await;
     }
     tx.commit().await?;
     tracing::info!(%category, charged, method = %intent.method, "draft submitted");

@@ -190,6 +190,41 @@ async fn create_submission(
     .await
 }
 
+/// Records `key` for the submission in its own transaction; false when another request holds it.
+pub(crate) async fn claim_idempotency_key(
+    tx: &mut sqlx::PgConnection,
+    developer: &DeveloperAuth,
+    key: &str,
+    request_sha256: &str,
+    id: &SubmissionId,
+) -> ApiResult<bool> {
+    let claimed = sqlx::query!(
+        r#"insert into idempotency_key (developer_id, idempotency_key, request_sha256, submission_id)
+           values ($1, $2, $3, $4) on conflict do nothing"#,
+        developer.developer_id,
+        key,
+        request_sha256,
+        id.as_str(),
+    )
+    .execute(tx)
+    .await?;
+    Ok(claimed.rows_affected() == 1)
+}
+
+/// Answers as the request that holds `key` did (or refuses a different request under it).
+pub(crate) async fn replay_key(
+    state: &AppState,
+    developer: &DeveloperAuth,
+    key: &str,
+    request_sha256: &str,
+    bundle_sha256: Option<&Sha256Hex>,
+) -> ApiResult<axum::response::Response> {
+    let previous = find_idempotent(state, developer, key, request_sha256)
+        .await?
+        .ok_or_else(in_flight)?;
+    replay(state, &previous, bundle_sha256).await
+}
+
 /// Checks that an uploaded archive can be read, and names its format.
 pub(crate) async fn readable_bundle(bundle: &Bytes) -> ApiResult<&'static str> {
     // Inflating an archive is CPU work: keep it off the async workers.
@@ -271,25 +306,19 @@ async fn record_and_start(
     )
     .execute(&mut *tx)
     .await?;
-    if let Some(key) = idempotency_key {
-        let claimed = sqlx::query!(
-            r#"insert into idempotency_key (developer_id, idempotency_key, request_sha256, submission_id)
-               values ($1, $2, $3, $4) on conflict do nothing"#,
-            developer.developer_id,
+    if let Some(key) = idempotency_key
+        && !claim_idempotency_key(&mut tx, developer, key, request_sha256, &id).await?
+    {
+        // A concurrent request with the same key won the race: answer as it did.
+        tx.rollback().await?;
+        return replay_key(
+            state,
+            developer,
             key,
             request_sha256,
-            id.as_str(),
+            new.bundle_sha256.as_ref(),
         )
-        .execute(&mut *tx)
-        .await?;
-        if claimed.rows_affected() == 0 {
-            // A concurrent request with the same key won the race: answer as it did.
-            tx.rollback().await?;
-            let previous = find_idempotent(state, developer, key, request_sha256)
-                .await?
-                .ok_or_else(in_flight)?;
-            return replay(state, &previous, new.bundle_sha256.as_ref()).await;
-        }
+        .await;
     }
     tx.commit().await?;
     // `already_started`: a concurrent replay of this request's idempotency key started it first.
@@ -516,7 +545,7 @@ pub(crate) async fn replay(
         .into_response())
 }
 
-pub(crate) fn in_flight() -> ApiError {
+fn in_flight() -> ApiError {
     ApiError::unavailable(
         "request_in_flight",
         "an earlier request with this Idempotency-Key is still being settled; retry shortly",

@@ -209,8 +209,9 @@ async fn list_tickets(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Json<TicketPage>> {
     let page = params.page()?;
-    let mut items = sqlx::query!(
-        r#"select ticket_id, subject, status, created_at, updated_at from support_ticket
+    let mut items = sqlx::query_as!(
+        TicketSummary,
+        r#"select ticket_id::text as "id!", subject, status, created_at, updated_at from support_ticket
            where developer_id = $1 and ($2::timestamptz is null or (created_at, ticket_id) < ($2, $3))
            order by created_at desc, ticket_id desc limit $4"#,
         developer.developer_id,
@@ -219,16 +220,7 @@ async fn list_tickets(
         page.limit + 1
     )
     .fetch_all(&state.db)
-    .await?
-    .into_iter()
-    .map(|t| TicketSummary {
-        id: t.ticket_id.to_string(),
-        subject: t.subject,
-        status: t.status,
-        created_at: t.created_at,
-        updated_at: t.updated_at,
-    })
-    .collect::<Vec<_>>();
+    .await?;
     let next_cursor = page.finish(&mut items, |t| (t.created_at, t.id.clone()));
     Ok(Json(TicketPage { items, next_cursor }))
 }
