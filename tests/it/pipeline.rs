@@ -241,6 +241,20 @@ async fn split_votes_escalate_and_the_operator_decides() {
     assert_eq!(progress["votes"].as_array().unwrap().len(), 4);
     assert_eq!(progress["consensus"]["outcome"], "ESCALATED");
     assert!(progress["operatorDecision"].is_null());
+    // A running workflow is not retried (nor its stage touched).
+    let retry = app
+        .post(
+            &format!("/api/v1/sigma/operator/submissions/{id}/retry"),
+            &app.operator_token,
+            None,
+        )
+        .await;
+    assert_eq!(retry.status(), 409);
+    assert_eq!(
+        retry.json::<Value>().await.unwrap()["code"],
+        "run_in_progress"
+    );
+    assert_eq!(app.submission(&id).await["stage"], "AWAITING_OPERATOR");
 
     // Bad decisions are refused with a clear error and change nothing.
     let bad = app.decide(&id, "MAYBE", "x").await;
