@@ -548,36 +548,21 @@ async fn credentials_never_cross_planes_and_logout_revokes() {
         );
     }
     // Cookies: each plane reads only its own cookie.
-    let with_cookie =
-        |path: &str, cookie: String| app.http.get(app.url(path)).header("cookie", cookie).send();
-    assert_eq!(
-        with_cookie(&me, format!("sigma_portal={session}"))
+    for (path, cookie, expected) in [
+        (&me, format!("sigma_portal={session}"), 200),
+        (&pricing, format!("sigma_portal={session}"), 401),
+        (&pricing, format!("sigma_console={session}"), 401),
+        (&pricing, format!("sigma_console={console}"), 200),
+    ] {
+        let response = app
+            .http
+            .get(app.url(path))
+            .header("cookie", &cookie)
+            .send()
             .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        with_cookie(&pricing, format!("sigma_portal={session}"))
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    assert_eq!(
-        with_cookie(&pricing, format!("sigma_console={session}"))
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    assert_eq!(
-        with_cookie(&pricing, format!("sigma_console={console}"))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+            .unwrap();
+        assert_eq!(response.status(), expected, "{path} with {}", &cookie[..14]);
+    }
 
     // Sessions slide: a use pushes the end of an idle session further out.
     let expiry = || async {

@@ -572,6 +572,21 @@ fn still_running() -> ApiError {
     )
 }
 
+/// Start options for a workflow that runs once per business key: a running one is joined
+/// (`UseExisting`), a closed one is governed by `reuse`.
+fn run_once(
+    workflow_id: &str,
+    summary: String,
+    reuse: WorkflowIdReusePolicy,
+) -> WorkflowStartOptions {
+    let mut options = WorkflowStartOptions::new(sigma_activities::queues::OPS, workflow_id)
+        .static_summary(summary)
+        .build();
+    options.id_conflict_policy = WorkflowIdConflictPolicy::UseExisting;
+    options.id_reuse_policy = reuse;
+    options
+}
+
 /// Runs (or joins) the dry-run of the draft's current revision and returns its result.
 pub(crate) async fn run_check(
     state: &AppState,
@@ -583,13 +598,13 @@ pub(crate) async fn run_check(
         draft_id: draft_id.to_string(),
         revision,
     };
-    let mut options = WorkflowStartOptions::new(sigma_activities::queues::OPS, &workflow_id)
-        .static_summary(format!("dry-run of draft {draft_id} revision {revision}"))
-        .build();
     // One dry-run per revision: a running one is joined, a finished one answers again; only
     // a failed one (every retry spent) runs anew.
-    options.id_conflict_policy = WorkflowIdConflictPolicy::UseExisting;
-    options.id_reuse_policy = WorkflowIdReusePolicy::AllowDuplicateFailedOnly;
+    let options = run_once(
+        &workflow_id,
+        format!("dry-run of draft {draft_id} revision {revision}"),
+        WorkflowIdReusePolicy::AllowDuplicateFailedOnly,
+    );
     match state
         .temporal
         .start_workflow(DraftCheckWorkflow::run, input, options)
@@ -758,17 +773,11 @@ async fn generate_manifest(
         draft_id: id.to_string(),
         revision: draft.revision,
     };
-    let mut options = WorkflowStartOptions::new(
-        sigma_activities::queues::OPS,
-        format!("manifest:{generation_id}"),
-    )
-    .static_summary(format!(
-        "manifest for draft {id} revision {}",
-        draft.revision
-    ))
-    .build();
-    options.id_conflict_policy = WorkflowIdConflictPolicy::UseExisting;
-    options.id_reuse_policy = WorkflowIdReusePolicy::RejectDuplicate;
+    let options = run_once(
+        &format!("manifest:{generation_id}"),
+        format!("manifest for draft {id} revision {}", draft.revision),
+        WorkflowIdReusePolicy::RejectDuplicate,
+    );
     match state
         .temporal
         .start_workflow(ManifestWorkflow::run, input, options)
