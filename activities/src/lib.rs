@@ -1,9 +1,11 @@
 //! Every side effect of the pipeline, as Temporal activities grouped by task queue:
+//! [`intake::IntakeActivities`] (the first, local step of each submission run),
 //! [`sandbox::SandboxActivities`] (`sandbox`), [`audit::AuditActivities`] (`audit`) and
 //! [`ops::OpsActivities`] (`ops`: projections, verdicts, certificates, email). Each activity is
 //! idempotent: retries and replays write the same rows and blobs again, never twice.
 
 pub mod audit;
+pub mod intake;
 pub mod ops;
 pub mod portal;
 pub mod sandbox;

@@ -164,6 +164,31 @@ impl FromRequestParts<AppState> for DeveloperAuth {
     }
 }
 
+/// A developer by an administrator-issued API token only (`sigma_dev_…`): direct intake skips
+/// quotes and payment, so a portal session (anyone with an email address) is refused with 403
+/// `submit_through_a_draft`.
+#[derive(Clone, Debug)]
+pub struct ApiToken(pub DeveloperAuth);
+
+impl FromRequestParts<AppState> for ApiToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let developer = DeveloperAuth::from_request_parts(parts, state).await?;
+        if developer.session_id.is_some() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "submit_through_a_draft",
+                "portal sessions submit through a draft: POST /drafts, /drafts/{id}/quote, /payment-intents, /drafts/{id}/submit",
+            ));
+        }
+        Ok(Self(developer))
+    }
+}
+
 impl FromRequestParts<AppState> for OperatorAuth {
     type Rejection = ApiError;
 

@@ -2,6 +2,7 @@
 //! queries workflows and reads the Postgres projection the activities write.
 
 pub mod auth;
+pub mod core;
 pub mod dev;
 pub mod error;
 pub mod operator;

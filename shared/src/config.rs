@@ -202,6 +202,9 @@ pub struct ApiSettings {
     pub public_base_url: String,
     /// Largest accepted upload body (a compressed bundle plus form fields).
     pub max_body_bytes: usize,
+    /// How long an intake request waits for its run to record the submission (and, for a
+    /// draft, take the payment) before answering without the outcome. The run goes on.
+    pub intake_answer_secs: u64,
 }
 
 /// Knobs of the submission workflow. They are copied into each workflow's input at start, so a
@@ -326,6 +329,7 @@ impl Default for Settings {
                 bind: "127.0.0.1:8080".into(),
                 public_base_url: "http://127.0.0.1:8080".into(),
                 max_body_bytes: 8 * 1024 * 1024,
+                intake_answer_secs: 20,
             },
             pipeline: PipelineSettings {
                 panel_size: 3,

@@ -18,6 +18,19 @@ impl SubmissionId {
         let bytes: [u8; 12] = rand::random();
         Self(hex::encode(bytes))
     }
+    /// The id of the submission a business key names (a draft, or a developer's
+    /// `Idempotency-Key`): every request carrying the key reaches the same workflow, so a
+    /// repeated or concurrent request joins the first run instead of starting a second.
+    pub fn for_business_key(parts: &[&[u8]]) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(b"sigma-submission\0");
+        for part in parts {
+            // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part);
+        }
+        Self(hex::encode(&hash.finalize()[..12]))
+    }
     pub fn parse(raw: &str) -> Result<Self, String> {
         if raw.len() == 24
             && raw

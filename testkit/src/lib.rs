@@ -275,6 +275,48 @@ impl TestApp {
         Ok(base_url)
     }
 
+    /// A `sigma api` process (`sigma_bin`, the test's `CARGO_BIN_EXE_sigma`) on this stack (port 0, read from its "API listening" log line),
+    /// with extra environment such as a `SIGMA_TEST_FAULT` point. Killed when dropped.
+    pub async fn spawn_api_process(
+        &self,
+        sigma_bin: &str,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<(tokio::process::Child, String)> {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(sigma_bin)
+            .arg("api")
+            .envs(self.process_env())
+            .env("SIGMA__LOG__FORMAT", "json")
+            .env("SIGMA__API__BIND", "127.0.0.1:0")
+            .envs(extra_env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start `sigma api`")?;
+        let mut lines =
+            tokio::io::BufReader::new(child.stderr.take().context("no stderr")?).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await? {
+                let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if event["message"] == "API listening"
+                    && let Some(addr) = event["addr"].as_str()
+                {
+                    return Ok::<_, anyhow::Error>(addr.to_owned());
+                }
+            }
+            anyhow::bail!("`sigma api` exited before listening")
+        })
+        .await
+        .context("`sigma api` did not start listening")??;
+        // Keep draining its log so the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok((child, format!("http://{addr}")))
+    }
+
     /// Environment for a `sigma` process that joins this stack (e.g. a worker to be killed).
     pub fn process_env(&self) -> Vec<(String, String)> {
         use secrecy::ExposeSecret;

@@ -213,9 +213,13 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submissions_list_pages_newest_first_and_stays_private() {
-    let app = TestApp::spawn_with(sigma_testkit::Options::without_workers())
-        .await
-        .unwrap();
+    // Only the ops queue: runs record their submissions (workflow first) and go no further.
+    let app = TestApp::spawn_with(sigma_testkit::Options {
+        queues: vec![sigma_workflows::worker::Queue::Ops],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let mut ids = Vec::new();
     for n in 0..5 {
         ids.push(app.submit_ok(bundle::weather_skill_variant(n)).await);
@@ -262,9 +266,11 @@ async fn submissions_list_pages_newest_first_and_stays_private() {
             "{query}: {body}"
         );
     }
-    // Status reads come from the projection, so they work with no worker running at all.
-    let status = app.submission(&ids[0]).await;
-    assert_eq!(status["stage"], "RECEIVED");
+    // Status reads come from the projection: no sandbox or audit worker is needed for them.
+    let status = app
+        .wait_for_stage(&ids[0], "SANDBOX", std::time::Duration::from_secs(30))
+        .await;
+    assert_eq!(status["id"], ids[0].as_str());
     app.shutdown().await;
 }
 

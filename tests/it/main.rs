@@ -2,6 +2,7 @@
 //! S3 (s3s-fs) and SMTP (maildev), and a scripted LLM at the network boundary.
 
 mod certificates;
+mod checkout;
 mod council;
 mod durability;
 mod intake;

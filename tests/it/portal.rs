@@ -8,11 +8,11 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sigma_testkit::{MANIFEST_MODEL, Options, Reply, TestApp, bundle, code_in};
 
-const DEV: &str = "/api/v1/sigma/dev";
-const OPS: &str = "/api/v1/sigma/operator";
-const WAIT: Duration = Duration::from_secs(90);
+pub(crate) const DEV: &str = "/api/v1/sigma/dev";
+pub(crate) const OPS: &str = "/api/v1/sigma/operator";
+pub(crate) const WAIT: Duration = Duration::from_secs(90);
 
-fn unique_email(tag: &str) -> String {
+pub(crate) fn unique_email(tag: &str) -> String {
     format!(
         "{tag}-{}@example.org",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
@@ -30,7 +30,12 @@ fn manifest_answer() -> Reply {
     )
 }
 
-async fn put_bundle(app: &TestApp, token: &str, draft: &str, bundle: Vec<u8>) -> (u16, Value) {
+pub(crate) async fn put_bundle(
+    app: &TestApp,
+    token: &str,
+    draft: &str,
+    bundle: Vec<u8>,
+) -> (u16, Value) {
     let response = app
         .http
         .put(app.url(&format!("{DEV}/drafts/{draft}/bundle")))
@@ -45,7 +50,7 @@ async fn put_bundle(app: &TestApp, token: &str, draft: &str, bundle: Vec<u8>) ->
 }
 
 /// A SKILL draft with the weather bundle; returns its id.
-async fn skill_draft(app: &TestApp, token: &str, bundle: Vec<u8>) -> String {
+pub(crate) async fn skill_draft(app: &TestApp, token: &str, bundle: Vec<u8>) -> String {
     let (status, draft) = app
         .send(
             Method::POST,
@@ -61,7 +66,7 @@ async fn skill_draft(app: &TestApp, token: &str, bundle: Vec<u8>) -> String {
     id
 }
 
-async fn quote(app: &TestApp, token: &str, draft: &str) -> Value {
+pub(crate) async fn quote(app: &TestApp, token: &str, draft: &str) -> Value {
     let (status, quote) = app
         .send(
             Method::POST,
@@ -74,7 +79,12 @@ async fn quote(app: &TestApp, token: &str, draft: &str) -> Value {
     quote
 }
 
-async fn intent(app: &TestApp, token: &str, quote_id: &str, method: &str) -> (u16, Value) {
+pub(crate) async fn intent(
+    app: &TestApp,
+    token: &str,
+    quote_id: &str,
+    method: &str,
+) -> (u16, Value) {
     app.send(
         Method::POST,
         &format!("{DEV}/payment-intents"),
@@ -84,7 +94,12 @@ async fn intent(app: &TestApp, token: &str, quote_id: &str, method: &str) -> (u1
     .await
 }
 
-async fn submit(app: &TestApp, token: &str, draft: &str, intent_id: &str) -> (u16, Value) {
+pub(crate) async fn submit(
+    app: &TestApp,
+    token: &str,
+    draft: &str,
+    intent_id: &str,
+) -> (u16, Value) {
     app.send(
         Method::POST,
         &format!("{DEV}/drafts/{draft}/submit"),
@@ -94,14 +109,14 @@ async fn submit(app: &TestApp, token: &str, draft: &str, intent_id: &str) -> (u1
     .await
 }
 
-async fn developer_id(app: &TestApp, token: &str) -> String {
+pub(crate) async fn developer_id(app: &TestApp, token: &str) -> String {
     let (_, me) = app
         .send(Method::GET, &format!("{DEV}/me"), Some(token), None)
         .await;
     me["id"].as_str().unwrap().to_owned()
 }
 
-async fn grant(
+pub(crate) async fn grant(
     app: &TestApp,
     console: &str,
     developer: &str,
@@ -121,7 +136,7 @@ async fn grant(
     (status, response.json().await.unwrap())
 }
 
-async fn wait_for_stage(app: &TestApp, token: &str, id: &str, stage: &str) -> Value {
+pub(crate) async fn wait_for_stage(app: &TestApp, token: &str, id: &str, stage: &str) -> Value {
     let start = Instant::now();
     loop {
         let (_, s) = app
@@ -140,7 +155,7 @@ async fn wait_for_stage(app: &TestApp, token: &str, id: &str, stage: &str) -> Va
     }
 }
 
-async fn balance(app: &TestApp, token: &str) -> i64 {
+pub(crate) async fn balance(app: &TestApp, token: &str) -> i64 {
     let (_, me) = app
         .send(Method::GET, &format!("{DEV}/me"), Some(token), None)
         .await;
@@ -660,7 +675,7 @@ async fn credentials_never_cross_planes_and_logout_revokes() {
 }
 
 /// Drafts of `n` quoted, each with an intent of `method`: (draft, intent) pairs.
-async fn quoted_drafts(app: &TestApp, token: &str, n: usize) -> Vec<(String, String)> {
+pub(crate) async fn quoted_drafts(app: &TestApp, token: &str, n: usize) -> Vec<(String, String)> {
     futures::stream::iter(0..n)
         .map(|i| async move {
             let draft = skill_draft(app, token, bundle::weather_skill_variant(i)).await;

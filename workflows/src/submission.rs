@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sigma_activities::audit::AuditActivities;
+use sigma_activities::intake::{Intake, IntakeActivities, IntakeOutcome, RecordIntake};
 use sigma_activities::ops::OpsActivities;
 use sigma_activities::portal::{PortalActivities, RefundInput};
 use sigma_activities::queues;
@@ -41,6 +42,11 @@ pub struct SubmissionInput {
     /// The run consumed a paid intent (credits, a campaign slot): a platform failure gives them back.
     #[serde(default)]
     pub charged: bool,
+    /// Set by intake (workflow first): the run's first, local step records the submission, and
+    /// for a draft takes its payment; `bundle_key`, `git` and `charged` then come from what it
+    /// recorded. Absent in operator retries and in runs started before intake moved here.
+    #[serde(default)]
+    pub intake: Option<Intake>,
 }
 
 /// Live detail, answered by the `progress` query.
@@ -90,6 +96,12 @@ pub struct SubmissionResult {
 #[derive(Default)]
 pub struct SubmissionWorkflow {
     progress: SubmissionProgress,
+    /// How this run's intake step ended; `intake_settled` is set once it has (or at once, for a
+    /// run without one), so the `intake` update can answer.
+    intake: Option<IntakeOutcome>,
+    intake_settled: bool,
+    /// An `intake_outcome` update has been answered: a refused run may close.
+    intake_answered: bool,
 }
 
 /// `maximum_attempts` 0 retries without end.
@@ -166,6 +178,7 @@ impl SubmissionWorkflow {
         ctx: &mut WorkflowContext<Self>,
         input: SubmissionInput,
     ) -> WorkflowResult<SubmissionResult> {
+        let input = Self::intake(ctx, input).await?;
         match Self::pipeline(ctx, &input).await {
             Ok(result) => Ok(result),
             Err(failure) => {
@@ -223,6 +236,17 @@ impl SubmissionWorkflow {
         self.progress.clone()
     }
 
+    /// Waits for the intake step and answers how it ended (`None` for a run without one): the
+    /// API's answer to the request that started or joined this run.
+    #[update]
+    pub async fn intake_outcome(ctx: &mut WorkflowContext<Self>) -> Option<IntakeOutcome> {
+        ctx.wait_condition(|s| s.intake_settled).await.ok()?;
+        ctx.state_mut(|s| {
+            s.intake_answered = true;
+            s.intake.clone()
+        })
+    }
+
     #[update_validator(decide)]
     fn validate_decide(
         &self,
@@ -260,6 +284,71 @@ impl SubmissionWorkflow {
 }
 
 impl SubmissionWorkflow {
+    /// The first step: record the submission (and take a draft's payment) from inside the run.
+    /// A refusal fails the run without retries, so a corrected request can start a fresh one
+    /// under the same id; nothing was written or charged.
+    async fn intake(
+        ctx: &WorkflowContext<Self>,
+        input: SubmissionInput,
+    ) -> WorkflowResult<SubmissionInput> {
+        let Some(intake) = input.intake.clone() else {
+            ctx.state_mut(|s| s.intake_settled = true);
+            return Ok(input);
+        };
+        let outcome = ctx
+            .execute_local_activity(
+                IntakeActivities::record_intake,
+                RecordIntake {
+                    submission_id: input.submission_id.clone(),
+                    intake,
+                },
+                local_ops(&input.policy),
+            )
+            .await
+            .explained();
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(failure) => {
+                ctx.state_mut(|s| s.intake_settled = true);
+                return Err(failure);
+            }
+        };
+        ctx.state_mut(|s| {
+            s.intake = Some(outcome.clone());
+            s.intake_settled = true;
+        });
+        if !matches!(outcome, IntakeOutcome::Recorded(_)) {
+            // The request that started this run asks how intake ended in the same call: stay
+            // open until it has its answer (a run that closes first fails the update), but not
+            // for ever if that caller is gone.
+            temporalio_sdk::workflows::select! {
+                _ = ctx.wait_condition(|s| s.intake_answered) => {},
+                _ = ctx.timer(Duration::from_secs(30)) => {},
+            };
+        }
+        match outcome {
+            IntakeOutcome::Recorded(recorded) => Ok(SubmissionInput {
+                category: recorded.category,
+                bundle_key: recorded.bundle_key,
+                git: recorded.git,
+                charged: recorded.charged,
+                ..input
+            }),
+            IntakeOutcome::AlreadyHandled(_) => Err(temporalio_sdk::ApplicationFailure::new(
+                "an earlier run already handles this submission; this run did nothing",
+            )
+            .into()),
+            IntakeOutcome::Refused(refusal) => {
+                Err(temporalio_sdk::ApplicationFailure::new(format!(
+                    "intake refused ({}): {}",
+                    refusal.reason.code(),
+                    refusal.detail
+                ))
+                .into())
+            }
+        }
+    }
+
     async fn pipeline(
         ctx: &WorkflowContext<Self>,
         input: &SubmissionInput,

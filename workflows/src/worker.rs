@@ -5,6 +5,7 @@ use std::future::Future;
 
 use anyhow::Context;
 use sigma_activities::audit::AuditActivities;
+use sigma_activities::intake::IntakeActivities;
 use sigma_activities::ops::OpsActivities;
 use sigma_activities::portal::PortalActivities;
 use sigma_activities::sandbox::SandboxActivities;
@@ -110,6 +111,7 @@ pub fn worker_options(queue: Queue, deps: Deps) -> anyhow::Result<WorkerOptions>
             .register_workflow::<DraftCheckWorkflow>()?
             .register_workflow::<ManifestWorkflow>()?
             .register_workflow::<SupportEmailWorkflow>()?
+            .register_activities(IntakeActivities::new(deps.clone()))
             .register_activities(OpsActivities::new(deps.clone()))
             .register_activities(PortalActivities::new(deps))
             .build(),

@@ -1,19 +1,17 @@
 //! From a checked draft to a running submission: an itemised quote from the operators' catalog,
-//! a payment intent (credits, a voucher, or a free route), then the submit that moves the money
-//! and starts the workflow in one transaction. Chain transfers and x402 plug into the same
+//! a payment intent (credits, a voucher, or a free route), then the submit, which starts the
+//! submission's run; the run's first step moves the money (`sigma_activities::intake::checkout`). Chain transfers and x402 plug into the same
 //! intent (`method`, `network`, `receiveAddress`, `txHash`) with the agent plane.
 
 use std::collections::BTreeSet;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use sigma_activities::portal::DraftFacts;
-use sigma_shared::domain::{Category, Sha256Hex, SubmissionId};
+use sigma_shared::domain::{Category, SubmissionId};
 use sigma_shared::pricing::{self, Campaign, CampaignKind, Catalog, LineItem, Priced, Rule};
 use sqlx::types::Uuid;
 use utoipa::ToSchema;
@@ -21,11 +19,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::drafts::{self, parse_draft_id};
-use super::{SubmissionAccepted, WorkflowStart};
 use crate::AppState;
 use crate::auth::DeveloperAuth;
+use crate::core::idempotency::{IdempotencyKey, request_digest, submission_for_key};
+use crate::core::submission_run::{self, NewRun, SubmissionAccepted};
 use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
-use sigma_activities::types::GitSource;
+use sigma_activities::intake::checkout::allowlisted;
+use sigma_activities::intake::{DraftCheckout, Idempotency, Intake};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -323,21 +323,6 @@ pub(crate) async fn intent_view(
     })
 }
 
-/// Whether an address is on the free allowlist (exactly, or by `@domain`).
-async fn allowlisted<'e>(db: impl sqlx::PgExecutor<'e>, email: &str) -> ApiResult<bool> {
-    let domain = email
-        .rsplit_once('@')
-        .map(|(_, d)| format!("@{d}"))
-        .unwrap_or_default();
-    Ok(sqlx::query_scalar!(
-        r#"select exists(select 1 from free_allowlist where pattern = $1 or pattern = $2) as "found!""#,
-        email,
-        domain
-    )
-    .fetch_one(db)
-    .await?)
-}
-
 /// Create a payment intent for a quote. Repeating it for the same quote and method returns the
 /// same intent. Nothing is charged here: credits are debited, and vouchers and free overrides
 /// used, by the submit.
@@ -503,331 +488,93 @@ pub struct SubmitDraft {
     pub payment_intent_id: String,
 }
 
-fn usable_intent_problem(status: &str) -> ApiError {
-    ApiError::conflict(
-        "intent_not_usable",
-        format!("the payment intent is {status}; create a new quote and intent"),
-    )
-}
-
-/// Submit the draft: uses the payment intent (debiting credits, a voucher use or a free override,
-/// and the quote's campaign slot, all in one transaction), records the submission with the draft
-/// and price snapshots and starts its workflow. A draft is submitted once: repeating the request
-/// (or reusing its `Idempotency-Key`) answers with the same submission.
+/// Submit the draft. The submission's run starts first, under an id made of the draft (a draft
+/// is submitted once); its first step uses the payment intent (debiting credits, a voucher use
+/// or a free override, and the quote's campaign slot) and records the submission with the draft
+/// and price snapshots, all in one transaction. Repeating the request, concurrently or later
+/// (or reusing its `Idempotency-Key`), answers with the same submission and charges once.
 #[utoipa::path(post, path = "/drafts/{id}/submit", tag = "developer", security(("developer_session" = [])),
     params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Deduplicates retries of the same request")),
     request_body = SubmitDraft,
     responses((status = 202, description = "Submitted; the pipeline has started", body = SubmissionAccepted),
         (status = 402, description = "Not enough credits (the detail says how many are missing)", body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "Intent expired or used, quote stale, campaign sold out, voucher used up", body = ErrorBody),
-        (status = 503, description = "Recorded and paid, but the workflow engine is unreachable: repeat the request", body = ErrorBody)))]
+        (status = 409, description = "Intent expired or used, quote stale, campaign sold out, voucher used up, key reused", body = ErrorBody),
+        (status = 503, description = "The workflow engine is unreachable (nothing was charged), or the payment is still being settled: repeat the request", body = ErrorBody)))]
 #[tracing::instrument(name = "submit_draft", skip_all, fields(draft_id = %id, submission_id, workflow_id))]
 async fn submit_draft(
     State(state): State<AppState>,
     developer: DeveloperAuth,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiJson(body): ApiJson<SubmitDraft>,
 ) -> ApiResult<Response> {
     let draft_id = parse_draft_id(&id)?;
-    let idempotency_key = super::idempotency_key(&headers)?;
-    let request_sha256 = {
-        let mut h = Sha256::new();
-        h.update(b"draft-submit\0");
-        h.update(draft_id.as_bytes());
-        h.update(body.payment_intent_id.as_bytes());
-        hex::encode(h.finalize())
-    };
+    let request_sha256 = request_digest(
+        "draft-submit",
+        &[draft_id.as_bytes(), body.payment_intent_id.as_bytes()],
+    );
     if let Some(key) = &idempotency_key
         && let Some(previous) =
-            super::find_idempotent(&state, &developer, key, &request_sha256).await?
+            submission_for_key(&state.db, developer.developer_id, key, &request_sha256).await?
     {
-        return super::replay(&state, &previous, None).await;
+        let previous = SubmissionId::parse(&previous).map_err(anyhow::Error::msg)?;
+        return submission_run::replay(&state, &previous).await;
     }
     let intent_id: Uuid = body
         .payment_intent_id
         .parse()
         .map_err(|_| ApiError::not_found("payment intent"))?;
-
-    let mut tx = state.db.begin().await?;
     let draft = sqlx::query!(
-        r#"select category, revision, source_type, bundle_key, bundle_sha256, bundle_bytes, bundle_format,
-               git_repository, git_ref, entry, advisory_note, declared_endpoints, site_url, manifest, manifest_revision,
-               submission_id
-           from draft where draft_id = $1 and developer_id = $2 for update"#,
+        "select category, submission_id from draft where draft_id = $1 and developer_id = $2",
         draft_id,
         developer.developer_id
     )
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&state.db)
     .await?
     .ok_or_else(|| ApiError::not_found("draft"))?;
     if let Some(existing) = draft.submission_id {
         // Submitted before (a retry, or a second click): the same answer.
-        tx.rollback().await?;
-        return super::replay(&state, &existing, None).await;
+        let existing = SubmissionId::parse(&existing).map_err(anyhow::Error::msg)?;
+        return submission_run::replay(&state, &existing).await;
     }
-    let intent = sqlx::query!(
-        r#"select i.method, i.status, i.amount_credits, i.voucher_code, i.override_id, i.expires_at > now() as "live!",
-               q.revision, q.campaign_id, q.price_snapshot, q.draft_id
-           from payment_intent i join quote q using (quote_id)
-           where i.intent_id = $1 and i.developer_id = $2 for update of i"#,
-        intent_id,
-        developer.developer_id
-    )
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| ApiError::not_found("payment intent"))?;
-    if intent.draft_id != draft_id {
-        return Err(ApiError::conflict(
-            "intent_for_other_draft",
-            "this payment intent belongs to another draft",
-        ));
-    }
-    if !matches!(intent.status.as_str(), "CREATED" | "CONFIRMED") {
-        return Err(usable_intent_problem(&intent.status));
-    }
-    if !intent.live {
-        return Err(usable_intent_problem("EXPIRED"));
-    }
-    if intent.revision != draft.revision {
-        return Err(ApiError::conflict(
-            "quote_stale",
-            "the draft changed after its quote; quote it again",
-        ));
-    }
-    let Some(bundle_key) = draft.bundle_key.clone() else {
-        return Err(ApiError::conflict(
-            "source_not_pinned",
-            "the draft's source is not pinned; run its dry-run",
-        ));
-    };
     let category: Category = draft.category.parse().map_err(anyhow::Error::msg)?;
-    let id = SubmissionId::random();
+    let id = SubmissionId::for_business_key(&[b"draft", draft_id.as_bytes()]);
     let span = tracing::Span::current();
     span.record("submission_id", tracing::field::display(&id));
     span.record("workflow_id", id.workflow_id());
-
-    // The campaign slot: claimed here, by a guarded increment, so it can never oversell. Only a
-    // credits payment uses the discount; voucher and free audits leave the slots to others.
-    let campaign_claimed = intent.campaign_id.filter(|_| intent.method == "credits");
-    if let Some(campaign) = campaign_claimed {
-        let claimed = sqlx::query!(
-            r#"update pricing_campaign set used_n = used_n + 1
-               where campaign_id = $1 and active and (limit_n is null or used_n < limit_n)
-                 and (starts_at is null or starts_at <= now()) and (ends_at is null or ends_at > now())"#,
-            campaign
-        )
-        .execute(&mut *tx)
-        .await?;
-        if claimed.rows_affected() == 0 {
-            return Err(ApiError::conflict(
-                "campaign_ended",
-                "the campaign in this quote has ended or sold out; quote the draft again",
-            ));
-        }
-    }
-    let charged = match intent.method.as_str() {
-        "credits" => {
-            let amount = intent.amount_credits;
-            if amount > 0 {
-                let balance = sqlx::query_scalar!(
-                    r#"update developer set credit_balance = credit_balance - $2
-                       where developer_id = $1 and credit_balance >= $2 returning credit_balance"#,
-                    developer.developer_id,
-                    amount
-                )
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(balance) = balance else {
-                    let have = sqlx::query_scalar!(
-                        "select credit_balance from developer where developer_id = $1",
-                        developer.developer_id
-                    )
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    return Err(ApiError::new(
-                        StatusCode::PAYMENT_REQUIRED,
-                        "insufficient_credits",
-                        format!(
-                            "this submission costs {amount} credits; the balance is {have}, {} short",
-                            amount - have
-                        ),
-                    ));
-                };
-                sqlx::query!(
-                    r#"insert into credit_ledger (developer_id, kind, amount_credits, balance_after, reference, note)
-                       values ($1, 'DEBIT_SUBMISSION', $2, $3, $4, 'submission')"#,
-                    developer.developer_id,
-                    -amount,
-                    balance,
-                    id.as_str()
-                )
-                .execute(&mut *tx)
-                .await?;
-            }
-            amount
-        }
-        "voucher" => {
-            let code = intent.voucher_code.clone().unwrap_or_default();
-            let used = sqlx::query!(
-                r#"update voucher set uses_left = uses_left - 1
-                   where code = $1 and uses_left > 0 and (expires_at is null or expires_at > now())"#,
-                code
-            )
-            .execute(&mut *tx)
-            .await?;
-            let redeemed = sqlx::query!(
-                "insert into voucher_redemption (code, developer_id) values ($1, $2) on conflict do nothing",
-                code,
-                developer.developer_id
-            )
-            .execute(&mut *tx)
-            .await?;
-            if used.rows_affected() == 0 || redeemed.rows_affected() == 0 {
-                return Err(ApiError::conflict(
-                    "voucher_used_up",
-                    "the voucher was used up or expired meanwhile",
-                ));
-            }
-            0
-        }
-        "free" => {
-            if intent.override_id.is_none() && !allowlisted(&mut *tx, &developer.email).await? {
-                return Err(ApiError::conflict(
-                    "not_eligible_for_free",
-                    "this account is no longer on the free allowlist; pay with credits",
-                ));
-            }
-            if let Some(override_id) = intent.override_id {
-                let used = sqlx::query!(
-                    "update free_override set used_at = now() where override_id = $1 and used_at is null",
-                    override_id
-                )
-                .execute(&mut *tx)
-                .await?;
-                if used.rows_affected() == 0 {
-                    return Err(ApiError::conflict(
-                        "override_used",
-                        "the free override was already used",
-                    ));
-                }
-            }
-            0
-        }
-        other => return Err(usable_intent_problem(&format!("of method {other}"))),
-    };
-    let facts: Option<DraftFacts> = sqlx::query_scalar!(
-        "select facts from draft_check where draft_id = $1 and revision = $2",
-        draft_id,
-        draft.revision
-    )
-    .fetch_optional(&mut *tx)
-    .await?
-    .and_then(|f| serde_json::from_value(f).ok());
-    let git = match (&draft.git_repository, &draft.git_ref) {
-        (Some(repository), Some(reference)) if draft.source_type == "github" => Some(GitSource {
-            repository: repository.clone(),
-            reference: reference.clone(),
-        }),
-        _ => None,
-    };
-    let draft_snapshot = serde_json::json!({
-        "draftId": draft_id,
-        "revision": draft.revision,
-        "category": draft.category,
-        "sourceType": draft.source_type,
-        "repository": draft.git_repository,
-        "ref": draft.git_ref,
-        "entry": draft.entry,
-        "advisoryNote": draft.advisory_note,
-        "declaredEndpoints": draft.declared_endpoints,
-        "siteUrl": draft.site_url,
-        "manifest": if draft.manifest_revision == Some(draft.revision) { draft.manifest.clone() } else { None },
-        "bundleSha256": draft.bundle_sha256,
-    });
-    let mut price_snapshot = intent.price_snapshot.clone();
-    price_snapshot["campaignId"] = serde_json::json!(campaign_claimed);
-    price_snapshot["method"] = serde_json::json!(intent.method);
-    price_snapshot["chargedCredits"] = serde_json::json!(charged);
-    let source_url = git
-        .as_ref()
-        .map(|g| format!("https://github.com/{}", g.repository));
-    sqlx::query!(
-        r#"insert into submission (submission_id, developer_id, category, skill_name, skill_version, source_url,
-               source_ref, note, bundle_key, bundle_sha256, bundle_bytes, bundle_format, workflow_id, git_repository,
-               draft_id, payment_intent_id, charged_credits, price_snapshot, draft_snapshot)
-           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"#,
-        id.as_str(),
-        developer.developer_id,
-        category.as_str(),
-        facts.as_ref().and_then(|f| f.skill_name.clone()),
-        facts.as_ref().and_then(|f| f.skill_version.clone()),
-        source_url,
-        git.as_ref().map(|g| g.reference.clone()),
-        draft.advisory_note,
-        bundle_key,
-        draft.bundle_sha256.clone().unwrap_or_default(),
-        draft.bundle_bytes.unwrap_or(0),
-        if git.is_some() { "tar.gz".to_owned() } else { draft.bundle_format.clone().unwrap_or_else(|| "tar.gz".into()) },
-        id.workflow_id(),
-        git.as_ref().map(|g| g.repository.clone()),
-        draft_id,
-        intent_id,
-        charged,
-        price_snapshot,
-        draft_snapshot,
-    )
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query!(
-        "update payment_intent set status = 'CONSUMED', submission_id = $2 where intent_id = $1",
-        intent_id,
-        id.as_str()
-    )
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query!(
-        "update draft set submission_id = $2 where draft_id = $1",
-        draft_id,
-        id.as_str()
-    )
-    .execute(&mut *tx)
-    .await?;
-    if let Some(key) = &idempotency_key
-        && !super::claim_idempotency_key(&mut tx, &developer, key, &request_sha256, &id).await?
-    {
-        // A concurrent request with this key committed first: nothing of this one is kept.
-        tx.rollback().await?;
-        return super::replay_key(&state, &developer, key, &request_sha256, None).await;
-    }
-    tx.commit().await?;
-    tracing::info!(%category, charged, method = %intent.method, "draft submitted");
-
-    // Paid and recorded: if the start fails, the same request (or the operator) starts it later.
-    super::ensure_started(
+    let outcome = submission_run::start_with_intake(
         &state,
-        WorkflowStart {
+        NewRun {
             id: &id,
             category,
-            bundle_key: &bundle_key,
-            name: facts.as_ref().and_then(|f| f.skill_name.as_deref()),
-            git,
-            // Credits or a campaign slot were taken: a platform failure gives them back.
-            charged: intent.method == "credits",
+            name: None,
+            bundle_key: String::new(),
+            git: None,
+            charged: false,
+            intake: Some(Intake::Draft(DraftCheckout {
+                developer_id: developer.developer_id,
+                developer_email: developer.email.clone(),
+                draft_id,
+                intent_id,
+                idempotency: idempotency_key.map(|key| Idempotency {
+                    key,
+                    request_sha256: request_sha256.clone(),
+                }),
+            })),
         },
     )
     .await?;
-    let sha = draft
-        .bundle_sha256
-        .as_deref()
-        .and_then(|s| Sha256Hex::parse(s).ok());
-    let body = super::accepted(&state, id.as_str(), sha.as_ref());
-    let location = body.status_url.clone();
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(body),
-    )
-        .into_response())
+    crate::core::fault::point("submit_draft.after_checkout");
+    match outcome {
+        Some(outcome) => submission_run::answer(&state, &id, outcome, Some(&request_sha256)),
+        // The run closed (completed long ago) or no worker answered yet: the projection says.
+        None => match submission_run::recorded_digest(&state, &id).await? {
+            Some(digest) => Ok(submission_run::accepted(&state, &id, digest.as_deref())),
+            None => Err(ApiError::unavailable(
+                "checkout_pending",
+                "the payment is being settled by the submission's run; repeat the request to see its outcome",
+            )),
+        },
+    }
 }

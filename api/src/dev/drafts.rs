@@ -167,7 +167,7 @@ fn validate_repository(source: &RepositorySource) -> ApiResult<(String, String)>
         .unwrap_or(raw)
         .trim_end_matches('/')
         .trim_end_matches(".git");
-    let git = super::validate_git(repository, source.reference.trim())?;
+    let git = super::upload::validate_git(repository, source.reference.trim())?;
     Ok((git.repository, git.reference))
 }
 
@@ -528,7 +528,7 @@ async fn upload_bundle(
     if bundle.is_empty() {
         return Err(ApiError::unprocessable("empty_bundle", "the body is empty"));
     }
-    let format = super::readable_bundle(&bundle).await?;
+    let format = super::upload::readable_bundle(&bundle).await?;
     let sha256 = Sha256Hex::of(&bundle);
     let key = keys::bundle(&sha256);
     state

@@ -731,9 +731,11 @@ async fn grant_credits(
     ApiJson(body): ApiJson<CreditGrant>,
 ) -> ApiResult<Response> {
     let id = developer_id(&id)?;
-    let key = crate::dev::idempotency_key(&headers)?.ok_or_else(|| {
-        ApiError::bad_request("idempotency_key_required", "send an Idempotency-Key header")
-    })?;
+    let key = crate::core::idempotency::IdempotencyKey::from_headers(&headers)?
+        .0
+        .ok_or_else(|| {
+            ApiError::bad_request("idempotency_key_required", "send an Idempotency-Key header")
+        })?;
     if body.credits == 0 || body.credits.abs() > 100_000_000 || body.reason.trim().is_empty() {
         return Err(ApiError::unprocessable(
             "invalid_grant",

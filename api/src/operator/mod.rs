@@ -13,17 +13,16 @@ use sigma_activities::types::OperatorDecision;
 use sigma_shared::domain::{Category, Outcome, SubmissionId};
 use sigma_workflows::{SubmissionProgress, SubmissionWorkflow};
 use temporalio_client::errors::WorkflowUpdateError;
-use temporalio_client::{
-    WorkflowExecuteUpdateOptions, WorkflowExecutionStatus, WorkflowIdReusePolicy,
-};
+use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowExecutionStatus};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::OperatorAuth;
-use crate::dev::{WorkflowStart, git_source, start_workflow, workflow_status};
+use crate::core::submission_run::{self, NewRun, workflow_status};
 use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use sigma_activities::types::GitSource;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -193,17 +192,23 @@ async fn retry_submission(
     let category: Category = row.category.parse().map_err(anyhow::Error::msg)?;
     // A failed run refunded its charge (the retry is then on the platform); one that was
     // stopped before it could, or never started, still holds it.
-    let started = start_workflow(
+    let started = submission_run::start_retry(
         &state,
-        WorkflowStart {
+        NewRun {
             id: &id,
             category,
-            bundle_key: &row.bundle_key,
             name: row.skill_name.as_deref(),
-            git: git_source(row.git_repository, row.source_ref),
+            bundle_key: row.bundle_key,
+            git: row
+                .git_repository
+                .zip(row.source_ref)
+                .map(|(repository, reference)| GitSource {
+                    repository,
+                    reference,
+                }),
             charged: row.charged.unwrap_or(false),
+            intake: None,
         },
-        WorkflowIdReusePolicy::AllowDuplicateFailedOnly,
     )
     .await;
     if let Err(e) = started {
