@@ -27,7 +27,7 @@ start_test_servers() {
   [[ "${1:-}" == "--with-llm" ]] && with_llm=1
   SIGMA_TEST_WORK=$(mktemp -d /tmp/sigma-test.XXXXXX)
   SIGMA_TEST_PIDS=()
-  trap 'for pid in "${SIGMA_TEST_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$SIGMA_TEST_WORK"' EXIT
+  trap 'drop_run_databases; for pid in "${SIGMA_TEST_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$SIGMA_TEST_WORK"' EXIT
   step "starting test servers (s3s-fs :8114, maildev :1125/:1180$([[ $with_llm == 1 ]] && echo ', SmolLM2 :8191'))"
   mkdir -p "$SIGMA_TEST_WORK/s3"
   s3s-fs --host 127.0.0.1 --port 8114 --access-key sigma --secret-key sigma-test-secret "$SIGMA_TEST_WORK/s3" \
@@ -47,10 +47,17 @@ start_test_servers() {
   export SIGMA_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres
   export SIGMA_TEST_S3_ENDPOINT=http://127.0.0.1:8114 SIGMA_TEST_S3_SECRET_KEY=sigma-test-secret
   export SIGMA_TEST_SMTP_PORT=1125 SIGMA_TEST_MAILDEV_URL=http://127.0.0.1:1180
-  # Databases of earlier runs (each test makes its own).
+  # Each test makes (and on success drops) its own database, named after this run; on exit the
+  # run drops those its failed tests left, and never another run's.
+  export SIGMA_TEST_RUN="r$$"
+}
+
+# Drops the databases of this run's tests that did not drop their own (a failed test).
+drop_run_databases() {
+  [[ -n "${SIGMA_TEST_RUN:-}" ]] || return 0
   psql -qAt -h 127.0.0.1 -U postgres -d postgres -c \
-    "select 'drop database \"' || datname || '\";' from pg_database where datname like 'sigma_test_%'" \
-    | psql -q -h 127.0.0.1 -U postgres -d postgres >/dev/null
+    "select 'drop database if exists \"' || datname || '\" with (force);' from pg_database where datname like 'sigma\_test\_${SIGMA_TEST_RUN}\_%'" \
+    | psql -q -h 127.0.0.1 -U postgres -d postgres >/dev/null || true
 }
 
 wait_http() { # name url seconds

@@ -245,7 +245,7 @@ pub async fn developer_token(
     name: Option<&str>,
     label: &str,
 ) -> anyhow::Result<String> {
-    let email = crate::dev::login::EmailAddress::parse(email).map_err(anyhow::Error::msg)?;
+    let email = sigma_shared::domain::EmailAddress::parse(email).map_err(anyhow::Error::msg)?;
     let developer_id = upsert_developer(db, &email, name).await?;
     let (token, hash) = new_token(DEVELOPER_TOKEN_PREFIX);
     sqlx::query!(
@@ -262,7 +262,7 @@ pub async fn developer_token(
 /// The developer with this address, created on first sight.
 pub async fn upsert_developer<'e>(
     db: impl sqlx::PgExecutor<'e>,
-    email: &crate::dev::login::EmailAddress,
+    email: &sigma_shared::domain::EmailAddress,
     name: Option<&str>,
 ) -> sqlx::Result<Uuid> {
     sqlx::query_scalar!(

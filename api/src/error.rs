@@ -2,7 +2,6 @@
 //! inside the request span and never sent.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -153,30 +152,153 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `Json` whose rejections use our `{code, detail}` body.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// The longest text any JSON string field may carry unless its own schema says less. Stored
+/// text is bounded so that no request can grow a row (or a signed certificate) without limit.
+pub const MAX_JSON_TEXT_BYTES: usize = 16 * 1024;
+
+/// A JSON body, checked in one place for every handler: content type (415), syntax (400), text
+/// that storage cannot hold or that is too long (422 naming the field: PostgreSQL refuses NUL in
+/// text), and the shape of `T` (422 naming the field, via `serde_path_to_error`).
 pub struct ApiJson<T>(pub T);
 
-/// `Query` whose rejections use our `{code, detail}` body.
-#[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
-pub struct ApiQuery<T>(pub T);
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        let status = rejection.status();
-        let code = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-            "unsupported_media_type"
-        } else {
-            "invalid_json"
-        };
-        Self::new(status, code, rejection.body_text())
+    async fn from_request(request: axum::extract::Request, state: &S) -> ApiResult<Self> {
+        let is_json = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<mime::Mime>().ok())
+            .is_some_and(|m| {
+                m.type_() == mime::APPLICATION
+                    && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
+            });
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected a JSON body (`Content-Type: application/json`)",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|e| {
+                let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    "payload_too_large"
+                } else {
+                    "invalid_body"
+                };
+                ApiError::new(e.status(), code, e.body_text())
+            })?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+        })?;
+        check_text(&value, &mut String::new())?;
+        serde_path_to_error::deserialize(value)
+            .map(ApiJson)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let detail = if path == "." {
+                    inner.to_string()
+                } else {
+                    format!("`{path}`: {inner}")
+                };
+                ApiError::unprocessable("invalid_field", detail)
+            })
     }
 }
 
-impl From<QueryRejection> for ApiError {
-    fn from(rejection: QueryRejection) -> Self {
-        Self::unprocessable("invalid_query", rejection.body_text())
+/// Refuses NUL and over-long strings anywhere in a JSON document, naming where.
+fn check_text(value: &serde_json::Value, path: &mut String) -> ApiResult<()> {
+    match value {
+        serde_json::Value::String(text) => text_ok(text, || path_or_body(path)),
+        serde_json::Value::Array(items) => {
+            for (n, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{n}]"));
+                check_text(item, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        serde_json::Value::Object(fields) => {
+            for (name, item) in fields {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(name);
+                text_ok(name, || format!("the name of `{path}`"))?;
+                check_text(item, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn path_or_body(path: &str) -> String {
+    if path.is_empty() {
+        "the body".into()
+    } else {
+        format!("`{path}`")
+    }
+}
+
+/// The text rule every stored string follows: no NUL, at most [`MAX_JSON_TEXT_BYTES`].
+pub fn text_ok(text: &str, field: impl FnOnce() -> String) -> ApiResult<()> {
+    if text.contains('\0') {
+        return Err(ApiError::unprocessable(
+            "invalid_text",
+            format!("{} contains a NUL character", field()),
+        ));
+    }
+    if text.len() > MAX_JSON_TEXT_BYTES {
+        return Err(ApiError::unprocessable(
+            "text_too_long",
+            format!("{} is longer than {MAX_JSON_TEXT_BYTES} bytes", field()),
+        ));
+    }
+    Ok(())
+}
+
+/// Query parameters: malformed ones are 400 (one rule for every list and search), and text
+/// follows the same rule as JSON strings (422 naming the parameter).
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> ApiResult<Self> {
+        let query = parts.uri.query().unwrap_or("");
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            text_ok(&name, || "a query parameter name".into())?;
+            text_ok(&value, || format!("query parameter `{name}`"))?;
+        }
+        serde_path_to_error::deserialize(serde_urlencoded::Deserializer::new(
+            url::form_urlencoded::parse(query.as_bytes()),
+        ))
+        .map(ApiQuery)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            ApiError::bad_request(
+                "invalid_query",
+                format!("query parameter `{path}`: {}", e.into_inner()),
+            )
+        })
     }
 }

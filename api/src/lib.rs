@@ -114,15 +114,87 @@ fn api_router() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document, as committed in `openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+    let mut doc = api_router().split_for_parts().1;
+    shared_error_responses(&mut doc);
+    doc
+}
+
+/// Declares on every operation the errors the shared layers can answer, as references to one
+/// `Error` response, unless the operation documents that status itself: 400 (a malformed query
+/// or header), 405, 500, and 503 everywhere; 401 and 403 where a credential is required; 413,
+/// 415 and 422 where there is a request body; 429 on the rate-limited public plane and logins.
+fn shared_error_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.responses.insert(
+        "Error".into(),
+        RefOr::T(
+            ResponseBuilder::new()
+                .description("An error, as `{code, detail}`")
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        ),
+    );
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let limited = path.starts_with("/api/v1/public") || path.contains("/auth/");
+        for operation in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let mut statuses = vec!["400", "405", "500", "503"];
+            if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                statuses.extend(["401", "403"]);
+            }
+            if operation.request_body.is_some() {
+                statuses.extend(["413", "415", "422"]);
+            }
+            if limited {
+                statuses.push("429");
+            }
+            for status in statuses {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| RefOr::Ref(Ref::new("#/components/responses/Error")));
+            }
+        }
+    }
 }
 
 pub fn app(state: AppState) -> Router {
-    let (router, openapi) = api_router().split_for_parts();
+    let (router, mut openapi) = api_router().split_for_parts();
+    shared_error_responses(&mut openapi);
     let max_body = state.settings.api.max_body_bytes;
     router
         .merge(SwaggerUi::new("/docs").url("/api/v1/openapi.json", openapi))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
+        // Errors are always `{code, detail}`, the router's own answers included.
+        .fallback(|| async {
+            error::ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "route_not_found",
+                "no such route; the API is described at /api/v1/openapi.json",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            error::ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method; see /api/v1/openapi.json",
+            )
+        })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             public::limits::limit_reads,

@@ -27,12 +27,12 @@ impl ListParams {
     pub fn page(&self) -> ApiResult<PageRequest> {
         let limit = self.limit.unwrap_or(20);
         if !(1..=100).contains(&limit) {
-            return Err(ApiError::unprocessable(
+            return Err(ApiError::bad_request(
                 "invalid_limit",
                 "limit must be between 1 and 100",
             ));
         }
-        let bad = || ApiError::unprocessable("invalid_cursor", "cursor is not one this API issued");
+        let bad = || ApiError::bad_request("invalid_cursor", "cursor is not one this API issued");
         let (after_time, after_id) = match &self.cursor {
             Some(cursor) => {
                 let (micros, id) = cursor

@@ -330,3 +330,196 @@ mod tests {
         assert_eq!(lf_normalised_sha256(b"a\nb\n"), Sha256Hex::of(b"a\nb\n"));
     }
 }
+
+/// An email address as SIGMA keeps it: lowercased, checked by `lettre`'s RFC 5321 parser, and
+/// limited to what a login address needs (a dotted domain name, no IP literal, no display name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmailAddress(String);
+
+impl EmailAddress {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let email = raw.trim().to_lowercase();
+        let bad = || format!("`{}` is not an email address", raw.trim());
+        let address: lettre::Address = email.parse().map_err(|_| bad())?;
+        let domain = address.domain();
+        let plausible = email.len() <= 254
+            && address.user().len() <= 64
+            && !address.user().starts_with('"')
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+        if plausible {
+            Ok(Self(email))
+        } else {
+            Err(bad())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod email_tests {
+    use super::EmailAddress;
+
+    #[test]
+    fn email_addresses_are_normalised_and_checked() {
+        assert_eq!(
+            EmailAddress::parse(" Dev@Example.ORG ").unwrap().as_str(),
+            "dev@example.org"
+        );
+        for bad in [
+            "",
+            "a",
+            "a@b",
+            "a@@b.c",
+            "a b@c.d",
+            "<a@b.c>",
+            "a@.b.c",
+            "a@b.c.",
+            "a@[127.0.0.1]",
+            "\"a b\"@c.d",
+        ] {
+            assert!(EmailAddress::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+/// A public repository as `owner/name`, from that form or a `https://github.com/owner/name`
+/// URL (an optional `.git` or trailing `/`). Both parts become URL path segments, so only the
+/// characters GitHub allows in names pass.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct GitRepository(String);
+
+impl GitRepository {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        let path = raw
+            .strip_prefix("https://github.com/")
+            .or_else(|| raw.strip_prefix("https://www.github.com/"))
+            .unwrap_or(raw)
+            .trim_end_matches('/');
+        let path = path.strip_suffix(".git").unwrap_or(path);
+        let name_ok = |part: &str| {
+            !part.is_empty()
+                && part.len() <= 100
+                && !part.starts_with('.')
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        match path.split('/').collect::<Vec<_>>()[..] {
+            [owner, name] if name_ok(owner) && name_ok(name) => Ok(Self(path.to_owned())),
+            _ => Err("repository must be `owner/name` (or https://github.com/owner/name)".into()),
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A commit SHA, tag or branch name, checked with git's own ref-name rules (`git
+/// check-ref-format`) narrowed to URL-safe characters: it becomes part of a URL path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct GitRef(String);
+
+impl GitRef {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let r = raw.trim();
+        let ok = !r.is_empty()
+            && r.len() <= 200
+            && !r.contains("..")
+            && !r.contains("//")
+            && !r.contains("@{")
+            && !r.starts_with('/')
+            && !r.ends_with('/')
+            && !r.ends_with('.')
+            && !r.ends_with(".lock")
+            && !r.split('/').any(|part| part.starts_with('.'))
+            && r.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+        if ok {
+            Ok(Self(r.to_owned()))
+        } else {
+            Err("ref must be a commit SHA, a tag or a branch name".into())
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! string_newtype_serde {
+    ($($ty:ident),+) => {$(
+        impl TryFrom<String> for $ty {
+            type Error = String;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::parse(&value)
+            }
+        }
+        impl From<$ty> for String {
+            fn from(value: $ty) -> Self {
+                value.0
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    )+};
+}
+string_newtype_serde!(GitRepository, GitRef);
+
+#[cfg(test)]
+mod git_tests {
+    use super::{GitRef, GitRepository};
+
+    #[test]
+    fn one_rule_for_repositories_and_refs() {
+        for ok in [
+            "acme/skill",
+            "https://github.com/acme/skill.git",
+            "https://github.com/acme/skill/",
+        ] {
+            assert_eq!(
+                GitRepository::parse(ok).unwrap().as_str(),
+                "acme/skill",
+                "{ok}"
+            );
+        }
+        for bad in [
+            "acme",
+            "acme/skill/x",
+            "../x",
+            "acme/.x",
+            "ac me/x",
+            "acme/x?y",
+        ] {
+            assert!(GitRepository::parse(bad).is_err(), "{bad}");
+        }
+        for ok in [
+            "v1.0.0",
+            "main",
+            "release/2026",
+            "0123456789abcdef0123456789abcdef01234567",
+        ] {
+            assert!(GitRef::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "a..b", "/main", "main/", "a//b", "x.lock", "a@{1}", ".hidden", "a b", "a?b",
+        ] {
+            assert!(GitRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+/// Flags in these states are unresolved and make a certificate not valid.
+pub const UNRESOLVED_FLAGS: [&str; 3] = ["OPEN", "TRIAGED", "REAUDIT"];

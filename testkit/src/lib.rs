@@ -147,6 +147,9 @@ pub struct TestApp {
     pub maildev_url: String,
     workers: Option<Workers>,
     env: Option<WorkflowEnvironment<LocalServer>>,
+    /// This test's database and the maintenance database to drop it from.
+    db_name: String,
+    admin_url: String,
 }
 
 impl TestApp {
@@ -159,20 +162,35 @@ impl TestApp {
         let run_id = uuid::Uuid::new_v4().simple().to_string();
 
         // Temporal: an isolated dev server on a port we choose, so other processes can reach it.
-        let port = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-            probe.local_addr()?.port()
-        };
+        // The port is probed, released and then bound by the server, which another process can
+        // take in between, and a loaded machine can miss the SDK's start deadline: a failed start
+        // is retried on a fresh port, and the last cause is reported.
         let cli = std::env::var("TEMPORAL_CLI")
             .context("TEMPORAL_CLI must point at the temporal binary (scripts/test.sh sets it)")?;
-        let env = WorkflowEnvironment::start_local(
-            LocalWorkflowEnvironmentOptions::builder()
-                .server_executable(EphemeralExe::ExistingPath(cli))
-                .port(port)
-                .build(),
-        )
-        .await
-        .context("cannot start the Temporal dev server")?;
+        let mut attempt = 0;
+        let (env, port) = loop {
+            attempt += 1;
+            let port = {
+                let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+                probe.local_addr()?.port()
+            };
+            let started = WorkflowEnvironment::start_local(
+                LocalWorkflowEnvironmentOptions::builder()
+                    .server_executable(EphemeralExe::ExistingPath(cli.clone()))
+                    .port(port)
+                    .build(),
+            )
+            .await;
+            match started {
+                Ok(env) => break (env, port),
+                Err(e) if attempt < 3 => {
+                    eprintln!(
+                        "Temporal dev server did not start (attempt {attempt}): {e:#}; retrying"
+                    );
+                }
+                Err(e) => return Err(e).context("cannot start the Temporal dev server"),
+            }
+        };
 
         let mut settings = Settings::default();
         settings.temporal.address = format!("http://127.0.0.1:{port}");
@@ -180,8 +198,14 @@ impl TestApp {
             "SIGMA_TEST_DATABASE_URL",
             "postgres://postgres@127.0.0.1:5432/postgres",
         );
+        // `scripts/test.sh` names its run, so it drops exactly the databases of that run (those a
+        // panicking test could not drop itself), never another run's.
+        let db_name = match std::env::var("SIGMA_TEST_RUN") {
+            Ok(run) if !run.is_empty() => format!("sigma_test_{run}_{run_id}"),
+            _ => format!("sigma_test_{run_id}"),
+        };
         let db_url = format!(
-            "{}/sigma_test_{run_id}",
+            "{}/{db_name}",
             base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base)
         );
         settings.database.url = SecretString::from(db_url);
@@ -262,6 +286,8 @@ impl TestApp {
             maildev_url: env_or("SIGMA_TEST_MAILDEV_URL", "http://127.0.0.1:1180"),
             workers,
             env: Some(env),
+            db_name,
+            admin_url: base,
         })
     }
 
@@ -632,10 +658,22 @@ impl TestApp {
         self.workers.take();
     }
 
+    /// Stops the workers and the Temporal server and drops this test's database.
     pub async fn shutdown(mut self) {
         self.workers.take();
         if let Some(env) = self.env.take() {
             let _ = env.shutdown().await;
+        }
+        self.db.close().await;
+        if let Ok(admin) = PgPool::connect(&self.admin_url).await {
+            // `with (force)`: the API task of this test may still hold connections.
+            let _ = sqlx::query(&format!(
+                "drop database if exists \"{}\" with (force)",
+                self.db_name
+            ))
+            .execute(&admin)
+            .await;
+            admin.close().await;
         }
     }
 }

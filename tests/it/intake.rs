@@ -259,7 +259,7 @@ async fn submissions_list_pages_newest_first_and_stays_private() {
             .send()
             .await
             .unwrap();
-        assert_eq!(bad.status(), 422, "{query}");
+        assert_eq!(bad.status(), 400, "{query}");
         let body: Value = bad.json().await.unwrap();
         assert!(
             body["code"].is_string() && body["detail"].is_string(),

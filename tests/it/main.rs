@@ -3,6 +3,7 @@
 
 mod certificates;
 mod checkout;
+mod contract;
 mod council;
 mod durability;
 mod intake;

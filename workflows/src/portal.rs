@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use sigma_activities::ops::OpsActivities;
+use sigma_activities::ops::support_email::SupportEmailInput;
 use sigma_activities::portal::{
     DraftCheck, DraftCheckInput, ManifestInput, ManifestOutcome, PortalActivities,
-    SupportEmailInput,
 };
 use sigma_activities::queues;
 use temporalio_common::RetryPolicy;
@@ -85,7 +86,7 @@ impl SupportEmailWorkflow {
         input: SupportEmailInput,
     ) -> WorkflowResult<()> {
         ctx.execute_activity(
-            PortalActivities::email_support_reply,
+            OpsActivities::email_support_reply,
             input,
             options(queues::OPS, Duration::from_secs(60), 50),
         )

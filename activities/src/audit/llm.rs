@@ -58,8 +58,11 @@ pub struct ChatAnswer {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {
+    /// Connection trouble, without the provider's URL (it is configuration, not for developers).
     #[error("provider unreachable: {0}")]
     Transport(String),
+    #[error("provider did not answer in time")]
+    Timeout,
     /// The body goes to the transcript and logs, not into the message: it can carry provider
     /// internals that developers reading a vote's failure should not see.
     #[error("provider answered HTTP {status}")]
@@ -77,7 +80,7 @@ impl LlmError {
     /// Worth retrying later: network trouble, rate limits and server errors.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Transport(_) => true,
+            Self::Transport(_) | Self::Timeout => true,
             Self::Status { status, .. } => *status == 429 || *status >= 500,
             Self::Envelope(_) => false,
         }
@@ -88,6 +91,14 @@ impl LlmError {
             Self::Status { retry_after, .. } => *retry_after,
             _ => None,
         }
+    }
+}
+
+fn transport(e: reqwest::Error) -> LlmError {
+    if e.is_timeout() {
+        LlmError::Timeout
+    } else {
+        LlmError::Transport(format!("{:#}", e.without_url()))
     }
 }
 
@@ -127,10 +138,7 @@ pub async fn chat(http: &reqwest::Client, req: &ChatRequest<'_>) -> Result<ChatA
     if let Some(key) = req.api_key {
         builder = builder.bearer_auth(key);
     }
-    let response = builder
-        .send()
-        .await
-        .map_err(|e| LlmError::Transport(format!("{e:#}")))?;
+    let response = builder.send().await.map_err(transport)?;
     let status = response.status();
     let retry_after = response
         .headers()
@@ -138,10 +146,7 @@ pub async fn chat(http: &reqwest::Client, req: &ChatRequest<'_>) -> Result<ChatA
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(std::time::Duration::from_secs);
-    let text = response
-        .text()
-        .await
-        .map_err(|e| LlmError::Transport(format!("{e:#}")))?;
+    let text = response.text().await.map_err(transport)?;
     if !status.is_success() {
         return Err(LlmError::Status {
             status: status.as_u16(),

@@ -255,7 +255,10 @@ impl AuditActivities {
                         .context(format!("validator {} provider failed", input.validator_id)));
                 }
                 Err(
-                    e @ (LlmError::Status { .. } | LlmError::Envelope(_) | LlmError::Transport(_)),
+                    e @ (LlmError::Status { .. }
+                    | LlmError::Envelope(_)
+                    | LlmError::Transport(_)
+                    | LlmError::Timeout),
                 ) => {
                     let body = match &e {
                         LlmError::Status { body, .. } => Some(body.clone()),

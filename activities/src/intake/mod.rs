@@ -5,6 +5,7 @@
 //! money moves only once a run exists, and the run finishes what it started.
 
 pub mod checkout;
+pub mod refund;
 
 use std::sync::Arc;
 
@@ -172,6 +173,17 @@ impl IntakeActivities {
             Intake::Draft(draft) => checkout::submit(&self.deps, &input.submission_id, draft).await,
         };
         result.map_err(retryable)
+    }
+
+    /// The checkout's compensation: gives back what a submission was charged, once, when the
+    /// platform failed it. (Its name predates the move here: histories know it by that name.)
+    #[activity(name = "portal.refund_charge")]
+    pub async fn refund_charge(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: refund::RefundInput,
+    ) -> Result<refund::RefundOutcome, ActivityError> {
+        refund::refund(&self.deps, input).await.map_err(retryable)
     }
 }
 

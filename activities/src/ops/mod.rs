@@ -2,6 +2,7 @@
 //! verdict assembly, operator decisions, certificate issuance and the outcome email.
 
 mod certificate;
+pub mod support_email;
 
 use std::sync::Arc;
 
@@ -31,6 +32,19 @@ impl OpsActivities {
 
 #[activities]
 impl OpsActivities {
+    /// Emails an operator's support reply to the developer, once. (Its name predates the move
+    /// here: recorded histories know it by that name.)
+    #[activity(name = "portal.email_support_reply")]
+    pub async fn email_support_reply(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: support_email::SupportEmailInput,
+    ) -> Result<(), ActivityError> {
+        support_email::send(&self.deps, input)
+            .await
+            .map_err(retryable)
+    }
+
     /// Writes the submission's stage (and outcome, when known) to the projection the API reads.
     #[activity(name = "ops.update_projection")]
     pub async fn update_projection(

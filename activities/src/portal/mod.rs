@@ -12,7 +12,6 @@ use sigma_scanner::report::Source;
 use sigma_scanner::unpack::{self, BundleFile};
 use sigma_shared::blob::keys;
 use sigma_shared::domain::{Category, Sha256Hex};
-use sigma_shared::email::Email;
 use sigma_shared::pricing::{DeclaredEndpoint, QuoteFacts};
 use sqlx::types::Uuid;
 use temporalio_macros::activities;
@@ -74,21 +73,6 @@ pub struct DraftFacts {
     pub rule_pack: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RefundInput {
-    pub submission_id: String,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct RefundOutcome {
-    pub refunded_credits: i64,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SupportEmailInput {
-    pub message_id: String,
-}
-
 pub struct PortalActivities {
     deps: Deps,
 }
@@ -122,26 +106,6 @@ impl PortalActivities {
         manifest::generate(&self.deps, input)
             .await
             .map_err(retryable)
-    }
-
-    /// Gives back what a submission was charged, once, when the platform failed it.
-    #[activity(name = "portal.refund_charge")]
-    pub async fn refund_charge(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: RefundInput,
-    ) -> Result<RefundOutcome, ActivityError> {
-        self.refund(input).await.map_err(retryable)
-    }
-
-    /// Emails an operator's support reply to the developer, once.
-    #[activity(name = "portal.email_support_reply")]
-    pub async fn email_support_reply(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: SupportEmailInput,
-    ) -> Result<(), ActivityError> {
-        self.support_email(input).await.map_err(retryable)
     }
 }
 
@@ -339,150 +303,6 @@ impl PortalActivities {
         .await
         .context("Failed to record the dry-run")?;
         Ok(check)
-    }
-
-    /// Locks the submission row, then as the submit that charged did (intent, campaign,
-    /// developer), so the two never deadlock. The intent's move from CONSUMED to REFUNDED makes
-    /// it happen once.
-    #[tracing::instrument(name = "refund", skip_all, fields(submission_id = %input.submission_id))]
-    async fn refund(&self, input: RefundInput) -> anyhow::Result<RefundOutcome> {
-        let mut tx = self.deps.db.begin().await?;
-        let row = sqlx::query!(
-            r#"select developer_id, charged_credits, payment_intent_id, price_snapshot from submission
-               where submission_id = $1 for update"#,
-            input.submission_id
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .context("Failed to load the charged submission")?;
-        let Some(intent) = row.payment_intent_id else {
-            return Ok(RefundOutcome {
-                refunded_credits: 0,
-            });
-        };
-        let first = sqlx::query_scalar!(
-            "update payment_intent set status = 'REFUNDED' where intent_id = $1 and status = 'CONSUMED' returning intent_id",
-            intent
-        )
-        .fetch_optional(&mut *tx)
-        .await
-        .context("Failed to mark the intent refunded")?;
-        if first.is_none() {
-            // Refunded by an earlier attempt.
-            tx.rollback().await?;
-            return Ok(RefundOutcome {
-                refunded_credits: row.charged_credits,
-            });
-        }
-        // The campaign slot this submission used goes back to the pool.
-        if let Some(campaign) = row
-            .price_snapshot
-            .as_ref()
-            .and_then(|s| s["campaignId"].as_str())
-            .and_then(|s| s.parse::<Uuid>().ok())
-        {
-            sqlx::query!(
-                "update pricing_campaign set used_n = used_n - 1 where campaign_id = $1 and used_n > 0",
-                campaign
-            )
-            .execute(&mut *tx)
-            .await
-            .context("Failed to release the campaign slot")?;
-        }
-        if row.charged_credits > 0 {
-            let balance = sqlx::query_scalar!(
-                "update developer set credit_balance = credit_balance + $2 where developer_id = $1 returning credit_balance",
-                row.developer_id,
-                row.charged_credits
-            )
-            .fetch_one(&mut *tx)
-            .await
-            .context("Failed to credit the refund")?;
-            sqlx::query!(
-                r#"insert into credit_ledger (developer_id, kind, amount_credits, balance_after, reference, note)
-                   values ($1, 'REFUND', $2, $3, $4, 'the platform could not complete the audit')"#,
-                row.developer_id,
-                row.charged_credits,
-                balance,
-                input.submission_id
-            )
-            .execute(&mut *tx)
-            .await
-            .context("Failed to record the refund")?;
-        }
-        tx.commit().await?;
-        tracing::info!(credits = row.charged_credits, "charge refunded");
-        Ok(RefundOutcome {
-            refunded_credits: row.charged_credits,
-        })
-    }
-
-    #[tracing::instrument(name = "support_email", skip_all, fields(message_id = %input.message_id))]
-    async fn support_email(&self, input: SupportEmailInput) -> anyhow::Result<()> {
-        let message_id: Uuid = input.message_id.parse().context("bad message id")?;
-        let row = sqlx::query!(
-            r#"select m.body, m.emailed_at, t.ticket_id, t.subject, d.email
-               from support_message m join support_ticket t using (ticket_id) join developer d using (developer_id)
-               where m.message_id = $1"#,
-            message_id
-        )
-        .fetch_one(&self.deps.db)
-        .await
-        .context("Failed to load the support message")?;
-        if row.emailed_at.is_some() {
-            return Ok(());
-        }
-        let portal = self
-            .deps
-            .settings
-            .portal
-            .portal_base_url
-            .trim_end_matches('/');
-        let link = format!("{portal}/support/{}", row.ticket_id);
-        let text = format!(
-            "SIGMA support replied to your ticket \"{}\":\n\n{}\n\nThe whole conversation: {link}\n",
-            row.subject, row.body
-        );
-        let html = format!(
-            "<p>SIGMA support replied to your ticket <strong>{}</strong>:</p><blockquote>{}</blockquote><p><a href=\"{link}\">The whole conversation</a></p>",
-            html_escape(&row.subject),
-            html_escape(&row.body).replace('\n', "<br>")
-        );
-        let sent = self
-            .deps
-            .mailer
-            .send(Email {
-                to: row.email,
-                subject: format!("Re: {} [ticket {}]", row.subject, row.ticket_id),
-                text,
-                html,
-                message_id: Some(format!("<support-{message_id}@sigma>")),
-            })
-            .await;
-        match sent {
-            Ok(()) => {
-                sqlx::query!(
-                    "update support_message set emailed_at = now(), email_error = null where message_id = $1",
-                    message_id
-                )
-                .execute(&self.deps.db)
-                .await
-                .context("Failed to record the sent email")?;
-                Ok(())
-            }
-            Err(e) => {
-                // Visible on the ticket while Temporal retries.
-                sqlx::query!(
-                    "update support_message set email_error = $2 where message_id = $1",
-                    message_id,
-                    format!("{e:#}")
-                )
-                .execute(&self.deps.db)
-                .await
-                .ok();
-                Err(e)
-            }
-        }
     }
 }
 

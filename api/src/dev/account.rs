@@ -14,9 +14,9 @@ use utoipa_axum::routes;
 use super::checkout::{IntentView, intent_view};
 use crate::AppState;
 use crate::auth::DeveloperAuth;
+use crate::core::client_ip::ClientIp;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
 use crate::paging::ListParams;
-use crate::public::limits::ClientIp;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -71,7 +71,7 @@ pub struct PaymentPage {
 
 /// Payment intents, newest first.
 #[utoipa::path(get, path = "/payments", tag = "developer", security(("developer_session" = [])), params(ListParams),
-    responses((status = 200, body = PaymentPage), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = PaymentPage), (status = 400, description = "A bad limit or cursor", body = ErrorBody)))]
 async fn list_payments(
     State(state): State<AppState>,
     developer: DeveloperAuth,
@@ -121,7 +121,7 @@ pub struct LedgerPage {
 
 /// The append-only credit ledger, newest first.
 #[utoipa::path(get, path = "/credits/ledger", tag = "developer", security(("developer_session" = [])), params(ListParams),
-    responses((status = 200, body = LedgerPage), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = LedgerPage), (status = 400, description = "A bad limit or cursor", body = ErrorBody)))]
 async fn ledger(
     State(state): State<AppState>,
     developer: DeveloperAuth,

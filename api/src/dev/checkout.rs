@@ -189,7 +189,7 @@ async fn create_quote(
         ));
     }
     let category: Category = draft.category.parse().map_err(anyhow::Error::msg)?;
-    let check = drafts::run_check(&state, id, draft.revision).await?;
+    let check = super::dry_run::run_check(&state, id, draft.revision).await?;
     if !check.passed {
         let why = check
             .failures

@@ -3,8 +3,6 @@
 //! declared endpoints and a site. Every change to what would be reviewed bumps its `revision`;
 //! dry-runs, manifests and quotes are bound to the revision they saw.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -12,16 +10,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sigma_activities::portal::{
-    CheckProblem, DraftCheck, DraftCheckInput, ManifestInput, ManifestOutcome,
-};
 use sigma_shared::blob::keys;
 use sigma_shared::domain::{Category, Sha256Hex};
 use sigma_shared::pricing::DeclaredEndpoint;
-use sigma_workflows::{DraftCheckWorkflow, ManifestWorkflow};
 use sqlx::types::Uuid;
-use temporalio_client::errors::WorkflowStartError;
-use temporalio_client::{WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -36,8 +28,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_draft, list_drafts))
         .routes(routes!(get_draft, update_draft, delete_draft))
         .routes(routes!(upload_bundle))
-        .routes(routes!(generate_manifest, get_manifest))
-        .routes(routes!(validate_draft))
+        .merge(super::manifest::routes())
+        .merge(super::dry_run::routes())
 }
 
 /// A public repository pinned to a ref.
@@ -125,7 +117,7 @@ pub struct DraftPage {
 const MAX_NOTE_CHARS: usize = 4000;
 const MAX_ENDPOINTS: usize = 100;
 
-fn parse_category(raw: &str) -> ApiResult<Category> {
+pub(crate) fn parse_category(raw: &str) -> ApiResult<Category> {
     raw.parse()
         .map_err(|e: String| ApiError::unprocessable("unknown_category", e))
 }
@@ -161,13 +153,7 @@ fn validate_entry(category: Category, entry: &str) -> ApiResult<String> {
 }
 
 fn validate_repository(source: &RepositorySource) -> ApiResult<(String, String)> {
-    let raw = source.repository.trim();
-    let repository = raw
-        .strip_prefix("https://github.com/")
-        .unwrap_or(raw)
-        .trim_end_matches('/')
-        .trim_end_matches(".git");
-    let git = super::upload::validate_git(repository, source.reference.trim())?;
+    let git = super::upload::validate_git(&source.repository, &source.reference)?;
     Ok((git.repository, git.reference))
 }
 
@@ -343,7 +329,7 @@ async fn load_view(state: &AppState, developer: &DeveloperAuth, id: Uuid) -> Api
     view_of(state, row).await
 }
 
-fn frozen() -> ApiError {
+pub(crate) fn frozen() -> ApiError {
     ApiError::conflict(
         "draft_submitted",
         "this draft was submitted and can no longer change; create a new draft",
@@ -352,7 +338,7 @@ fn frozen() -> ApiError {
 
 /// The developer's drafts, newest first.
 #[utoipa::path(get, path = "/drafts", tag = "developer", security(("developer_session" = [])), params(ListParams),
-    responses((status = 200, body = DraftPage), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = DraftPage), (status = 400, description = "A bad limit or cursor", body = ErrorBody)))]
 async fn list_drafts(
     State(state): State<AppState>,
     developer: DeveloperAuth,
@@ -552,327 +538,4 @@ async fn upload_bundle(
         return Err(frozen());
     }
     Ok(Json(load_view(&state, &developer, id).await?))
-}
-
-/// How long a request waits for a dry-run or a manifest before answering 503 (the work goes on).
-const WAIT: Duration = Duration::from_secs(90);
-
-fn engine_unavailable(e: impl std::fmt::Display) -> ApiError {
-    tracing::error!(error = %e, "workflow engine call failed");
-    ApiError::unavailable(
-        "workflow_engine_unavailable",
-        "the workflow engine is unreachable; try again",
-    )
-}
-
-fn still_running() -> ApiError {
-    ApiError::unavailable(
-        "still_running",
-        "the work is still running; repeat the request to collect its result",
-    )
-}
-
-/// Start options for a workflow that runs once per business key: a running one is joined
-/// (`UseExisting`), a closed one is governed by `reuse`.
-fn run_once(
-    workflow_id: &str,
-    summary: String,
-    reuse: WorkflowIdReusePolicy,
-) -> WorkflowStartOptions {
-    let mut options = WorkflowStartOptions::new(sigma_activities::queues::OPS, workflow_id)
-        .static_summary(summary)
-        .build();
-    options.id_conflict_policy = WorkflowIdConflictPolicy::UseExisting;
-    options.id_reuse_policy = reuse;
-    options
-}
-
-/// Runs (or joins) the dry-run of the draft's current revision and returns its result.
-pub(crate) async fn run_check(
-    state: &AppState,
-    draft_id: Uuid,
-    revision: i32,
-) -> ApiResult<DraftCheck> {
-    let workflow_id = format!("draft-check:{draft_id}:{revision}");
-    let input = DraftCheckInput {
-        draft_id: draft_id.to_string(),
-        revision,
-    };
-    // One dry-run per revision: a running one is joined, a finished one answers again; only
-    // a failed one (every retry spent) runs anew.
-    let options = run_once(
-        &workflow_id,
-        format!("dry-run of draft {draft_id} revision {revision}"),
-        WorkflowIdReusePolicy::AllowDuplicateFailedOnly,
-    );
-    match state
-        .temporal
-        .start_workflow(DraftCheckWorkflow::run, input, options)
-        .await
-    {
-        Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => {}
-        Err(e) => return Err(engine_unavailable(e)),
-    }
-    let handle = state
-        .temporal
-        .get_workflow_handle::<DraftCheckWorkflow>(&workflow_id);
-    match tokio::time::timeout(WAIT, handle.get_result(Default::default())).await {
-        Ok(Ok(check)) => Ok(check),
-        Ok(Err(e)) => Err(ApiError::Internal(anyhow::anyhow!(
-            "dry-run workflow {workflow_id} failed: {e}"
-        ))),
-        Err(_) => Err(still_running()),
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DryRun {
-    pub draft_id: String,
-    pub revision: i32,
-    /// True when nothing below would reject the submission before its audit.
-    pub passed: bool,
-    pub failures: Vec<CheckProblem>,
-    pub warnings: Vec<CheckProblem>,
-    /// What was measured: files, bytes, languages, packages, endpoints, digests, risk level.
-    #[schema(value_type = Object)]
-    pub facts: serde_json::Value,
-}
-
-impl From<DraftCheck> for DryRun {
-    fn from(c: DraftCheck) -> Self {
-        Self {
-            draft_id: c.draft_id,
-            revision: c.revision,
-            passed: c.passed,
-            failures: c.failures,
-            warnings: c.warnings,
-            facts: serde_json::to_value(c.facts).unwrap_or_default(),
-        }
-    }
-}
-
-/// Free dry-run: the deterministic checks a submission of this draft would meet first (sandbox
-/// pre-processor hard failures, size limits, dependency rules, manifest schema, entry point and
-/// endpoints), with what would fail and why. No payment, no audit.
-#[utoipa::path(post, path = "/drafts/{id}/validate", tag = "developer", security(("developer_session" = [])),
-    params(("id" = String, Path)),
-    responses((status = 200, body = DryRun), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
-#[tracing::instrument(name = "validate_draft", skip_all, fields(draft_id = %id))]
-async fn validate_draft(
-    State(state): State<AppState>,
-    developer: DeveloperAuth,
-    Path(id): Path<String>,
-) -> ApiResult<Json<DryRun>> {
-    let id = parse_draft_id(&id)?;
-    let draft = load(&state, &developer, id).await?;
-    let check = run_check(&state, id, draft.revision).await?;
-    Ok(Json(check.into()))
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ManifestPreview {
-    pub draft_id: String,
-    /// The revision the manifest was generated from.
-    pub revision: i32,
-    /// True while the draft is still at that revision.
-    pub current: bool,
-    /// Always true: the manifest is shown as generated, never edited by hand.
-    pub locked: bool,
-    #[schema(value_type = Object)]
-    pub manifest: serde_json::Value,
-}
-
-/// Generate the manifest from the draft's SKILL.md: an LLM proposes it, the manifest schema
-/// validates it, the backend injects the source metadata. Rate-limited per developer; repeated
-/// abusive input locks the assistant (Support can lift it).
-#[utoipa::path(post, path = "/drafts/{id}/manifest", tag = "developer", security(("developer_session" = [])),
-    params(("id" = String, Path)),
-    responses((status = 200, body = ManifestPreview),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 422, description = "The input was refused (no SKILL.md, no front matter, prompt injection)", body = ErrorBody),
-        (status = 423, description = "The assistant is locked for this developer", body = ErrorBody),
-        (status = 429, body = ErrorBody),
-        (status = 502, description = "The assistant's answer failed the manifest schema", body = ErrorBody)))]
-#[tracing::instrument(name = "generate_manifest", skip_all, fields(draft_id = %id))]
-async fn generate_manifest(
-    State(state): State<AppState>,
-    developer: DeveloperAuth,
-    Path(id): Path<String>,
-) -> ApiResult<Json<ManifestPreview>> {
-    let id = parse_draft_id(&id)?;
-    let draft = load(&state, &developer, id).await?;
-    if draft.submission_id.is_some() {
-        return Err(frozen());
-    }
-    let category = parse_category(&draft.category)?;
-    if !category.has_skill() {
-        return Err(ApiError::unprocessable(
-            "no_manifest_for_category",
-            format!("{category} submissions have no SKILL.md to generate a manifest from"),
-        ));
-    }
-    // The developer's row is locked while counting and recording, so concurrent calls cannot
-    // pass the hourly limit together.
-    let mut tx = state.db.begin().await?;
-    let account = sqlx::query!(
-        r#"select manifest_locked_at,
-               (select count(*) from manifest_generation g where g.developer_id = d.developer_id
-                  and g.created_at > now() - interval '1 hour') as "recent!"
-           from developer d where developer_id = $1 for update"#,
-        developer.developer_id
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    if account.manifest_locked_at.is_some() {
-        return Err(locked());
-    }
-    // A generation still running for this revision is joined (a client that timed out collects
-    // its result), not started again.
-    let pending = sqlx::query_scalar!(
-        r#"select generation_id from manifest_generation
-           where draft_id = $1 and revision = $2 and status = 'PENDING' and created_at > now() - interval '10 minutes'
-           order by created_at desc limit 1"#,
-        id,
-        draft.revision
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    let (generation_id, fresh) = match pending {
-        Some(generation_id) => {
-            tx.rollback().await?;
-            (generation_id, false)
-        }
-        None => {
-            if account.recent >= state.settings.portal.manifests_per_hour {
-                return Err(ApiError::RateLimited {
-                    detail: "too many manifest generations this hour".into(),
-                    retry_after_secs: 600,
-                });
-            }
-            let generation_id = Uuid::new_v4();
-            sqlx::query!(
-                r#"insert into manifest_generation (generation_id, draft_id, developer_id, revision, status)
-                   values ($1, $2, $3, $4, 'PENDING')"#,
-                generation_id,
-                id,
-                developer.developer_id,
-                draft.revision
-            )
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            (generation_id, true)
-        }
-    };
-    // Started here either way: a joined generation whose first request has not started its
-    // workflow yet is started now (the id makes it one run); a finished one just answers.
-    let input = ManifestInput {
-        generation_id: generation_id.to_string(),
-        draft_id: id.to_string(),
-        revision: draft.revision,
-    };
-    let options = run_once(
-        &format!("manifest:{generation_id}"),
-        format!("manifest for draft {id} revision {}", draft.revision),
-        WorkflowIdReusePolicy::RejectDuplicate,
-    );
-    match state
-        .temporal
-        .start_workflow(ManifestWorkflow::run, input, options)
-        .await
-    {
-        Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => {}
-        Err(e) => {
-            if fresh {
-                sqlx::query!(
-                    "delete from manifest_generation where generation_id = $1",
-                    generation_id
-                )
-                .execute(&state.db)
-                .await?;
-            }
-            return Err(engine_unavailable(e));
-        }
-    }
-    let handle = state
-        .temporal
-        .get_workflow_handle::<ManifestWorkflow>(format!("manifest:{generation_id}"));
-    let outcome: ManifestOutcome = match tokio::time::timeout(
-        WAIT,
-        handle.get_result(Default::default()),
-    )
-    .await
-    {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(e)) => {
-            // Every retry of the assistant failed: visible, and not the developer's fault.
-            tracing::error!(error = %e, "manifest workflow failed");
-            sqlx::query!(
-                    "update manifest_generation set status = 'FAILED', detail = 'assistant unavailable', finished_at = now() where generation_id = $1 and status = 'PENDING'",
-                    generation_id
-                )
-                .execute(&state.db)
-                .await?;
-            return Err(ApiError::bad_gateway(
-                "assistant_unavailable",
-                "the manifest assistant could not be reached; try again later",
-            ));
-        }
-        Err(_) => return Err(still_running()),
-    };
-    let detail = || {
-        outcome
-            .problems
-            .iter()
-            .map(|p| format!("{}: {}", p.code, p.detail))
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    match outcome.status.as_str() {
-        "ACCEPTED" => Ok(Json(ManifestPreview {
-            draft_id: id.to_string(),
-            revision: draft.revision,
-            current: true,
-            locked: true,
-            manifest: outcome.manifest.unwrap_or_default(),
-        })),
-        "ABUSIVE" if outcome.locked => Err(locked()),
-        "ABUSIVE" => Err(ApiError::unprocessable("input_refused", detail())),
-        "REFUSED" => Err(ApiError::unprocessable("unusable_input", detail())),
-        "INVALID" => Err(ApiError::bad_gateway("manifest_invalid", detail())),
-        _ => Err(ApiError::conflict("manifest_not_generated", detail())),
-    }
-}
-
-fn locked() -> ApiError {
-    ApiError::new(
-        StatusCode::LOCKED,
-        "manifest_assistant_locked",
-        "the manifest assistant is locked for this account after repeated abusive input; contact Support",
-    )
-}
-
-/// The locked manifest preview of the draft.
-#[utoipa::path(get, path = "/drafts/{id}/manifest", tag = "developer", security(("developer_session" = [])),
-    params(("id" = String, Path)),
-    responses((status = 200, body = ManifestPreview), (status = 404, description = "No draft, or no manifest yet", body = ErrorBody)))]
-async fn get_manifest(
-    State(state): State<AppState>,
-    developer: DeveloperAuth,
-    Path(id): Path<String>,
-) -> ApiResult<Json<ManifestPreview>> {
-    let id = parse_draft_id(&id)?;
-    let draft = load(&state, &developer, id).await?;
-    let (Some(manifest), Some(revision)) = (draft.manifest, draft.manifest_revision) else {
-        return Err(ApiError::not_found("manifest"));
-    };
-    Ok(Json(ManifestPreview {
-        draft_id: id.to_string(),
-        revision,
-        current: revision == draft.revision,
-        locked: true,
-        manifest,
-    }))
 }

@@ -20,48 +20,15 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::{self, DeveloperAuth, PORTAL_COOKIE, PORTAL_COOKIE_PATH, PORTAL_SESSION_PREFIX};
+use crate::core::client_ip::ClientIp;
 use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
-use crate::public::limits::ClientIp;
+use sigma_shared::domain::EmailAddress;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(start_login))
         .routes(routes!(verify_login))
         .routes(routes!(logout))
-}
-
-/// A syntactically plausible, lowercased email address.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EmailAddress(String);
-
-impl EmailAddress {
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let email = raw.trim().to_lowercase();
-        let valid = email.len() <= 254
-            && email.split('@').count() == 2
-            && email.split_once('@').is_some_and(|(local, domain)| {
-                !local.is_empty()
-                    && local.len() <= 64
-                    && domain.contains('.')
-                    && !domain.starts_with('.')
-                    && !domain.ends_with('.')
-                    && domain
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
-            })
-            && !email
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | '"'));
-        if valid {
-            Ok(Self(email))
-        } else {
-            Err(format!("`{}` is not an email address", raw.trim()))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -349,7 +316,8 @@ async fn verify_login(
             ));
         }
     };
-    let email = EmailAddress(email);
+    // Stored addresses were parsed on the way in.
+    let email = EmailAddress::parse(&email).map_err(anyhow::Error::msg)?;
     let developer_id = auth::upsert_developer(&mut *tx, &email, None).await?;
     let (token, hash) = auth::new_token(PORTAL_SESSION_PREFIX);
     let idle = state.settings.portal.session_idle_days;
@@ -386,7 +354,7 @@ async fn verify_login(
             token,
             expires_at,
             developer_id: developer_id.to_string(),
-            email: email.0,
+            email: email.as_str().to_owned(),
         }),
     )
         .into_response())
@@ -412,22 +380,4 @@ async fn logout(State(state): State<AppState>, developer: DeveloperAuth) -> ApiR
         state.settings.portal.secure_cookies,
     );
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::EmailAddress;
-
-    #[test]
-    fn email_addresses_are_normalised_and_checked() {
-        assert_eq!(
-            EmailAddress::parse(" Dev@Example.ORG ").unwrap().as_str(),
-            "dev@example.org"
-        );
-        for bad in [
-            "", "a", "a@b", "a@@b.c", "a b@c.d", "<a@b.c>", "a@.b.c", "a@b.c.",
-        ] {
-            assert!(EmailAddress::parse(bad).is_err(), "{bad}");
-        }
-    }
 }

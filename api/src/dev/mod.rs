@@ -5,7 +5,9 @@
 pub mod account;
 pub mod checkout;
 pub mod drafts;
+pub mod dry_run;
 pub mod login;
+pub mod manifest;
 pub mod submission_views;
 pub mod submissions;
 pub mod support;

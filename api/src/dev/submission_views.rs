@@ -170,7 +170,7 @@ pub struct SubmissionPage {
 
 /// The developer's submissions, newest first.
 #[utoipa::path(get, path = "/submissions", tag = "developer", security(("developer_token" = [])), params(ListParams),
-    responses((status = 200, body = SubmissionPage), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = SubmissionPage), (status = 400, description = "A bad limit or cursor", body = ErrorBody)))]
 async fn list_submissions(
     State(state): State<AppState>,
     developer: DeveloperAuth,

@@ -5,8 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sigma_shared::domain::SubmissionId;
 use sqlx::types::Uuid;
 use utoipa::ToSchema;
@@ -15,6 +14,9 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::DeveloperAuth;
+use crate::core::tickets::{
+    TicketPage, TicketSummary, TicketView, message_body, parse_ticket_id, ticket_view,
+};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
 use crate::paging::ListParams;
 
@@ -26,7 +28,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 const MAX_SUBJECT: usize = 200;
-const MAX_BODY: usize = 10_000;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -41,109 +42,6 @@ pub struct NewTicket {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewMessage {
     pub body: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MessageView {
-    pub id: String,
-    /// DEVELOPER or OPERATOR.
-    pub author: String,
-    pub body: String,
-    /// For operator replies: when the email went out, or why it has not yet.
-    pub emailed_at: Option<DateTime<Utc>>,
-    pub email_error: Option<String>,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TicketView {
-    pub id: String,
-    pub subject: String,
-    /// OPEN, PENDING (waiting on the developer), RESOLVED or CLOSED.
-    pub status: String,
-    pub submission_id: Option<String>,
-    pub developer_email: String,
-    pub messages: Vec<MessageView>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TicketSummary {
-    pub id: String,
-    pub subject: String,
-    pub status: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TicketPage {
-    pub items: Vec<TicketSummary>,
-    pub next_cursor: Option<String>,
-}
-
-pub(crate) fn message_body(raw: &str) -> ApiResult<String> {
-    let body = raw.trim();
-    if body.is_empty() || body.chars().count() > MAX_BODY {
-        return Err(ApiError::unprocessable(
-            "invalid_body",
-            format!("a message is 1 to {MAX_BODY} characters"),
-        ));
-    }
-    Ok(body.to_owned())
-}
-
-pub(crate) fn parse_ticket_id(raw: &str) -> ApiResult<Uuid> {
-    raw.parse().map_err(|_| ApiError::not_found("ticket"))
-}
-
-/// A ticket with its messages; `developer` limits it to that developer's tickets.
-pub(crate) async fn ticket_view(
-    state: &AppState,
-    id: Uuid,
-    developer: Option<Uuid>,
-) -> ApiResult<TicketView> {
-    let t = sqlx::query!(
-        r#"select t.ticket_id, t.subject, t.status, t.submission_id, t.created_at, t.updated_at, d.email
-           from support_ticket t join developer d using (developer_id)
-           where t.ticket_id = $1 and ($2::uuid is null or t.developer_id = $2)"#,
-        id,
-        developer
-    )
-    .fetch_optional(&state.db)
-    .await?
-    .ok_or_else(|| ApiError::not_found("ticket"))?;
-    let messages = sqlx::query!(
-        "select message_id, author, body, emailed_at, email_error, created_at from support_message where ticket_id = $1 order by created_at, message_id",
-        id
-    )
-    .fetch_all(&state.db)
-    .await?
-    .into_iter()
-    .map(|m| MessageView {
-        id: m.message_id.to_string(),
-        author: m.author,
-        body: m.body,
-        emailed_at: m.emailed_at,
-        email_error: m.email_error,
-        created_at: m.created_at,
-    })
-    .collect();
-    Ok(TicketView {
-        id: t.ticket_id.to_string(),
-        subject: t.subject,
-        status: t.status,
-        submission_id: t.submission_id,
-        developer_email: t.email,
-        messages,
-        created_at: t.created_at,
-        updated_at: t.updated_at,
-    })
 }
 
 /// Open a support ticket.
@@ -202,7 +100,7 @@ async fn open_ticket(
 
 /// The developer's tickets, most recently active first.
 #[utoipa::path(get, path = "/support/tickets", tag = "developer", security(("developer_session" = [])), params(ListParams),
-    responses((status = 200, body = TicketPage), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = TicketPage), (status = 400, body = ErrorBody)))]
 async fn list_tickets(
     State(state): State<AppState>,
     developer: DeveloperAuth,

@@ -7,7 +7,7 @@ use axum::http::{StatusCode, header};
 use serde::{Deserialize, Serialize};
 use sigma_activities::types::GitSource;
 use sigma_scanner::unpack::{self, UnpackError};
-use sigma_shared::domain::Category;
+use sigma_shared::domain::{Category, GitRef, GitRepository};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
@@ -77,42 +77,15 @@ pub(crate) async fn readable_bundle(bundle: &Bytes) -> ApiResult<&'static str> {
     Ok(format.as_str())
 }
 
-/// `owner/name` and a ref made of safe characters only: they become part of a URL path.
+/// `owner/name` and a ref, by the one rule of `sigma_shared::domain::{GitRepository, GitRef}`.
 pub(crate) fn validate_git(repository: &str, reference: &str) -> ApiResult<GitSource> {
-    let name_ok = |part: &str| {
-        !part.is_empty()
-            && part.len() <= 100
-            && part != "."
-            && part != ".."
-            && part
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    let parts: Vec<&str> = repository.split('/').collect();
-    if parts.len() != 2 || !parts.iter().all(|p| name_ok(p)) {
-        return Err(ApiError::unprocessable(
-            "invalid_repository",
-            "repository must be `owner/name`",
-        ));
-    }
-    let ref_ok = !reference.is_empty()
-        && reference.len() <= 200
-        && !reference.contains("..")
-        && !reference.starts_with('/')
-        && !reference.ends_with('/')
-        && !reference.contains("//")
-        && reference
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
-    if !ref_ok {
-        return Err(ApiError::unprocessable(
-            "invalid_ref",
-            "ref must be a commit SHA or a tag name",
-        ));
-    }
+    let repository = GitRepository::parse(repository)
+        .map_err(|e| ApiError::unprocessable("invalid_repository", e))?;
+    let reference =
+        GitRef::parse(reference).map_err(|e| ApiError::unprocessable("invalid_ref", e))?;
     Ok(GitSource {
-        repository: repository.to_owned(),
-        reference: reference.to_owned(),
+        repository: repository.to_string(),
+        reference: reference.to_string(),
     })
 }
 
@@ -236,8 +209,10 @@ fn text_field(name: &str, data: &[u8]) -> ApiResult<String> {
             format!("`{name}` is too long"),
         ));
     }
-    String::from_utf8(data.to_vec())
-        .map_err(|_| ApiError::unprocessable("invalid_field", format!("`{name}` is not UTF-8")))
+    let text = String::from_utf8(data.to_vec())
+        .map_err(|_| ApiError::unprocessable("invalid_field", format!("`{name}` is not UTF-8")))?;
+    crate::error::text_ok(&text, || format!("`{name}`"))?;
+    Ok(text)
 }
 
 pub(crate) fn validate_metadata(m: &SubmissionMetadata) -> ApiResult<()> {
@@ -248,6 +223,9 @@ pub(crate) fn validate_metadata(m: &SubmissionMetadata) -> ApiResult<()> {
         ("sourceRef", &m.source_ref),
         ("note", &m.note),
     ] {
+        if let Some(v) = value {
+            crate::error::text_ok(v, || format!("metadata.{field}"))?;
+        }
         if value.as_ref().is_some_and(|v| v.len() > MAX_TEXT_FIELD) {
             return Err(ApiError::unprocessable(
                 "field_too_long",

@@ -16,8 +16,8 @@ use crate::AppState;
 use crate::auth::{
     self, CONSOLE_COOKIE, CONSOLE_COOKIE_PATH, CONSOLE_SESSION_PREFIX, OperatorAuth,
 };
+use crate::core::client_ip::ClientIp;
 use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
-use crate::public::limits::ClientIp;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -101,7 +101,7 @@ async fn login(
         .into_response())
 }
 
-#[utoipa::path(post, path = "/auth/logout", tag = "operator", security(("operator_session" = [])),
+#[utoipa::path(post, path = "/auth/logout", tag = "operator", operation_id = "operator_logout", security(("operator_session" = [])),
     responses((status = 204, description = "Signed out"), (status = 401, body = ErrorBody)))]
 async fn logout(State(state): State<AppState>, operator: OperatorAuth) -> ApiResult<Response> {
     if let Some(session) = operator.session_id {

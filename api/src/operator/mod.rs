@@ -1,9 +1,11 @@
 //! Operator plane: console sessions, decisions on escalated submissions, retries of failed runs,
 //! certificate status, the public's flags, the pricing catalog and money levers, and support.
 
-pub mod catalog;
 pub mod console;
+pub mod developers;
+pub mod pricing;
 pub mod support;
+pub mod vouchers;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -24,10 +26,15 @@ use crate::core::submission_run::{self, NewRun, workflow_status};
 use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 use sigma_activities::types::GitSource;
 
+/// A decision's reason is sealed into the signed certificate: it stays short.
+pub const MAX_REASON_CHARS: usize = 2_000;
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(console::router())
-        .merge(catalog::router())
+        .merge(pricing::routes())
+        .merge(vouchers::routes())
+        .merge(developers::routes())
         .merge(support::router())
         .routes(routes!(decide_submission))
         .routes(routes!(retry_submission))
@@ -39,10 +46,19 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionRequest {
-    /// APPROVED or REJECTED.
-    pub decision: String,
-    /// Why; recorded with the operator's name and shown to the developer.
+    pub decision: DecisionChoice,
+    /// Why; recorded with the operator's name, shown to the developer and sealed into the
+    /// certificate.
+    #[schema(min_length = 1, max_length = 2000)]
     pub reason: String,
+}
+
+/// What an operator decides on an escalated submission.
+#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DecisionChoice {
+    Approved,
+    Rejected,
 }
 
 /// Decide an escalated submission. Refused unless the workflow is waiting for a decision.
@@ -59,16 +75,18 @@ async fn decide_submission(
     ApiJson(request): ApiJson<DecisionRequest>,
 ) -> ApiResult<Json<SubmissionProgress>> {
     let id = SubmissionId::parse(&id).map_err(|_| ApiError::not_found("submission"))?;
-    let decision = match request.decision.as_str() {
-        "APPROVED" => Outcome::Approved,
-        "REJECTED" => Outcome::Rejected,
-        other => {
-            return Err(ApiError::unprocessable(
-                "invalid_decision",
-                format!("`{other}`: decision is APPROVED or REJECTED"),
-            ));
-        }
+    let decision = match request.decision {
+        DecisionChoice::Approved => Outcome::Approved,
+        DecisionChoice::Rejected => Outcome::Rejected,
     };
+    if request.reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ApiError::unprocessable(
+            "reason_too_long",
+            format!(
+                "`reason` is sealed into the certificate: at most {MAX_REASON_CHARS} characters"
+            ),
+        ));
+    }
     if request.reason.trim().is_empty() {
         return Err(ApiError::unprocessable(
             "missing_reason",
@@ -94,9 +112,11 @@ async fn decide_submission(
         .await
     {
         Ok(progress) => Ok(Json(progress)),
+        // The validator's own words (e.g. "not awaiting an operator decision"), not the
+        // failure's debug form.
         Err(WorkflowUpdateError::Failed(failure)) => Err(ApiError::conflict(
             "not_awaiting_decision",
-            failure.to_string(),
+            failure.message.clone(),
         )),
         Err(e) => {
             // A workflow that has finished cannot take an update; say so rather than "unavailable".
@@ -114,7 +134,7 @@ async fn decide_submission(
             tracing::warn!(error = %e, "decision update failed");
             Err(ApiError::unavailable(
                 "workflow_unavailable",
-                format!("the workflow did not accept the decision: {e}"),
+                "the workflow did not take the decision; try again",
             ))
         }
     }
@@ -373,7 +393,7 @@ async fn list_flags(
 }
 
 fn unresolved_flag_states() -> Vec<String> {
-    crate::public::cache::UNRESOLVED_FLAGS
+    sigma_shared::domain::UNRESOLVED_FLAGS
         .map(String::from)
         .to_vec()
 }

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use sigma_activities::portal::SupportEmailInput;
+use sigma_activities::ops::support_email::SupportEmailInput;
 use sigma_workflows::SupportEmailWorkflow;
 use sqlx::types::Uuid;
 use temporalio_client::WorkflowStartOptions;
@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::OperatorAuth;
-use crate::dev::support::{
+use crate::core::tickets::{
     TicketPage, TicketSummary, TicketView, message_body, parse_ticket_id, ticket_view,
 };
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
@@ -53,8 +53,8 @@ fn parse_status(raw: &str) -> ApiResult<String> {
 }
 
 /// Tickets in a status, oldest first (the queue order).
-#[utoipa::path(get, path = "/support/tickets", tag = "operator", security(("operator_session" = [])), params(TicketQuery),
-    responses((status = 200, body = TicketPage), (status = 422, body = ErrorBody)))]
+#[utoipa::path(get, path = "/support/tickets", tag = "operator", operation_id = "operator_list_tickets", security(("operator_session" = [])), params(TicketQuery),
+    responses((status = 200, body = TicketPage), (status = 400, body = ErrorBody)))]
 async fn list_tickets(
     State(state): State<AppState>,
     _operator: OperatorAuth,
@@ -82,7 +82,7 @@ async fn list_tickets(
     Ok(Json(TicketPage { items, next_cursor }))
 }
 
-#[utoipa::path(get, path = "/support/tickets/{id}", tag = "operator", security(("operator_session" = [])),
+#[utoipa::path(get, path = "/support/tickets/{id}", tag = "operator", operation_id = "operator_get_ticket", security(("operator_session" = [])),
     params(("id" = String, Path)), responses((status = 200, body = TicketView), (status = 404, body = ErrorBody)))]
 async fn get_ticket(
     State(state): State<AppState>,

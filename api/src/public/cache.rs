@@ -16,8 +16,7 @@ use sqlx::postgres::PgListener;
 
 pub const CHANNEL: &str = "sigma_certificate";
 
-/// Flags in these states are unresolved and make a certificate not valid.
-pub const UNRESOLVED_FLAGS: [&str; 3] = ["OPEN", "TRIAGED", "REAUDIT"];
+pub use sigma_shared::domain::UNRESOLVED_FLAGS;
 
 /// One certificate as the public plane serves it.
 pub struct Certificate {

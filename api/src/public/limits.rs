@@ -1,10 +1,9 @@
 //! Per-client rate limits of the public plane (GCRA token buckets keyed by client IP).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -12,6 +11,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use sigma_shared::config::{PortalSettings, PublicSettings};
 
 use crate::AppState;
+use crate::core::client_ip::ClientIp;
 use crate::error::ApiError;
 
 pub struct Limits {
@@ -21,7 +21,7 @@ pub struct Limits {
     logins: DefaultKeyedRateLimiter<IpAddr>,
     console_logins: DefaultKeyedRateLimiter<IpAddr>,
     vouchers: DefaultKeyedRateLimiter<IpAddr>,
-    trust_forwarded_for: bool,
+    pub(crate) trust_forwarded_for: bool,
 }
 
 fn at_least_one(n: u32) -> NonZeroU32 {
@@ -88,41 +88,6 @@ fn check(
     })
 }
 
-/// The client's address: the socket peer, or the last `X-Forwarded-For` hop behind a trusted
-/// proxy.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientIp(pub IpAddr);
-
-impl ClientIp {
-    fn of(parts: &Parts, limits: &Limits) -> Self {
-        if limits.trust_forwarded_for
-            && let Some(ip) = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.rsplit(',').next())
-                .and_then(|v| v.trim().parse().ok())
-        {
-            return Self(ip);
-        }
-        Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip())
-                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-        )
-    }
-}
-
-impl FromRequestParts<AppState> for ClientIp {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Ok(Self::of(parts, &state.public.limits))
-    }
-}
-
 /// Paths of the public plane (the authenticated planes have limits of their own).
 fn is_public(path: &str) -> bool {
     path.starts_with("/api/v1/public/")
@@ -136,7 +101,7 @@ pub async fn limit_reads(State(state): State<AppState>, request: Request, next: 
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let client = ClientIp::of(&parts, &state.public.limits);
+    let client = ClientIp::of(&parts, state.public.limits.trust_forwarded_for);
     if let Err(e) = check(&state.public.limits.reads, client.0, "requests") {
         return e.into_response();
     }

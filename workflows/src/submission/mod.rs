@@ -6,24 +6,21 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sigma_activities::audit::AuditActivities;
-use sigma_activities::intake::{Intake, IntakeActivities, IntakeOutcome, RecordIntake};
+use sigma_activities::intake::refund::RefundInput;
+use sigma_activities::intake::{Intake, IntakeActivities, IntakeOutcome};
 use sigma_activities::ops::OpsActivities;
-use sigma_activities::portal::{PortalActivities, RefundInput};
 use sigma_activities::queues;
 use sigma_activities::sandbox::SandboxActivities;
 use sigma_activities::types::{
-    CertificateInput, CertificateIssued, DecisionRecord, GitSource, NotifyInput, OperatorDecision,
-    RoundStart, SandboxInput, StageUpdate, VerdictInput, VoteRequest, VoteResult,
+    CertificateInput, CertificateIssued, GitSource, NotifyInput, OperatorDecision, RoundStart,
+    SandboxInput, StageUpdate, VerdictInput, VoteResult,
 };
 use sigma_shared::config::{PipelineSettings, SandboxLimits};
 use sigma_shared::consensus::Decision;
 use sigma_shared::domain::{Category, Outcome, RiskLevel, Stage};
-use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, LocalActivityOptions, SyncWorkflowContext, WorkflowContext,
-    WorkflowContextView, WorkflowResult,
+    ActivityOptions, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
 use crate::{panel, search};
@@ -104,72 +101,12 @@ pub struct SubmissionWorkflow {
     intake_answered: bool,
 }
 
-/// `maximum_attempts` 0 retries without end.
-fn retry(policy: &PipelineSettings, maximum_attempts: u32) -> RetryPolicy {
-    RetryPolicy::builder()
-        .initial_interval(Duration::from_millis(policy.activity_initial_retry_ms))
-        .backoff_coefficient(2.0)
-        .maximum_interval(Duration::from_secs(60))
-        .maximum_attempts(maximum_attempts)
-        .build()
-}
+mod audit;
+mod intake;
+mod options;
 
-fn on_queue(policy: &PipelineSettings, queue: &str, start_to_close: Duration) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(start_to_close)
-        .task_queue(queue.to_owned())
-        .retry_policy(retry(policy, policy.activity_max_attempts))
-        .build()
-}
-
-/// Bookkeeping on the ops queue retries far longer than analysis does: a passing database or
-/// SMTP outage must not turn a decided submission into a failed one.
-fn ops(policy: &PipelineSettings) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
-        .task_queue(queues::OPS.to_owned())
-        .retry_policy(retry(policy, policy.ops_max_attempts))
-        .build()
-}
-
-/// Marks histories whose projection writes are local activities (see `enter`).
-const LOCAL_PROJECTION_PATCH: &str = "local-projection-activities";
-
-/// Projection writes run as local activities in the workflow's own worker: same retries, no
-/// round trip through the server per stage (about half of a submission's hops).
-fn local_ops(policy: &PipelineSettings) -> LocalActivityOptions {
-    LocalActivityOptions::builder()
-        .start_to_close_timeout(Duration::from_secs(30))
-        .retry_policy(retry(policy, policy.ops_max_attempts))
-        .build()
-}
-
-/// The failure's message and every cause's, since the SDK's `Display` shows only the outer one
-/// ("Activity task failed") and the operator needs the root cause ("HTTP 503 …").
-fn failure_chain(error: &temporalio_sdk::ActivityExecutionError) -> String {
-    let mut parts = Vec::new();
-    let mut failure = error.failure();
-    while let Some(f) = failure {
-        if !f.message.is_empty() {
-            parts.push(f.message.clone());
-        }
-        failure = f.cause.as_deref();
-    }
-    if parts.is_empty() {
-        error.to_string()
-    } else {
-        parts.join(": ")
-    }
-}
-
-/// Turns an activity's failure into a workflow failure that keeps the root cause in its message.
-pub(crate) trait Explained<T> {
-    fn explained(self) -> WorkflowResult<T>;
-}
-
-impl<T> Explained<T> for Result<T, temporalio_sdk::ActivityExecutionError> {
-    fn explained(self) -> WorkflowResult<T> {
-        self.map_err(|e| temporalio_sdk::ApplicationFailure::new(failure_chain(&e)).into())
-    }
-}
+pub(crate) use options::Explained;
+use options::*;
 
 #[workflow_methods]
 impl SubmissionWorkflow {
@@ -205,7 +142,7 @@ impl SubmissionWorkflow {
                 if input.charged {
                     let refunded = ctx
                         .execute_activity(
-                            PortalActivities::refund_charge,
+                            IntakeActivities::refund_charge,
                             RefundInput {
                                 submission_id: input.submission_id.clone(),
                             },
@@ -284,71 +221,6 @@ impl SubmissionWorkflow {
 }
 
 impl SubmissionWorkflow {
-    /// The first step: record the submission (and take a draft's payment) from inside the run.
-    /// A refusal fails the run without retries, so a corrected request can start a fresh one
-    /// under the same id; nothing was written or charged.
-    async fn intake(
-        ctx: &WorkflowContext<Self>,
-        input: SubmissionInput,
-    ) -> WorkflowResult<SubmissionInput> {
-        let Some(intake) = input.intake.clone() else {
-            ctx.state_mut(|s| s.intake_settled = true);
-            return Ok(input);
-        };
-        let outcome = ctx
-            .execute_local_activity(
-                IntakeActivities::record_intake,
-                RecordIntake {
-                    submission_id: input.submission_id.clone(),
-                    intake,
-                },
-                local_ops(&input.policy),
-            )
-            .await
-            .explained();
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(failure) => {
-                ctx.state_mut(|s| s.intake_settled = true);
-                return Err(failure);
-            }
-        };
-        ctx.state_mut(|s| {
-            s.intake = Some(outcome.clone());
-            s.intake_settled = true;
-        });
-        if !matches!(outcome, IntakeOutcome::Recorded(_)) {
-            // The request that started this run asks how intake ended in the same call: stay
-            // open until it has its answer (a run that closes first fails the update), but not
-            // for ever if that caller is gone.
-            temporalio_sdk::workflows::select! {
-                _ = ctx.wait_condition(|s| s.intake_answered) => {},
-                _ = ctx.timer(Duration::from_secs(30)) => {},
-            };
-        }
-        match outcome {
-            IntakeOutcome::Recorded(recorded) => Ok(SubmissionInput {
-                category: recorded.category,
-                bundle_key: recorded.bundle_key,
-                git: recorded.git,
-                charged: recorded.charged,
-                ..input
-            }),
-            IntakeOutcome::AlreadyHandled(_) => Err(temporalio_sdk::ApplicationFailure::new(
-                "an earlier run already handles this submission; this run did nothing",
-            )
-            .into()),
-            IntakeOutcome::Refused(refusal) => {
-                Err(temporalio_sdk::ApplicationFailure::new(format!(
-                    "intake refused ({}): {}",
-                    refusal.reason.code(),
-                    refusal.detail
-                ))
-                .into())
-            }
-        }
-    }
-
     async fn pipeline(
         ctx: &WorkflowContext<Self>,
         input: &SubmissionInput,
@@ -567,121 +439,6 @@ impl SubmissionWorkflow {
             None
         };
         Self::finish(ctx, input, outcome, reasons, certificate).await
-    }
-
-    /// One phase: the panel votes in parallel. A vote whose activity spent every retry counts as
-    /// a failed vote, never as SAFE.
-    async fn phase(
-        ctx: &WorkflowContext<Self>,
-        input: &SubmissionInput,
-        round_id: &str,
-        phase: u8,
-        panel: &[String],
-        prior_findings: &[String],
-        replaces: Option<String>,
-    ) -> Vec<VoteResult> {
-        let policy = &input.policy;
-        // Start-to-close covers every in-activity answer attempt; the heartbeat notices a dead worker sooner.
-        let per_vote = Duration::from_secs(
-            policy.llm_timeout_secs * u64::from(policy.llm_answer_attempts.max(1)) + 30,
-        );
-        let calls = panel.iter().map(|validator_id| {
-            let request = VoteRequest {
-                submission_id: input.submission_id.clone(),
-                round_id: round_id.to_owned(),
-                phase,
-                validator_id: validator_id.clone(),
-                prior_findings: prior_findings.to_vec(),
-                answer_attempts: policy.llm_answer_attempts,
-                llm_timeout_secs: policy.llm_timeout_secs,
-                replaces: replaces.clone(),
-            };
-            let options = ActivityOptions::with_start_to_close_timeout(per_vote)
-                .task_queue(queues::AUDIT.to_owned())
-                .heartbeat_timeout(Duration::from_secs(policy.heartbeat_timeout_secs))
-                .retry_policy(retry(policy, policy.activity_max_attempts))
-                .summary(format!("phase {phase} vote by {validator_id}"))
-                .build();
-            let validator_id = validator_id.clone();
-            let call = ctx.execute_activity(AuditActivities::cast_vote, request, options);
-            async move {
-                match call.await {
-                    Ok(vote) => vote,
-                    // Every retry spent: the provider kept failing (or timing out).
-                    Err(e) => VoteResult {
-                        phase,
-                        validator_id,
-                        cast: None,
-                        failure: Some(format!(
-                            "vote activity failed after retries: {}",
-                            failure_chain(&e)
-                        )),
-                        finding_titles: Vec::new(),
-                        provider_failed: true,
-                        replaced_by: None,
-                    },
-                }
-            }
-        });
-        temporalio_sdk::workflows::join_all(calls).await
-    }
-
-    /// Escalation: wait for an operator's decision, or reject when the deadline passes.
-    async fn await_operator(
-        ctx: &WorkflowContext<Self>,
-        input: &SubmissionInput,
-        decision: &Decision,
-    ) -> WorkflowResult<(Outcome, Vec<String>)> {
-        Self::enter(
-            ctx,
-            input,
-            StageUpdate {
-                stage: Some(Stage::AwaitingOperator),
-                consensus: Some(Outcome::Escalated),
-                reasons: Some(decision.reasons.clone()),
-                ..Default::default()
-            },
-        )
-        .await?;
-        let deadline = Duration::from_secs(input.policy.escalation_timeout_secs);
-        let decided = temporalio_sdk::workflows::select! {
-            _ = ctx.wait_condition(|s| s.progress.operator_decision.is_some()) => true,
-            _ = ctx.timer(deadline) => false,
-        };
-        if !decided {
-            // Recorded at once, so a decision arriving now is refused by the update validator
-            // instead of being accepted and then ignored.
-            ctx.state_mut(|s| {
-                s.progress.operator_decision = Some(OperatorDecision {
-                    decision: Outcome::Rejected,
-                    reason: format!(
-                        "no operator decision within {} hours of escalation",
-                        deadline.as_secs() / 3600
-                    ),
-                    decided_by: "escalation-timeout".into(),
-                    operator_id: None,
-                })
-            });
-        }
-        let operator = ctx
-            .state(|s| s.progress.operator_decision.clone())
-            .expect("a decision is set once the wait ends");
-        ctx.execute_activity(
-            OpsActivities::record_decision,
-            DecisionRecord {
-                submission_id: input.submission_id.clone(),
-                decision: operator.clone(),
-            },
-            ops(&input.policy),
-        )
-        .await
-        .explained()?;
-        let mut reasons = decision.reasons.clone();
-        reasons.push(format!(
-            "operator {} decided {}: {}",
-            operator.decided_by, operator.decision, operator.reason
-        ));
-        Ok((operator.decision, reasons))
     }
 
     async fn finish(

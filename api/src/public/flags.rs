@@ -1,0 +1,140 @@
+//! Reports from the public about a certificate.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::cache::UNRESOLVED_FLAGS;
+use super::find;
+use crate::AppState;
+use crate::core::client_ip::ClientIp;
+use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(flag_certificate))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlagRequest {
+    /// What is wrong, 1–2000 characters.
+    reason: String,
+    /// Links, logs or excerpts that show it (up to 10,000 characters).
+    evidence: Option<String>,
+    /// How to reach the reporter, if they want to be reached.
+    contact: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlagCreated {
+    flag_id: String,
+    status: String,
+    /// The certificate's unresolved flags, this one included.
+    active_flag_count: i64,
+    /// False when the same reporter had already raised the same reason; that flag is returned.
+    created: bool,
+}
+
+/// Flag a certificate. The open flag count rises at once and the certificate stops verifying as
+/// valid until an operator resolves the flag. Rate-limited per client; the same reporter raising
+/// the same reason again gets the flag it already made.
+#[utoipa::path(post, path = "/certificates/{id}/flags", tag = "public",
+    params(("id" = String, Path, description = "Certificate id")), request_body = FlagRequest,
+    responses((status = 201, body = FlagCreated), (status = 200, description = "Already flagged by this reporter", body = FlagCreated),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn flag_certificate(
+    State(state): State<AppState>,
+    ClientIp(client): ClientIp,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<FlagRequest>,
+) -> ApiResult<(StatusCode, axum::Json<FlagCreated>)> {
+    let c = find(&state, &id).await?;
+    let reason = request.reason.trim();
+    let length_error = |field: &str, max: usize| {
+        ApiError::bad_request(
+            "invalid_flag",
+            format!("{field} must be 1–{max} characters"),
+        )
+    };
+    if reason.is_empty() || reason.chars().count() > 2000 {
+        return Err(length_error("reason", 2000));
+    }
+    if request
+        .evidence
+        .as_ref()
+        .is_some_and(|e| e.chars().count() > 10_000)
+    {
+        return Err(length_error("evidence", 10_000));
+    }
+    if request
+        .contact
+        .as_ref()
+        .is_some_and(|e| e.chars().count() > 320)
+    {
+        return Err(length_error("contact", 320));
+    }
+    state.public.limits.check_flag(client)?;
+    let reporter = hex::encode(Sha256::digest(format!("sigma-flag-reporter:{client}")));
+    let flag_id = sqlx::types::Uuid::new_v4();
+    let mut tx = state.db.begin().await?;
+    let inserted = sqlx::query_scalar!(
+        r#"insert into certificate_flag (flag_id, certificate_id, reason, evidence, contact, reporter_hash)
+           values ($1, $2, $3, $4, $5, $6)
+           on conflict (certificate_id, reporter_hash, md5(reason)) where status in ('OPEN', 'TRIAGED', 'REAUDIT')
+           do nothing returning flag_id"#,
+        flag_id,
+        c.id,
+        reason,
+        request.evidence,
+        request.contact,
+        reporter,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (flag_id, status, created) = match inserted {
+        Some(id) => (id, "OPEN".to_owned(), true),
+        None => {
+            let existing = sqlx::query!(
+                r#"select flag_id, status from certificate_flag
+                   where certificate_id = $1 and reporter_hash = $2 and md5(reason) = md5($3)
+                     and status = any($4)"#,
+                c.id,
+                reporter,
+                reason,
+                &UNRESOLVED_FLAGS.map(String::from)[..],
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            (existing.flag_id, existing.status, false)
+        }
+    };
+    let open = sqlx::query_scalar!(
+        r#"select count(*) as "n!" from certificate_flag where certificate_id = $1 and status = any($2)"#,
+        c.id,
+        &UNRESOLVED_FLAGS.map(String::from)[..],
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    // Other replicas hear of it through NOTIFY; this one need not wait.
+    state.public.cache.invalidate(&c.id).await;
+    tracing::info!(certificate_id = %c.id, %flag_id, created, "certificate flagged");
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        axum::Json(FlagCreated {
+            flag_id: flag_id.to_string(),
+            status,
+            active_flag_count: open,
+            created,
+        }),
+    ))
+}
