@@ -27,6 +27,18 @@ pub struct GitSource {
     pub reference: String,
 }
 
+impl GitSource {
+    /// The source of a recorded submission: both columns, or none.
+    pub fn recorded(repository: Option<String>, reference: Option<String>) -> Option<Self> {
+        repository
+            .zip(reference)
+            .map(|(repository, reference)| Self {
+                repository,
+                reference,
+            })
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SandboxOutcome {
     pub report_key: String,

@@ -20,33 +20,6 @@ async fn runs_of(app: &TestApp, id: &str) -> usize {
         .len()
 }
 
-/// Waits for the latest run of `id` to close, replays its history, and records it as a fixture
-/// when `SIGMA_RECORD_HISTORIES` is set.
-async fn record_and_replay(app: &TestApp, id: &str, fixture: &str) {
-    let handle = app
-        .temporal
-        .get_workflow_handle::<sigma_workflows::SubmissionWorkflow>(format!("submission:{id}"));
-    let start = Instant::now();
-    while handle.describe(Default::default()).await.unwrap().status()
-        == temporalio_client::WorkflowExecutionStatus::Running
-    {
-        assert!(start.elapsed() < WAIT, "the run did not close");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let json = handle
-        .fetch_history(Default::default())
-        .to_json()
-        .await
-        .unwrap();
-    crate::replay::replayer()
-        .replay_workflow(temporalio_client::WorkflowHistory::from_json(&json).unwrap())
-        .await
-        .unwrap();
-    if std::env::var_os("SIGMA_RECORD_HISTORIES").is_some() {
-        std::fs::write(crate::replay::fixtures().join(fixture), &json).unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_killed_after_starting_a_paid_submit_leaves_one_run_and_one_debit() {
     let app = TestApp::spawn().await.unwrap();
@@ -65,7 +38,7 @@ async fn an_api_killed_after_starting_a_paid_submit_leaves_one_run_and_one_debit
         b"draft",
         uuid::Uuid::parse_str(draft).unwrap().as_bytes(),
     ]);
-    record_and_replay(&app, &refused_id.to_string(), "intake-refused.json").await;
+    crate::replay::record_and_replay(&app, &refused_id.to_string(), "intake-refused.json").await;
     assert_eq!(grant(&app, &console, &me, 2 * 900, "two").await.0, 201);
 
     // An API process that dies (abort, no unwinding) after the run took the payment
@@ -137,7 +110,7 @@ async fn an_api_killed_after_starting_a_paid_submit_leaves_one_run_and_one_debit
         2,
         "the refused run and the paid one"
     );
-    record_and_replay(&app, &id, "intake-checkout-approved.json").await;
+    crate::replay::record_and_replay(&app, &id, "intake-checkout-approved.json").await;
     assert_eq!(balance(&app, &session).await, 900);
     app.shutdown().await;
 }

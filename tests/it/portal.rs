@@ -817,36 +817,11 @@ async fn a_platform_failure_refunds_the_credits() {
     assert_eq!(intent["status"], "REFUNDED");
 
     // The compensation is part of the workflow's history: it must replay, and is kept as a fixture.
-    let handle = app
-        .temporal
-        .get_workflow_handle::<sigma_workflows::SubmissionWorkflow>(format!("submission:{id}"));
-    let start = Instant::now();
-    while handle.describe(Default::default()).await.unwrap().status()
-        == temporalio_client::WorkflowExecutionStatus::Running
-    {
-        assert!(start.elapsed() < WAIT, "the failed run did not close");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let json = handle
-        .fetch_history(Default::default())
-        .to_json()
-        .await
-        .unwrap();
+    let json = crate::replay::record_and_replay(&app, id, "charged-refunded.json").await;
     assert!(
         String::from_utf8_lossy(&json).contains("portal.refund_charge"),
         "the refund ran as an activity"
     );
-    crate::replay::replayer()
-        .replay_workflow(temporalio_client::WorkflowHistory::from_json(&json).unwrap())
-        .await
-        .unwrap();
-    if std::env::var_os("SIGMA_RECORD_HISTORIES").is_some() {
-        std::fs::write(
-            crate::replay::fixtures().join("charged-refunded.json"),
-            &json,
-        )
-        .unwrap();
-    }
     app.shutdown().await;
 }
 

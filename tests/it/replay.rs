@@ -24,6 +24,37 @@ pub(crate) fn replayer() -> WorkflowReplayer {
     .unwrap()
 }
 
+/// Waits for the latest run of `id` to close, replays its history, and records it as a fixture
+/// when `SIGMA_RECORD_HISTORIES` is set.
+pub(crate) async fn record_and_replay(app: &TestApp, id: &str, fixture: &str) -> Vec<u8> {
+    let handle = app
+        .temporal
+        .get_workflow_handle::<sigma_workflows::SubmissionWorkflow>(format!("submission:{id}"));
+    let start = std::time::Instant::now();
+    while handle.describe(Default::default()).await.unwrap().status()
+        == temporalio_client::WorkflowExecutionStatus::Running
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the run did not close"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let json = handle
+        .fetch_history(Default::default())
+        .to_json()
+        .await
+        .unwrap();
+    replayer()
+        .replay_workflow(temporalio_client::WorkflowHistory::from_json(&json).unwrap())
+        .await
+        .unwrap();
+    if std::env::var_os("SIGMA_RECORD_HISTORIES").is_some() {
+        std::fs::write(fixtures().join(fixture), &json).unwrap();
+    }
+    json
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_histories_replay_against_the_current_workflow_code() {
     let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures())

@@ -209,13 +209,7 @@ pub(crate) async fn recorded_before(
         bundle_key: row.bundle_key,
         bundle_sha256: Some(row.bundle_sha256).filter(|s| !s.is_empty()),
         skill_name: row.skill_name,
-        git: row
-            .git_repository
-            .zip(row.source_ref)
-            .map(|(repository, reference)| GitSource {
-                repository,
-                reference,
-            }),
+        git: GitSource::recorded(row.git_repository, row.source_ref),
         charged: row.charged,
         request_sha256: row.request_sha256,
     };

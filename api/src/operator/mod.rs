@@ -219,13 +219,7 @@ async fn retry_submission(
             category,
             name: row.skill_name.as_deref(),
             bundle_key: row.bundle_key,
-            git: row
-                .git_repository
-                .zip(row.source_ref)
-                .map(|(repository, reference)| GitSource {
-                    repository,
-                    reference,
-                }),
+            git: GitSource::recorded(row.git_repository, row.source_ref),
             charged: row.charged.unwrap_or(false),
             intake: None,
         },
