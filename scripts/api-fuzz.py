@@ -264,6 +264,10 @@ def write_config(path: Path, ids: dict) -> None:
         "# Written by scripts/api-fuzz.py seed for one run; real ids of seeded resources.",
         f"hooks = {toml_str(str(Path(__file__).resolve()))}",
         "",
+        "# Kept with this run's output, not in the working directory; each run starts afresh.",
+        "[cache]",
+        f"directory = {toml_str(str(path.parent.resolve() / 'cache'))}",
+        "",
     ]
     used = set()
     ops = []
