@@ -39,6 +39,12 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The task queue SIGMA's workflows run on, under the deployment's prefix.
+    pub fn workflow_queue(&self) -> String {
+        sigma_activities::queues::QueueNames::new(self.settings.temporal.task_queue_prefix.clone())
+            .ops()
+    }
+
     pub fn new(
         db: PgPool,
         temporal: temporalio_client::Client,
@@ -121,7 +127,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Declares on every operation the errors the shared layers can answer, as references to one
 /// `Error` response, unless the operation documents that status itself: 400 (a malformed query
-/// or header), 405, 500, and 503 everywhere; 401 and 403 where a credential is required; 413,
+/// or header), 405, 414, 500, and 503 everywhere; 401 and 403 where a credential is required; 413,
 /// 415 and 422 where there is a request body; 429 on the rate-limited public plane and logins.
 fn shared_error_responses(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
@@ -152,7 +158,7 @@ fn shared_error_responses(doc: &mut utoipa::openapi::OpenApi) {
         .into_iter()
         .flatten()
         {
-            let mut statuses = vec!["400", "405", "500", "503"];
+            let mut statuses = vec!["400", "405", "414", "500", "503"];
             if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
                 statuses.extend(["401", "403"]);
             }
@@ -200,6 +206,7 @@ pub fn app(state: AppState) -> Router {
             public::limits::limit_reads,
         ))
         .with_state(state)
+        .layer(axum::middleware::from_fn(refuse_long_uris))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
@@ -220,6 +227,29 @@ pub fn app(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// The longest request target (path and query) the API reads, as most servers and proxies
+/// allow. Longer ones get a JSON 414 here; beyond 64 KiB hyper's parser refuses the request
+/// before any of SIGMA's code runs (a 414 without a body).
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+async fn refuse_long_uris(
+    request: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if target > MAX_URI_BYTES {
+        return axum::response::IntoResponse::into_response(error::ApiError::new(
+            axum::http::StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is {target} bytes; at most {MAX_URI_BYTES} are read"),
+        ));
+    }
+    next.run(request).await
 }
 
 /// Serves until `shutdown` resolves.

@@ -129,6 +129,7 @@ async fn generate_manifest(
         revision: draft.revision,
     };
     let options = run_once(
+        &state,
         &format!("manifest:{generation_id}"),
         format!("manifest for draft {id} revision {}", draft.revision),
         WorkflowIdReusePolicy::RejectDuplicate,
