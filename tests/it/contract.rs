@@ -81,7 +81,7 @@ async fn nul_text_is_refused_with_422_naming_the_field_on_every_plane() {
         let answer = send_raw(&app, method, &path, token, Some(body)).await;
         assert_error(&answer, 422, "invalid_text", field);
     }
-    // Query strings too, without login.
+    // Query strings too, without login: a malformed query is a 400, like every bad parameter.
     let answer = send_raw(
         &app,
         Method::GET,
@@ -90,7 +90,7 @@ async fn nul_text_is_refused_with_422_naming_the_field_on_every_plane() {
         None,
     )
     .await;
-    assert_error(&answer, 422, "invalid_text", "`q`");
+    assert_error(&answer, 400, "invalid_query", "`q` contains a NUL");
     // Nothing reached storage.
     let tickets: i64 = sqlx::query_scalar("select count(*) from support_ticket")
         .fetch_one(&app.db)
