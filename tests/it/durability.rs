@@ -245,6 +245,8 @@ async fn a_platform_failure_is_visible_and_an_operator_retry_completes_the_submi
         .wait_for_stage(&id, "DONE", Duration::from_secs(60))
         .await;
     assert_eq!(done["outcome"], "APPROVED", "{done}");
+    // The retry's run began with its own intake step (the claim): its history replays.
+    crate::replay::record_and_replay(&app, &id, "operator-retry-approved.json").await;
     let again = app
         .post(
             &format!("/api/v1/sigma/operator/submissions/{id}/retry"),
@@ -253,6 +255,8 @@ async fn a_platform_failure_is_visible_and_an_operator_retry_completes_the_submi
         )
         .await;
     assert_eq!(again.status(), 409, "a completed submission is not retried");
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(again["code"], "not_failed", "{again}");
     sandbox.kill().await.unwrap();
     app.shutdown().await;
 }
