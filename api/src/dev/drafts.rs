@@ -426,24 +426,23 @@ async fn update_draft(
     // A new repository source forgets the pinned archive; the next dry-run fetches it.
     let updated = sqlx::query!(
         r#"update draft set
-               category = $3,
-               entry = $4,
-               source_type = case when $5::text is not null then 'github' else source_type end,
-               git_repository = coalesce($5, git_repository),
-               git_ref = coalesce($6, git_ref),
-               bundle_key = case when $5::text is not null then null else bundle_key end,
-               bundle_sha256 = case when $5::text is not null then null else bundle_sha256 end,
-               bundle_bytes = case when $5::text is not null then null else bundle_bytes end,
-               bundle_format = case when $5::text is not null then null else bundle_format end,
-               declared_endpoints = coalesce($7, declared_endpoints),
-               advisory_note = case when $8 then $9 else advisory_note end,
-               site_url = case when $10 then $11 else site_url end,
-               revision = revision + case when $12 then 1 else 0 end,
-               manifest_revision = case when $12 and not $14 and manifest_revision = revision
+               category = $2,
+               entry = $3,
+               source_type = case when $4::text is not null then 'github' else source_type end,
+               git_repository = coalesce($4, git_repository),
+               git_ref = coalesce($5, git_ref),
+               bundle_key = case when $4::text is not null then null else bundle_key end,
+               bundle_sha256 = case when $4::text is not null then null else bundle_sha256 end,
+               bundle_bytes = case when $4::text is not null then null else bundle_bytes end,
+               bundle_format = case when $4::text is not null then null else bundle_format end,
+               declared_endpoints = coalesce($6, declared_endpoints),
+               advisory_note = case when $7 then $8 else advisory_note end,
+               site_url = case when $9 then $10 else site_url end,
+               revision = revision + case when $11 then 1 else 0 end,
+               manifest_revision = case when $11 and not $13 and manifest_revision = revision
                    then manifest_revision + 1 else manifest_revision end
-           where draft_id = $1 and developer_id = $2 and submission_id is null and revision = $13"#,
+           where draft_id = $1 and submission_id is null and revision = $12"#,
         id,
-        developer.developer_id,
         category.as_str(),
         entry,
         source.as_ref().map(|s| s.0.as_str()),
@@ -473,10 +472,7 @@ async fn update_draft(
     responses((status = 204, description = "Discarded"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_draft(
     State(state): State<AppState>,
-    OwnedDraft {
-        developer,
-        item: draft,
-    }: OwnedDraft,
+    OwnedDraft { item: draft, .. }: OwnedDraft,
 ) -> ApiResult<StatusCode> {
     let id = draft.draft_id;
     if draft.submission_id.is_some() {
@@ -484,9 +480,8 @@ async fn delete_draft(
     }
     // Quotes and intents of the draft go with it (nothing was charged: charges happen at submit).
     sqlx::query!(
-        "delete from draft where draft_id = $1 and developer_id = $2 and submission_id is null",
-        id,
-        developer.developer_id
+        "delete from draft where draft_id = $1 and submission_id is null",
+        id
     )
     .execute(&state.db)
     .await?;
@@ -523,11 +518,10 @@ async fn upload_bundle(
         .put(&key, bundle.clone(), "application/octet-stream")
         .await?;
     let updated = sqlx::query!(
-        r#"update draft set source_type = 'upload', bundle_key = $3, bundle_sha256 = $4, bundle_bytes = $5,
-               bundle_format = $6, git_repository = null, git_ref = null, revision = revision + 1
-           where draft_id = $1 and developer_id = $2 and submission_id is null"#,
+        r#"update draft set source_type = 'upload', bundle_key = $2, bundle_sha256 = $3, bundle_bytes = $4,
+               bundle_format = $5, git_repository = null, git_ref = null, revision = revision + 1
+           where draft_id = $1 and submission_id is null"#,
         id,
-        developer.developer_id,
         key,
         sha256.as_str(),
         bundle.len() as i64,

@@ -13,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::owned::{OwnedResource, OwnedTicket};
+use super::submission_views::SubmissionRow;
 use crate::AppState;
 use crate::auth::DeveloperAuth;
 use crate::core::tickets::{
@@ -73,17 +74,11 @@ async fn open_ticket(
     }
     let text = message_body(&body.body)?;
     if let Some(submission) = &body.submission_id {
+        // The ticket may name only one of the developer's own submissions.
         let id = SubmissionId::parse(submission).map_err(|_| ApiError::not_found("submission"))?;
-        let mine = sqlx::query_scalar!(
-            r#"select exists(select 1 from submission where submission_id = $1 and developer_id = $2) as "mine!""#,
-            id.as_str(),
-            developer.developer_id
-        )
-        .fetch_one(&state.db)
-        .await?;
-        if !mine {
-            return Err(ApiError::not_found("submission"));
-        }
+        SubmissionRow::load(&state, developer.developer_id, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("submission"))?;
     }
     let ticket_id = Uuid::new_v4();
     let mut tx = state.db.begin().await?;
