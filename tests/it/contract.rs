@@ -457,3 +457,34 @@ async fn owned_resources_answer_only_their_owner_and_ids_are_typed() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_constraints_answer_409_naming_the_field() {
+    let app = TestApp::spawn_with(Options::without_workers())
+        .await
+        .unwrap();
+    let console = app.console_session().await;
+    let domain = format!("@{}.example.org", unique_email("dup").replace('@', "-at-"));
+    let path = format!("{OPS}/free-allowlist");
+    let add = || {
+        app.send(
+            Method::POST,
+            &path,
+            Some(&console),
+            Some(json!({"pattern": domain, "note": "partner"})),
+        )
+    };
+    assert_eq!(add().await.0, 201);
+    // Postgres decides (no read before the write) and the answer names what is taken.
+    let (status, body) = add().await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("already_allowlisted")),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().unwrap().contains("`pattern`"),
+        "{body}"
+    );
+    app.shutdown().await;
+}

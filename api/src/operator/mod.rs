@@ -424,7 +424,7 @@ impl CertificateStatusChange {
 /// Move a flag along: triage it, send the certificate to re-audit, uphold or dismiss it. Upheld
 /// flags usually go with suspending or revoking the certificate (a separate call).
 #[utoipa::path(post, path = "/flags/{flag_id}", tag = "operator", security(("operator_token" = [])),
-    params(("flag_id" = String, Path, description = "Flag id")), request_body = FlagResolution,
+    params(("flag_id" = uuid::Uuid, Path, description = "Flag id")), request_body = FlagResolution,
     responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
 #[tracing::instrument(name = "resolve_flag", skip_all, fields(operator = %operator.name, flag_id = %flag_id))]
