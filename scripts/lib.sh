@@ -20,33 +20,97 @@ ensure_postgres() {
   until pg_isready -q -h 127.0.0.1 -p 5432; do sleep 0.2; done
 }
 
-# Starts s3s-fs (:8114), maildev (:1125 SMTP, :1180 API) and, with --with-llm, SmolLM2 (:8191) for
-# tests and benchmarks; exports where they are; stops them when the calling script exits.
+# A port the OS says is free now. Another process can take it before our server binds it, so
+# every start below checks that its own process is the one answering, and retries elsewhere.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_owned NAME READY_SECONDS READY_CMD -- START_CMD...: starts START_CMD in the background
+# (log in $SIGMA_TEST_WORK/NAME.log), waits until READY_CMD succeeds while the process lives,
+# and records its pid. Returns 1 if the process died first (port taken, say) so the caller can
+# retry on another port; READY_CMD may use the variables the caller set.
+start_owned() {
+  local name=$1 seconds=$2 ready=$3; shift 4
+  "$@" >"$SIGMA_TEST_WORK/$name.log" 2>&1 &
+  local pid=$! deadline=$((SECONDS + seconds))
+  until eval "$ready" >/dev/null 2>&1; do
+    if ! kill -0 "$pid" 2>/dev/null; then wait "$pid" 2>/dev/null || true; return 1; fi
+    if (( SECONDS >= deadline )); then
+      echo "$name did not become ready in ${seconds}s; its log:" >&2
+      cat "$SIGMA_TEST_WORK/$name.log" >&2
+      kill "$pid" 2>/dev/null || true
+      exit 1
+    fi
+    sleep 0.2
+  done
+  # Answering is not enough: a foreign server on the same port answers too. Ours must be alive.
+  sleep 0.3
+  kill -0 "$pid" 2>/dev/null || return 1
+  SIGMA_TEST_PIDS+=("$pid")
+}
+
+# retry_start NAME FUNCTION: calls FUNCTION (which picks fresh ports and calls start_owned) up to
+# three times.
+retry_start() {
+  local attempt
+  for attempt in 1 2 3; do
+    "$2" && return 0
+    echo "$1 did not start on its port (attempt $attempt); retrying on another" >&2
+  done
+  echo "$1 did not start; its log:" >&2
+  cat "$SIGMA_TEST_WORK/$1.log" >&2
+  exit 1
+}
+
+_start_temporal() {
+  SIGMA_TEST_TEMPORAL_PORT=$(free_port)
+  local http_port; http_port=$(free_port)
+  start_owned temporal 60 '"$TEMPORAL_CLI" operator cluster health --address 127.0.0.1:$SIGMA_TEST_TEMPORAL_PORT' -- \
+    "$TEMPORAL_CLI" server start-dev --headless --ip 127.0.0.1 --port "$SIGMA_TEST_TEMPORAL_PORT" \
+    --http-port "$http_port" --log-level warn
+}
+_start_s3() {
+  SIGMA_TEST_S3_PORT=$(free_port)
+  start_owned s3s-fs 30 'curl -s -o /dev/null http://127.0.0.1:$SIGMA_TEST_S3_PORT' -- \
+    s3s-fs --host 127.0.0.1 --port "$SIGMA_TEST_S3_PORT" --access-key sigma \
+    --secret-key sigma-test-secret "$SIGMA_TEST_WORK/s3"
+}
+_start_maildev() {
+  SIGMA_TEST_SMTP_PORT=$(free_port) SIGMA_TEST_MAILDEV_PORT=$(free_port)
+  start_owned maildev 60 'curl -sf -o /dev/null http://127.0.0.1:$SIGMA_TEST_MAILDEV_PORT/api/healthz' -- \
+    maildev --ip 127.0.0.1 --web-ip 127.0.0.1 -s "$SIGMA_TEST_SMTP_PORT" -w "$SIGMA_TEST_MAILDEV_PORT"
+}
+_start_llm() {
+  SIGMA_TEST_LLM_PORT=$(free_port)
+  start_owned llm 120 'curl -sf -o /dev/null http://127.0.0.1:$SIGMA_TEST_LLM_PORT/v1/models' -- \
+    "$SIGMA_TOOLS/llm/bin/python" -m llama_cpp.server --model "$SIGMA_LLM_MODEL" --model_alias smollm2 \
+    --host 127.0.0.1 --port "$SIGMA_TEST_LLM_PORT" --n_ctx 2048 --n_threads 2
+}
+
+# Starts, for tests and benchmarks, one Temporal dev server (shared by every test of the run;
+# each test isolates itself by task-queue prefix), s3s-fs, maildev and, with --with-llm, SmolLM2,
+# each on a port the OS picked; exports where they are; stops them when the calling script exits.
 start_test_servers() {
   local with_llm=0
   [[ "${1:-}" == "--with-llm" ]] && with_llm=1
   SIGMA_TEST_WORK=$(mktemp -d /tmp/sigma-test.XXXXXX)
   SIGMA_TEST_PIDS=()
   trap 'drop_run_databases; for pid in "${SIGMA_TEST_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$SIGMA_TEST_WORK"' EXIT
-  step "starting test servers (s3s-fs :8114, maildev :1125/:1180$([[ $with_llm == 1 ]] && echo ', SmolLM2 :8191'))"
+  step "starting test servers (Temporal, s3s-fs, maildev$([[ $with_llm == 1 ]] && echo ', SmolLM2') on free ports)"
   mkdir -p "$SIGMA_TEST_WORK/s3"
-  s3s-fs --host 127.0.0.1 --port 8114 --access-key sigma --secret-key sigma-test-secret "$SIGMA_TEST_WORK/s3" \
-    >"$SIGMA_TEST_WORK/s3s-fs.log" 2>&1 &
-  SIGMA_TEST_PIDS+=($!)
-  maildev --ip 127.0.0.1 --web-ip 127.0.0.1 -s 1125 -w 1180 >"$SIGMA_TEST_WORK/maildev.log" 2>&1 &
-  SIGMA_TEST_PIDS+=($!)
+  retry_start temporal _start_temporal
+  retry_start s3s-fs _start_s3
+  retry_start maildev _start_maildev
   if [[ $with_llm == 1 ]]; then
-    "$SIGMA_TOOLS/llm/bin/python" -m llama_cpp.server --model "$SIGMA_LLM_MODEL" --model_alias smollm2 \
-      --host 127.0.0.1 --port 8191 --n_ctx 2048 --n_threads 2 >"$SIGMA_TEST_WORK/llm.log" 2>&1 &
-    SIGMA_TEST_PIDS+=($!)
-    export SIGMA_TEST_LLM_URL=http://127.0.0.1:8191/v1
+    retry_start llm _start_llm
+    export SIGMA_TEST_LLM_URL="http://127.0.0.1:$SIGMA_TEST_LLM_PORT/v1"
   fi
-  wait_http s3s-fs http://127.0.0.1:8114 30
-  wait_http maildev http://127.0.0.1:1180/api/healthz 60
-  [[ $with_llm == 1 ]] && wait_http llm http://127.0.0.1:8191/v1/models 120
+  export SIGMA_TEST_TEMPORAL_ADDRESS="http://127.0.0.1:$SIGMA_TEST_TEMPORAL_PORT"
   export SIGMA_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres
-  export SIGMA_TEST_S3_ENDPOINT=http://127.0.0.1:8114 SIGMA_TEST_S3_SECRET_KEY=sigma-test-secret
-  export SIGMA_TEST_SMTP_PORT=1125 SIGMA_TEST_MAILDEV_URL=http://127.0.0.1:1180
+  export SIGMA_TEST_S3_ENDPOINT="http://127.0.0.1:$SIGMA_TEST_S3_PORT" SIGMA_TEST_S3_SECRET_KEY=sigma-test-secret
+  export SIGMA_TEST_SMTP_PORT SIGMA_TEST_MAILDEV_URL="http://127.0.0.1:$SIGMA_TEST_MAILDEV_PORT"
+  step "test servers: Temporal $SIGMA_TEST_TEMPORAL_ADDRESS, s3s-fs $SIGMA_TEST_S3_ENDPOINT, maildev $SIGMA_TEST_MAILDEV_URL (SMTP :$SIGMA_TEST_SMTP_PORT)${SIGMA_TEST_LLM_URL:+, LLM $SIGMA_TEST_LLM_URL}"
   # Each test makes (and on success drops) its own database, named after this run; on exit the
   # run drops those its failed tests left, and never another run's.
   export SIGMA_TEST_RUN="r$$"
@@ -58,16 +122,4 @@ drop_run_databases() {
   psql -qAt -h 127.0.0.1 -U postgres -d postgres -c \
     "select 'drop database if exists \"' || datname || '\" with (force);' from pg_database where datname like 'sigma\_test\_${SIGMA_TEST_RUN}\_%'" \
     | psql -q -h 127.0.0.1 -U postgres -d postgres >/dev/null || true
-}
-
-wait_http() { # name url seconds
-  local deadline=$((SECONDS + $3))
-  until curl -s -o /dev/null "$2"; do
-    if (( SECONDS >= deadline )); then
-      echo "$1 did not start; its log:" >&2
-      cat "$SIGMA_TEST_WORK/$1.log" >&2
-      exit 1
-    fi
-    sleep 0.2
-  done
 }

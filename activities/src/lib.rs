@@ -1,7 +1,8 @@
 //! Every side effect of the pipeline, as Temporal activities grouped by task queue:
 //! [`intake::IntakeActivities`] (the first, local step of each submission run),
-//! [`sandbox::SandboxActivities`] (`sandbox`), [`audit::AuditActivities`] (`audit`) and
-//! [`ops::OpsActivities`] (`ops`: projections, verdicts, certificates, email). Each activity is
+//! [`sandbox::SandboxActivities`] (`sandbox`), [`audit::AuditActivities`] (`audit`),
+//! [`verdict::VerdictActivities`] (`ops`: consensus and operator decisions) and
+//! [`ops::OpsActivities`] (`ops`: projections, rounds, certificates, email). Each activity is
 //! idempotent: retries and replays write the same rows and blobs again, never twice.
 
 pub mod audit;
@@ -10,6 +11,7 @@ pub mod ops;
 pub mod portal;
 pub mod sandbox;
 pub mod types;
+pub mod verdict;
 
 use std::sync::Arc;
 
@@ -26,6 +28,54 @@ pub mod queues {
     pub const AUDIT: &str = "audit";
     /// Also hosts the workflows themselves.
     pub const OPS: &str = "ops";
+
+    /// The three queue names under a deployment's prefix (`temporal.task_queue_prefix`).
+    /// A workflow derives the names from the queue it runs on, so the prefix never travels in
+    /// inputs or histories, and a history recorded without one replays unchanged.
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct QueueNames {
+        prefix: String,
+    }
+
+    impl QueueNames {
+        pub fn new(prefix: impl Into<String>) -> Self {
+            Self {
+                prefix: prefix.into(),
+            }
+        }
+
+        /// The names seen from a workflow: workflows always run on the ops queue.
+        pub fn of_workflow_queue(own: &str) -> Self {
+            Self::new(own.strip_suffix(OPS).unwrap_or_default())
+        }
+
+        pub fn sandbox(&self) -> String {
+            format!("{}{SANDBOX}", self.prefix)
+        }
+
+        pub fn audit(&self) -> String {
+            format!("{}{AUDIT}", self.prefix)
+        }
+
+        pub fn ops(&self) -> String {
+            format!("{}{OPS}", self.prefix)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_workflow_finds_its_siblings_under_its_own_prefix() {
+            let names = QueueNames::new("t1.");
+            assert_eq!(names.ops(), "t1.ops");
+            let seen = QueueNames::of_workflow_queue(&names.ops());
+            assert_eq!(seen, names);
+            assert_eq!(seen.sandbox(), "t1.sandbox");
+            assert_eq!(QueueNames::of_workflow_queue("ops").audit(), "audit");
+        }
+    }
 }
 
 /// Connections the activities share. Cheap to clone.

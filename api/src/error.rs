@@ -299,9 +299,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The longest text any JSON string field may carry unless its own schema says less. Stored
-/// text is bounded so that no request can grow a row (or a signed certificate) without limit.
-pub const MAX_JSON_TEXT_BYTES: usize = 16 * 1024;
+/// The longest text any JSON string field may carry unless its own schema says less, in
+/// characters as JSON Schema's `maxLength` counts them. Stored text is bounded so that no
+/// request can grow a row (or a signed certificate) without limit.
+pub const MAX_JSON_TEXT_CHARS: usize = 16 * 1024;
 
 /// A JSON body, checked in one place for every handler: content type (415), syntax (400), text
 /// that storage cannot hold or that is too long (422 naming the field: PostgreSQL refuses NUL in
@@ -399,25 +400,34 @@ fn path_or_body(path: &str) -> String {
     }
 }
 
-/// The text rule every stored string follows: no NUL, at most [`MAX_JSON_TEXT_BYTES`].
-pub fn text_ok(text: &str, field: impl FnOnce() -> String) -> ApiResult<()> {
+/// The text rule every stored string follows: no NUL, at most [`MAX_JSON_TEXT_CHARS`]. The
+/// problem with `text`, if any, as the rest of a sentence about it.
+fn text_problem(text: &str) -> Option<(&'static str, String)> {
     if text.contains('\0') {
-        return Err(ApiError::unprocessable(
-            "invalid_text",
-            format!("{} contains a NUL character", field()),
-        ));
-    }
-    if text.len() > MAX_JSON_TEXT_BYTES {
-        return Err(ApiError::unprocessable(
+        Some(("invalid_text", "contains a NUL character".into()))
+    } else if text.len() > MAX_JSON_TEXT_CHARS && text.chars().count() > MAX_JSON_TEXT_CHARS {
+        Some((
             "text_too_long",
-            format!("{} is longer than {MAX_JSON_TEXT_BYTES} bytes", field()),
-        ));
+            format!("is longer than {MAX_JSON_TEXT_CHARS} characters"),
+        ))
+    } else {
+        None
     }
-    Ok(())
 }
 
-/// Query parameters: malformed ones are 400 (one rule for every list and search), and text
-/// follows the same rule as JSON strings (422 naming the parameter).
+/// The text rule for a stored string: 422 naming the field.
+pub fn text_ok(text: &str, field: impl FnOnce() -> String) -> ApiResult<()> {
+    match text_problem(text) {
+        Some((code, problem)) => Err(ApiError::unprocessable(
+            code,
+            format!("{} {problem}", field()),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Query parameters: malformed ones are 400 (one rule for every list and search), text that
+/// breaks the rule of JSON strings included (naming the parameter).
 pub struct ApiQuery<T>(pub T);
 
 impl<S, T> FromRequestParts<S> for ApiQuery<T>
@@ -433,8 +443,15 @@ where
     ) -> ApiResult<Self> {
         let query = parts.uri.query().unwrap_or("");
         for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            text_ok(&name, || "a query parameter name".into())?;
-            text_ok(&value, || format!("query parameter `{name}`"))?;
+            // The text rule holds here too, but a bad query is the request's shape: 400.
+            let problem = text_problem(&name)
+                .map(|(_, p)| format!("a query parameter name {p}"))
+                .or_else(|| {
+                    text_problem(&value).map(|(_, p)| format!("query parameter `{name}` {p}"))
+                });
+            if let Some(detail) = problem {
+                return Err(ApiError::bad_request("invalid_query", detail));
+            }
         }
         serde_path_to_error::deserialize(serde_urlencoded::Deserializer::new(
             url::form_urlencoded::parse(query.as_bytes()),

@@ -39,6 +39,12 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The task queue SIGMA's workflows run on, under the deployment's prefix.
+    pub fn workflow_queue(&self) -> String {
+        sigma_activities::queues::QueueNames::new(self.settings.temporal.task_queue_prefix.clone())
+            .ops()
+    }
+
     pub fn new(
         db: PgPool,
         temporal: temporalio_client::Client,
@@ -116,12 +122,166 @@ fn api_router() -> OpenApiRouter<AppState> {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = api_router().split_for_parts().1;
     shared_error_responses(&mut doc);
+    declare_text_rule(&mut doc);
     doc
+}
+
+/// An operation that takes an `Idempotency-Key` says what `core::idempotency` accepts (1 to 200
+/// visible ASCII characters) and that reusing a key for another request is a 409.
+fn declare_idempotency_key(operation: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{Ref, RefOr};
+    let Some(header) = operation.parameters.iter_mut().flatten().find(|p| {
+        p.parameter_in == ParameterIn::Header && p.name.eq_ignore_ascii_case("Idempotency-Key")
+    }) else {
+        return;
+    };
+    header.schema = Some(RefOr::T(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(200))
+            .pattern(Some("^[\\x21-\\x7E]([\\x20-\\x7E]*[\\x21-\\x7E])?$"))
+            .into(),
+    ));
+    operation
+        .responses
+        .responses
+        .entry("409".to_owned())
+        .or_insert_with(|| RefOr::Ref(Ref::new("#/components/responses/Error")));
+}
+
+/// Says in the document what `ApiJson` and `ApiQuery` enforce on every string a client sends
+/// (see `error::text_ok`): no NUL, and at most `MAX_JSON_TEXT_CHARS` unless the field's own
+/// schema allows less. Applied to every schema reachable from a request body and to string
+/// parameters; enums and formats with their own grammar (binary, dates, uuids) are left as
+/// they are.
+fn declare_text_rule(doc: &mut utoipa::openapi::OpenApi) {
+    use std::collections::{BTreeMap, BTreeSet};
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{
+        AdditionalProperties, ArrayItems, KnownFormat, Schema, SchemaFormat, SchemaType, Type,
+    };
+
+    type Schemas = BTreeMap<String, RefOr<Schema>>;
+
+    fn is_text(schema_type: &SchemaType) -> bool {
+        match schema_type {
+            SchemaType::Type(t) => *t == Type::String,
+            SchemaType::Array(types) => types.contains(&Type::String),
+            SchemaType::AnyValue => false,
+        }
+    }
+
+    fn constrain(node: &mut RefOr<Schema>, components: &mut Schemas, seen: &mut BTreeSet<String>) {
+        let schema = match node {
+            RefOr::Ref(reference) => {
+                if let Some(name) = reference.ref_location.strip_prefix("#/components/schemas/")
+                    && seen.insert(name.to_owned())
+                    && let Some(mut target) = components.remove(name)
+                {
+                    constrain(&mut target, components, seen);
+                    components.insert(name.to_owned(), target);
+                }
+                return;
+            }
+            RefOr::T(schema) => schema,
+        };
+        match schema {
+            Schema::Object(object) => {
+                let own_grammar = object.enum_values.is_some()
+                    || matches!(
+                        object.format,
+                        Some(SchemaFormat::KnownFormat(
+                            KnownFormat::Binary
+                                | KnownFormat::Byte
+                                | KnownFormat::DateTime
+                                | KnownFormat::Date
+                                | KnownFormat::Uuid
+                        ))
+                    );
+                if is_text(&object.schema_type) && !own_grammar {
+                    object.max_length.get_or_insert(error::MAX_JSON_TEXT_CHARS);
+                    object
+                        .pattern
+                        .get_or_insert_with(|| "^[^\\u0000]*$".to_owned());
+                }
+                for property in object.properties.values_mut() {
+                    constrain(property, components, seen);
+                }
+                if let Some(extra) = object.additional_properties.as_deref_mut()
+                    && let AdditionalProperties::RefOr(extra) = extra
+                {
+                    constrain(extra, components, seen);
+                }
+            }
+            Schema::Array(array) => {
+                if let ArrayItems::RefOrSchema(items) = &mut array.items {
+                    constrain(items, components, seen);
+                }
+            }
+            Schema::OneOf(one) => {
+                for item in &mut one.items {
+                    constrain(item, components, seen);
+                }
+            }
+            Schema::AllOf(all) => {
+                for item in &mut all.items {
+                    constrain(item, components, seen);
+                }
+            }
+            Schema::AnyOf(any) => {
+                for item in &mut any.items {
+                    constrain(item, components, seen);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    let mut components: Schemas = doc
+        .components
+        .as_mut()
+        .map(|c| std::mem::take(&mut c.schemas))
+        .unwrap_or_default();
+    let mut seen = BTreeSet::new();
+    for item in doc.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            declare_idempotency_key(operation);
+            for content in operation
+                .request_body
+                .iter_mut()
+                .flat_map(|body| body.content.values_mut())
+            {
+                if let Some(schema) = &mut content.schema {
+                    constrain(schema, &mut components, &mut seen);
+                }
+            }
+            for parameter in operation.parameters.iter_mut().flatten() {
+                if let Some(schema) = &mut parameter.schema {
+                    constrain(schema, &mut components, &mut seen);
+                }
+            }
+        }
+    }
+    if let Some(c) = doc.components.as_mut() {
+        c.schemas = components;
+    }
 }
 
 /// Declares on every operation the errors the shared layers can answer, as references to one
 /// `Error` response, unless the operation documents that status itself: 400 (a malformed query
-/// or header), 405, 500, and 503 everywhere; 401 and 403 where a credential is required; 413,
+/// or header), 405, 414, 500, and 503 everywhere; 401 and 403 where a credential is required; 413,
 /// 415 and 422 where there is a request body; 429 on the rate-limited public plane and logins.
 fn shared_error_responses(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
@@ -152,7 +312,7 @@ fn shared_error_responses(doc: &mut utoipa::openapi::OpenApi) {
         .into_iter()
         .flatten()
         {
-            let mut statuses = vec!["400", "405", "500", "503"];
+            let mut statuses = vec!["400", "405", "414", "500", "503"];
             if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
                 statuses.extend(["401", "403"]);
             }
@@ -176,6 +336,7 @@ fn shared_error_responses(doc: &mut utoipa::openapi::OpenApi) {
 pub fn app(state: AppState) -> Router {
     let (router, mut openapi) = api_router().split_for_parts();
     shared_error_responses(&mut openapi);
+    declare_text_rule(&mut openapi);
     let max_body = state.settings.api.max_body_bytes;
     router
         .merge(SwaggerUi::new("/docs").url("/api/v1/openapi.json", openapi))
@@ -200,6 +361,7 @@ pub fn app(state: AppState) -> Router {
             public::limits::limit_reads,
         ))
         .with_state(state)
+        .layer(axum::middleware::from_fn(refuse_long_uris))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
@@ -220,6 +382,29 @@ pub fn app(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// The longest request target (path and query) the API reads, as most servers and proxies
+/// allow. Longer ones get a JSON 414 here; beyond 64 KiB hyper's parser refuses the request
+/// before any of SIGMA's code runs (a 414 without a body).
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+async fn refuse_long_uris(
+    request: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if target > MAX_URI_BYTES {
+        return axum::response::IntoResponse::into_response(error::ApiError::new(
+            axum::http::StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is {target} bytes; at most {MAX_URI_BYTES} are read"),
+        ));
+    }
+    next.run(request).await
 }
 
 /// Serves until `shutdown` resolves.

@@ -14,6 +14,7 @@ use crate::error::{ApiError, ApiResult};
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// The `nextCursor` of the previous page.
     pub cursor: Option<String>,

@@ -163,6 +163,10 @@ pub struct TemporalSettings {
     pub namespace: String,
     /// Base URL of the Temporal Web UI, shown to operators next to a submission.
     pub ui_url: String,
+    /// Prepended to every task queue name, so several SIGMA deployments (or tests) can share one
+    /// Temporal namespace without picking up one another's tasks. Empty in production.
+    #[serde(default)]
+    pub task_queue_prefix: String,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -309,6 +313,7 @@ impl Default for Settings {
                 address: "http://127.0.0.1:7233".into(),
                 namespace: "default".into(),
                 ui_url: "http://127.0.0.1:8233".into(),
+                task_queue_prefix: String::new(),
             },
             blob: BlobSettings {
                 endpoint: "http://127.0.0.1:8014".into(),

@@ -27,26 +27,19 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
 
 /// Creates the database named in the settings when it does not exist (local runs and tests).
 pub async fn create_database_if_missing(settings: &DatabaseSettings) -> anyhow::Result<()> {
-    let options = connect_options(settings)?;
-    let name = options.get_database().unwrap_or("postgres").to_owned();
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(options.database("postgres"))
+    use sqlx::migrate::MigrateDatabase;
+    let url = settings.url.expose_secret();
+    if !sqlx::Postgres::database_exists(url)
         .await
-        .context("cannot connect to the postgres maintenance database")?;
-    let exists: bool =
-        sqlx::query_scalar("select exists(select 1 from pg_database where datname = $1)")
-            .bind(&name)
-            .fetch_one(&admin)
-            .await?;
-    if !exists {
-        // Identifiers cannot be bound as parameters; quote it the way Postgres does.
-        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        sqlx::query(&format!("create database {quoted}"))
-            .execute(&admin)
-            .await?;
+        .context("cannot reach PostgreSQL to check the database")?
+    {
+        match sqlx::Postgres::create_database(url).await {
+            Ok(()) => {}
+            // Another process (a second `sigma` command starting alongside) made it first.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e).context("cannot create the database"),
+        }
     }
-    admin.close().await;
     Ok(())
 }
 

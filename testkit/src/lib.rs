@@ -1,9 +1,10 @@
-//! A real SIGMA stack per test: its own Temporal dev server, a fresh PostgreSQL database, a fresh
-//! S3 bucket on the shared s3s-fs, the shared maildev, the API on port 0, workers in a thread of
-//! their own, and a scripted LLM. `scripts/test.sh` starts s3s-fs and maildev and exports where
-//! they are; nothing of SIGMA's own is mocked.
+//! A real SIGMA stack per test: task queues of its own on the run's Temporal dev server, a fresh
+//! PostgreSQL database, a fresh S3 bucket on the shared s3s-fs, the shared maildev, the API on
+//! port 0, workers in a thread of their own, and a scripted LLM. `scripts/test.sh` starts Temporal,
+//! s3s-fs and maildev on free ports and exports where they are; nothing of SIGMA's own is mocked.
 
 pub mod bundle;
+pub mod client;
 pub mod llm;
 
 use std::sync::{Arc, Once};
@@ -22,6 +23,7 @@ use temporalio_sdk::testing::{
 };
 use tokio::sync::watch;
 
+pub use client::PlaneClient;
 pub use llm::{Reply, ScriptedLlm};
 
 fn env_or(name: &str, default: &str) -> String {
@@ -134,6 +136,86 @@ pub fn code_in(text: &str) -> Option<String> {
     (code.len() == 6 && code.chars().all(|c| c.is_ascii_digit())).then_some(code)
 }
 
+/// A Temporal dev server of this test's own, for a test run without `scripts/test.sh`. The port
+/// is probed, released and then bound by the server, which another process can take in between,
+/// and a loaded machine can miss the SDK's start deadline: a failed start is retried on a fresh
+/// port, and the last cause is reported.
+async fn start_own_temporal() -> anyhow::Result<(WorkflowEnvironment<LocalServer>, u16)> {
+    let cli = std::env::var("TEMPORAL_CLI")
+        .context("TEMPORAL_CLI must point at the temporal binary (scripts/test.sh sets it)")?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+            probe.local_addr()?.port()
+        };
+        let started = WorkflowEnvironment::start_local(
+            LocalWorkflowEnvironmentOptions::builder()
+                .server_executable(EphemeralExe::ExistingPath(cli.clone()))
+                .port(port)
+                .build(),
+        )
+        .await;
+        match started {
+            Ok(env) => return Ok((env, port)),
+            Err(e) if attempt < 3 => {
+                eprintln!("Temporal dev server did not start (attempt {attempt}): {e:#}; retrying");
+            }
+            Err(e) => return Err(e).context("cannot start the Temporal dev server"),
+        }
+    }
+}
+
+/// Makes `db_name` as a copy of the run's migrated template database, which the first test of
+/// the run creates under an advisory lock: copying files is far cheaper than running every
+/// migration per test. The template is named after the run, so the run's cleanup drops it.
+async fn copy_run_template(admin_url: &str, run: &str, db_name: &str) -> anyhow::Result<()> {
+    let template = format!("sigma_test_{run}_template");
+    let admin = PgPool::connect(admin_url)
+        .await
+        .context("cannot reach the maintenance database")?;
+    let mut lock = admin.acquire().await?;
+    sqlx::query("select pg_advisory_lock(hashtext($1))")
+        .bind(&template)
+        .execute(&mut *lock)
+        .await?;
+    let exists: bool =
+        sqlx::query_scalar("select exists(select 1 from pg_database where datname = $1)")
+            .bind(&template)
+            .fetch_one(&mut *lock)
+            .await?;
+    if !exists {
+        sqlx::query(&format!("create database \"{template}\""))
+            .execute(&mut *lock)
+            .await?;
+        let url = format!(
+            "{}/{template}",
+            admin_url
+                .rsplit_once('/')
+                .map(|(b, _)| b)
+                .unwrap_or(admin_url)
+        );
+        // Nobody may be connected to a template while it is copied: close before unlocking.
+        let pool = PgPool::connect(&url).await?;
+        sigma_shared::db::migrate(&pool).await?;
+        pool.close().await;
+    }
+    sqlx::query("select pg_advisory_unlock(hashtext($1))")
+        .bind(&template)
+        .execute(&mut *lock)
+        .await?;
+    drop(lock);
+    sqlx::query(&format!(
+        "create database \"{db_name}\" template \"{template}\""
+    ))
+    .execute(&admin)
+    .await
+    .with_context(|| format!("cannot copy the template database into {db_name}"))?;
+    admin.close().await;
+    Ok(())
+}
+
 pub struct TestApp {
     pub base_url: String,
     pub http: reqwest::Client,
@@ -161,48 +243,31 @@ impl TestApp {
         init_tracing();
         let run_id = uuid::Uuid::new_v4().simple().to_string();
 
-        // Temporal: an isolated dev server on a port we choose, so other processes can reach it.
-        // The port is probed, released and then bound by the server, which another process can
-        // take in between, and a loaded machine can miss the SDK's start deadline: a failed start
-        // is retried on a fresh port, and the last cause is reported.
-        let cli = std::env::var("TEMPORAL_CLI")
-            .context("TEMPORAL_CLI must point at the temporal binary (scripts/test.sh sets it)")?;
-        let mut attempt = 0;
-        let (env, port) = loop {
-            attempt += 1;
-            let port = {
-                let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-                probe.local_addr()?.port()
-            };
-            let started = WorkflowEnvironment::start_local(
-                LocalWorkflowEnvironmentOptions::builder()
-                    .server_executable(EphemeralExe::ExistingPath(cli.clone()))
-                    .port(port)
-                    .build(),
-            )
-            .await;
-            match started {
-                Ok(env) => break (env, port),
-                Err(e) if attempt < 3 => {
-                    eprintln!(
-                        "Temporal dev server did not start (attempt {attempt}): {e:#}; retrying"
-                    );
-                }
-                Err(e) => return Err(e).context("cannot start the Temporal dev server"),
+        // Temporal: the run's shared dev server when `scripts/test.sh` started one (each test
+        // then polls task queues under a prefix of its own, so no test sees another's tasks);
+        // otherwise a dev server of this test's own.
+        let (env, temporal_address) = match std::env::var("SIGMA_TEST_TEMPORAL_ADDRESS") {
+            Ok(address) if !address.is_empty() => (None, address),
+            _ => {
+                let (env, port) = start_own_temporal().await?;
+                (Some(env), format!("http://127.0.0.1:{port}"))
             }
         };
-
         let mut settings = Settings::default();
-        settings.temporal.address = format!("http://127.0.0.1:{port}");
+        settings.temporal.address = temporal_address;
+        settings.temporal.task_queue_prefix = format!("t{}.", &run_id[..12]);
         let base = env_or(
             "SIGMA_TEST_DATABASE_URL",
             "postgres://postgres@127.0.0.1:5432/postgres",
         );
         // `scripts/test.sh` names its run, so it drops exactly the databases of that run (those a
         // panicking test could not drop itself), never another run's.
-        let db_name = match std::env::var("SIGMA_TEST_RUN") {
-            Ok(run) if !run.is_empty() => format!("sigma_test_{run}_{run_id}"),
-            _ => format!("sigma_test_{run_id}"),
+        let test_run = std::env::var("SIGMA_TEST_RUN")
+            .ok()
+            .filter(|run| !run.is_empty());
+        let db_name = match &test_run {
+            Some(run) => format!("sigma_test_{run}_{run_id}"),
+            None => format!("sigma_test_{run_id}"),
         };
         let db_url = format!(
             "{}/{db_name}",
@@ -237,11 +302,21 @@ impl TestApp {
         settings.public.view_flush_ms = 100;
         (options.tweak)(&mut settings);
 
-        sigma_shared::db::create_database_if_missing(&settings.database).await?;
+        match &test_run {
+            Some(run) => copy_run_template(&base, run, &db_name).await?,
+            None => {
+                sigma_shared::db::create_database_if_missing(&settings.database).await?;
+                let db = sigma_shared::db::connect(&settings.database).await?;
+                sigma_shared::db::migrate(&db).await?;
+                db.close().await;
+            }
+        }
         let db = sigma_shared::db::connect(&settings.database).await?;
-        sigma_shared::db::migrate(&db).await?;
         BlobStore::new(&settings.blob).ensure_bucket().await?;
-        let temporal = env.client().clone();
+        let temporal = match &env {
+            Some(env) => env.client().clone(),
+            None => worker::connect(&settings.temporal, "sigma-test").await?,
+        };
         worker::ensure_search_attributes(&temporal, &settings.temporal.namespace).await?;
 
         let llm = ScriptedLlm::start().await?;
@@ -285,7 +360,7 @@ impl TestApp {
             operator_token,
             maildev_url: env_or("SIGMA_TEST_MAILDEV_URL", "http://127.0.0.1:1180"),
             workers,
-            env: Some(env),
+            env,
             db_name,
             admin_url: base,
         })
@@ -356,6 +431,10 @@ impl TestApp {
                 "SIGMA__TEMPORAL__ADDRESS".into(),
                 s.temporal.address.clone(),
             ),
+            (
+                "SIGMA__TEMPORAL__TASK_QUEUE_PREFIX".into(),
+                s.temporal.task_queue_prefix.clone(),
+            ),
             ("SIGMA__BLOB__ENDPOINT".into(), s.blob.endpoint.clone()),
             ("SIGMA__BLOB__BUCKET".into(), s.blob.bucket.clone()),
             ("SIGMA__BLOB__ACCESS_KEY".into(), s.blob.access_key.clone()),
@@ -387,6 +466,31 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
+    }
+
+    /// The developer plane with a portal session or an API token.
+    pub fn dev(&self, token: &str) -> PlaneClient {
+        PlaneClient::new(self.http.clone(), &self.base_url, client::DEV, Some(token))
+    }
+
+    /// The operator plane with a console session or an operator token.
+    pub fn operator(&self, token: &str) -> PlaneClient {
+        PlaneClient::new(
+            self.http.clone(),
+            &self.base_url,
+            client::OPERATOR,
+            Some(token),
+        )
+    }
+
+    /// The developer plane before sign-in (login endpoints).
+    pub fn public_dev(&self) -> PlaneClient {
+        PlaneClient::new(self.http.clone(), &self.base_url, client::DEV, None)
+    }
+
+    /// The public plane, without credentials.
+    pub fn public(&self) -> PlaneClient {
+        PlaneClient::new(self.http.clone(), &self.base_url, client::PUBLIC, None)
     }
 
     /// GET a JSON body with a token; `target` is a path or a full URL.
@@ -574,15 +678,14 @@ impl TestApp {
     /// Starts an email login and returns the six-digit code from the email maildev received.
     pub async fn login_code(&self, address: &str) -> String {
         let seen = self.emails_to(address).await.len();
-        let (status, body) = self
-            .send(
-                reqwest::Method::POST,
-                "/api/v1/sigma/dev/auth/email/start",
-                None,
-                Some(serde_json::json!({ "email": address })),
+        let _: Value = self
+            .public_dev()
+            .post(
+                "/auth/email/start",
+                &serde_json::json!({ "email": address }),
+                202,
             )
             .await;
-        assert_eq!(status, 202, "login start refused: {body}");
         let email = self.next_email_to(address, seen).await;
         code_in(email["text"].as_str().unwrap_or_default())
             .unwrap_or_else(|| panic!("no code in the login email: {email}"))
@@ -591,15 +694,14 @@ impl TestApp {
     /// Signs in by email (code read from maildev) and returns the portal session token.
     pub async fn login(&self, address: &str) -> String {
         let code = self.login_code(address).await;
-        let (status, body) = self
-            .send(
-                reqwest::Method::POST,
-                "/api/v1/sigma/dev/auth/email/verify",
-                None,
-                Some(serde_json::json!({ "email": address, "code": code })),
+        let body: Value = self
+            .public_dev()
+            .post(
+                "/auth/email/verify",
+                &serde_json::json!({ "email": address, "code": code }),
+                200,
             )
             .await;
-        assert_eq!(status, 200, "login verify refused: {body}");
         body["token"].as_str().expect("session token").to_owned()
     }
 
@@ -613,20 +715,19 @@ impl TestApp {
         sigma_api::auth::operator_login(&self.db, &name, password)
             .await
             .expect("operator login created");
-        let (status, body) = self
-            .send(
-                reqwest::Method::POST,
-                "/api/v1/sigma/operator/auth/login",
-                None,
-                Some(serde_json::json!({ "name": name, "password": password })),
-            )
-            .await;
-        assert_eq!(status, 200, "console login refused: {body}");
+        let body: Value =
+            PlaneClient::new(self.http.clone(), &self.base_url, client::OPERATOR, None)
+                .post(
+                    "/auth/login",
+                    &serde_json::json!({ "name": name, "password": password }),
+                    200,
+                )
+                .await;
         body["token"].as_str().expect("console token").to_owned()
     }
 
     /// Any request with an optional bearer token and JSON body; the status and the JSON answer
-    /// (`null` when the body is empty).
+    /// (`null` when the body is empty). `path` is the whole path; prefer the typed plane clients.
     pub async fn send(
         &self,
         method: reqwest::Method,
@@ -634,23 +735,28 @@ impl TestApp {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut request = self.http.request(method, self.url(path));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
+        PlaneClient::new(self.http.clone(), &self.base_url, "", token)
+            .call(method, path, body.as_ref())
+            .await
+    }
+
+    /// How many runs Temporal's visibility shows under `workflow_id`. Visibility is eventually
+    /// consistent, so this polls (up to 15 s) until at least `at_least` show, then counts.
+    pub async fn runs_of(&self, workflow_id: &str, at_least: usize) -> usize {
+        use futures::StreamExt;
+        let start = Instant::now();
+        loop {
+            let runs = self
+                .temporal
+                .list_workflows(format!("WorkflowId = '{workflow_id}'"), Default::default())
+                .collect::<Vec<_>>()
+                .await
+                .len();
+            if runs >= at_least || start.elapsed() > Duration::from_secs(15) {
+                return runs;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("API reachable");
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.expect("body");
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-        };
-        (status, value)
     }
 
     /// Stops the in-process workers (as if their process died).

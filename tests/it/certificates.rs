@@ -413,9 +413,8 @@ async fn get(app: &TestApp, path: &str) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn public_reads_search_paginate_compare_and_refuse_bad_input() {
-    // A local stand-in for raw.githubusercontent.com, at the network boundary.
+/// A local stand-in for raw.githubusercontent.com, at the network boundary; its base URL.
+async fn github_stand_in() -> String {
     let github = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let github_url = format!("http://{}", github.local_addr().unwrap());
     let router = axum::Router::new().route(
@@ -449,11 +448,16 @@ async fn public_reads_search_paginate_compare_and_refuse_bad_input() {
         ),
     );
     tokio::spawn(async move { axum::serve(github, router).await.unwrap() });
+    github_url
+}
+
+/// An app with one approved certificate of the weather skill and 24 copies (14 named alpha-*,
+/// 10 beta-*), each issued a second later than the one before.
+async fn listed_app(
+    tweak: std::sync::Arc<dyn Fn(&mut sigma_shared::Settings) + Send + Sync>,
+) -> (TestApp, String, Vec<String>, Vec<String>) {
     let app = TestApp::spawn_with(Options {
-        tweak: std::sync::Arc::new(move |s| {
-            s.public.github_raw_base_url = github_url.clone();
-            s.public.flags_per_hour = 3;
-        }),
+        tweak,
         ..Default::default()
     })
     .await
@@ -461,7 +465,12 @@ async fn public_reads_search_paginate_compare_and_refuse_bad_input() {
     let id = approved(&app, bundle::weather_skill()).await;
     let alphas = seed_copies(&app, &id, 14, "alpha").await;
     let betas = seed_copies(&app, &id, 10, "beta").await;
+    (app, id, alphas, betas)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_listing_pages_searches_and_refuses_bad_input() {
+    let (app, id, _alphas, betas) = listed_app(std::sync::Arc::new(|_| {})).await;
     // Pagination: 25 approved certificates, newest first, each exactly once.
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -556,6 +565,19 @@ async fn public_reads_search_paginate_compare_and_refuse_bad_input() {
         .unwrap();
     assert_eq!(again.status(), 304);
 
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_matches_uploads_and_github_refs_after_normalising_line_endings() {
+    let github_url = github_stand_in().await;
+    let app = TestApp::spawn_with(Options {
+        tweak: std::sync::Arc::new(move |s| s.public.github_raw_base_url = github_url.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let id = approved(&app, bundle::weather_skill()).await;
     // Upload-and-compare: LF-normalised, so CRLF matches; any other change does not.
     let compare = |body: Vec<u8>| {
         app.http
@@ -654,6 +676,13 @@ async fn public_reads_search_paginate_compare_and_refuse_bad_input() {
         .unwrap();
     assert_eq!(not_json.status(), 400);
 
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_expiry_and_discovery_change_what_is_advertised() {
+    let (app, id, alphas, betas) =
+        listed_app(std::sync::Arc::new(|s| s.public.flags_per_hour = 3)).await;
     // Flags: validated, then limited per client.
     let flag = |body: Value| {
         app.http

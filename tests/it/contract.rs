@@ -81,7 +81,7 @@ async fn nul_text_is_refused_with_422_naming_the_field_on_every_plane() {
         let answer = send_raw(&app, method, &path, token, Some(body)).await;
         assert_error(&answer, 422, "invalid_text", field);
     }
-    // Query strings too, without login.
+    // Query strings too, without login: a malformed query is a 400, like every bad parameter.
     let answer = send_raw(
         &app,
         Method::GET,
@@ -90,7 +90,7 @@ async fn nul_text_is_refused_with_422_naming_the_field_on_every_plane() {
         None,
     )
     .await;
-    assert_error(&answer, 422, "invalid_text", "`q`");
+    assert_error(&answer, 400, "invalid_query", "`q` contains a NUL");
     // Nothing reached storage.
     let tickets: i64 = sqlx::query_scalar("select count(*) from support_ticket")
         .fetch_one(&app.db)
@@ -181,6 +181,12 @@ async fn errors_name_the_field_and_the_router_answers_in_json() {
     assert_error(&answer, 404, "route_not_found", "openapi");
     let answer = send_raw(&app, Method::DELETE, "/healthz", None, None).await;
     assert_error(&answer, 405, "method_not_allowed", "method");
+    let long = format!(
+        "/api/v1/public/certificates?q={}",
+        "a".repeat(sigma_api::MAX_URI_BYTES)
+    );
+    let answer = send_raw(&app, Method::GET, &long, None, None).await;
+    assert_error(&answer, 414, "uri_too_long", "bytes");
     app.shutdown().await;
 }
 
@@ -198,7 +204,7 @@ fn the_openapi_document_has_unique_operation_ids_and_declares_shared_errors() {
                 "{method} {path}: operationId `{id}` is used twice"
             );
             let responses = operation["responses"].as_object().unwrap();
-            for status in ["400", "500"] {
+            for status in ["400", "414", "500"] {
                 assert!(
                     responses.contains_key(status),
                     "{method} {path} does not declare {status}"

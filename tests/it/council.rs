@@ -218,7 +218,19 @@ async fn the_plugin_cache_holds_for_a_minute_unless_invalidated() {
     .await;
     let engine = Arc::new(PluginEngine::new(app.db.clone()));
     tokio::spawn(engine.clone().follow_changes());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The feed is live once its connection has issued LISTEN in this test's database.
+    let start = std::time::Instant::now();
+    while sqlx::query_scalar::<_, i64>(
+        "select count(*) from pg_stat_activity where datname = current_database() and query ilike 'listen%'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap()
+        == 0
+    {
+        assert!(start.elapsed() < Duration::from_secs(5), "the change feed never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(engine.for_validator("v1").await.unwrap().plugins.len(), 1);
 
     // A change outside the plugin tables is not seen while the entry is cached...
@@ -226,7 +238,6 @@ async fn the_plugin_cache_holds_for_a_minute_unless_invalidated() {
         .execute(&app.db)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         engine.for_validator("v1").await.unwrap().plugins.len(),
         1,
@@ -248,7 +259,14 @@ async fn the_plugin_cache_holds_for_a_minute_unless_invalidated() {
         .await
         .unwrap();
     plugins::invalidate(&app.db, "v1").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = std::time::Instant::now();
+    while engine.for_validator("v1").await.unwrap().plugins.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "invalidation not seen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         engine.for_validator("v1").await.unwrap().plugins[0].body,
         "first body"

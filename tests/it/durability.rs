@@ -204,12 +204,20 @@ async fn a_platform_failure_is_visible_and_an_operator_retry_completes_the_submi
         replayed.json::<serde_json::Value>().await.unwrap()["id"],
         id.as_str()
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Intake answers only after the run it starts has recorded the submission, so a new run
+    // would already be the latest one here.
+    let latest = app
+        .temporal
+        .get_workflow_handle::<sigma_workflows::SubmissionWorkflow>(format!("submission:{id}"))
+        .describe(Default::default())
+        .await
+        .unwrap();
     assert_eq!(
-        app.submission(&id).await["stage"],
-        "FAILED",
+        latest.status(),
+        temporalio_client::WorkflowExecutionStatus::Failed,
         "a replay does not start a new run"
     );
+    assert_eq!(app.submission(&id).await["stage"], "FAILED");
 
     let not_failed_yet = app
         .post(

@@ -370,14 +370,15 @@ async fn unanimous_unsafe_rejects_and_a_prompt_injection_cannot_buy_approval() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_escalation_nobody_decides_is_rejected_at_the_deadline() {
     let app = TestApp::spawn_with(sigma_testkit::Options {
-        tweak: std::sync::Arc::new(|s| s.pipeline.escalation_timeout_secs = 3),
+        // A real one-second timer: the Rust SDK has no time-skipping test server, and the
+        // deadline is a workflow timer, not a stored expiry that could be moved.
+        tweak: std::sync::Arc::new(|s| s.pipeline.escalation_timeout_secs = 1),
         ..Default::default()
     })
     .await
     .unwrap();
     app.llm.fallback(&model_of("v1"), Reply::unsafe_());
     let id = app.submit_ok(bundle::weather_skill()).await;
-    app.wait_for_stage(&id, "AWAITING_OPERATOR", WAIT).await;
     let done = app.wait_for_stage(&id, "DONE", WAIT).await;
     assert_eq!(done["outcome"], "REJECTED", "{done}");
     assert!(

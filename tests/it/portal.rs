@@ -392,7 +392,6 @@ async fn email_login_to_draft_to_paid_submission_to_certificate() {
 async fn login_codes_expire_work_once_resist_guessing_and_reveal_nothing() {
     let app = TestApp::spawn_with(Options {
         tweak: std::sync::Arc::new(|s| {
-            s.portal.code_ttl_secs = 3;
             s.portal.logins_per_address_per_hour = 4;
             s.portal.logins_per_client_per_hour = 1000;
             s.portal.code_failures_per_address_per_day = 8;
@@ -435,7 +434,14 @@ async fn login_codes_expire_work_once_resist_guessing_and_reveal_nothing() {
     // Expired.
     let a = unique_email("expired");
     let code = app.login_code(&a).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The code's time runs out: move its stored expiry rather than wait the TTL.
+    sqlx::query(
+        "update login_challenge set expires_at = now() - interval '1 second' where email = $1",
+    )
+    .bind(&a)
+    .execute(&app.db)
+    .await
+    .unwrap();
     let (status, body) = verify(json!({"email": a, "code": code})).await;
     assert_eq!(status, 401, "an expired code: {body}");
 
@@ -588,8 +594,12 @@ async fn credentials_never_cross_planes_and_logout_revokes() {
         .await
         .unwrap()
     };
+    // An hour of idleness, told by moving the stored expiry back rather than by waiting.
+    sqlx::query("update developer_session set expires_at = expires_at - interval '1 hour'")
+        .execute(&app.db)
+        .await
+        .unwrap();
     let before = expiry().await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
         app.send(Method::GET, &me, Some(&session), None).await.0,
         200
@@ -948,7 +958,6 @@ async fn a_repository_draft_is_pinned_by_its_dry_run_and_reviewed_as_those_bytes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_says_what_would_fail_and_such_drafts_are_not_quoted() {
     let app = TestApp::spawn_with(Options {
-        tweak: std::sync::Arc::new(|s| s.portal.quote_ttl_secs = 2),
         ..Default::default()
     })
     .await
@@ -1070,7 +1079,14 @@ async fn dry_run_says_what_would_fail_and_such_drafts_are_not_quoted() {
         1500 + 100,
         "SKILL_API base and one endpoint: {q}"
     );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // The quote's time runs out: move its stored expiry rather than wait the TTL.
+    sqlx::query(
+        "update quote set expires_at = now() - interval '1 second' where quote_id = $1::uuid",
+    )
+    .bind(q["quoteId"].as_str().unwrap())
+    .execute(&app.db)
+    .await
+    .unwrap();
     let (status, body) = intent(&app, &session, q["quoteId"].as_str().unwrap(), "credits").await;
     assert_eq!(
         (status, body["code"].as_str()),

@@ -8,7 +8,7 @@ use sigma_activities::ops::support_email::SupportEmailInput;
 use sigma_activities::portal::{
     DraftCheck, DraftCheckInput, ManifestInput, ManifestOutcome, PortalActivities,
 };
-use sigma_activities::queues;
+use sigma_activities::queues::QueueNames;
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowResult};
@@ -44,7 +44,11 @@ impl DraftCheckWorkflow {
         ctx.execute_activity(
             PortalActivities::check_draft,
             input,
-            options(queues::SANDBOX, Duration::from_secs(120), 5),
+            options(
+                &QueueNames::of_workflow_queue(ctx.task_queue()).sandbox(),
+                Duration::from_secs(120),
+                5,
+            ),
         )
         .await
         .explained()
@@ -66,7 +70,11 @@ impl ManifestWorkflow {
         ctx.execute_activity(
             PortalActivities::generate_manifest,
             input,
-            options(queues::AUDIT, Duration::from_secs(180), 3),
+            options(
+                &QueueNames::of_workflow_queue(ctx.task_queue()).audit(),
+                Duration::from_secs(180),
+                3,
+            ),
         )
         .await
         .explained()
@@ -88,7 +96,11 @@ impl SupportEmailWorkflow {
         ctx.execute_activity(
             OpsActivities::email_support_reply,
             input,
-            options(queues::OPS, Duration::from_secs(60), 50),
+            options(
+                &QueueNames::of_workflow_queue(ctx.task_queue()).ops(),
+                Duration::from_secs(60),
+                50,
+            ),
         )
         .await
         .explained()

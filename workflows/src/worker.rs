@@ -4,12 +4,14 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use anyhow::Context;
+use sigma_activities::Deps;
 use sigma_activities::audit::AuditActivities;
 use sigma_activities::intake::IntakeActivities;
 use sigma_activities::ops::OpsActivities;
 use sigma_activities::portal::PortalActivities;
+use sigma_activities::queues::QueueNames;
 use sigma_activities::sandbox::SandboxActivities;
-use sigma_activities::{Deps, queues};
+use sigma_activities::verdict::VerdictActivities;
 use sigma_shared::config::TemporalSettings;
 use temporalio_client::grpc::OperatorService;
 use temporalio_client::tonic::IntoRequest;
@@ -32,11 +34,13 @@ pub enum Queue {
 
 impl Queue {
     pub const ALL: [Queue; 3] = [Queue::Sandbox, Queue::Audit, Queue::Ops];
-    pub fn name(self) -> &'static str {
+    /// This queue's task queue name under the deployment's prefix.
+    pub fn task_queue(self, settings: &TemporalSettings) -> String {
+        let names = QueueNames::new(settings.task_queue_prefix.clone());
         match self {
-            Queue::Sandbox => queues::SANDBOX,
-            Queue::Audit => queues::AUDIT,
-            Queue::Ops => queues::OPS,
+            Queue::Sandbox => names.sandbox(),
+            Queue::Audit => names.audit(),
+            Queue::Ops => names.ops(),
         }
     }
 }
@@ -78,7 +82,7 @@ pub async fn ensure_search_attributes(client: &Client, namespace: &str) -> anyho
     if missing.is_empty() {
         return Ok(());
     }
-    OperatorService::add_search_attributes(
+    let added = OperatorService::add_search_attributes(
         &mut raw,
         AddSearchAttributesRequest {
             search_attributes: missing,
@@ -86,9 +90,27 @@ pub async fn ensure_search_attributes(client: &Client, namespace: &str) -> anyho
         }
         .into_request(),
     )
+    .await;
+    let Err(status) = added else { return Ok(()) };
+    // Another process (a second worker, a parallel test) may have added them first: the server
+    // then refuses ours, and a fresh list shows them all.
+    let now = OperatorService::list_search_attributes(
+        &mut raw,
+        ListSearchAttributesRequest {
+            namespace: namespace.to_owned(),
+        }
+        .into_request(),
+    )
     .await
-    .context("cannot add search attributes")?;
-    Ok(())
+    .context("cannot list search attributes")?
+    .into_inner();
+    if search::KEYWORDS
+        .iter()
+        .all(|name| now.custom_attributes.contains_key(*name))
+    {
+        return Ok(());
+    }
+    Err(status).context("cannot add search attributes")
 }
 
 /// How long a stopping worker lets in-flight activities finish before cancelling them; a
@@ -96,7 +118,8 @@ pub async fn ensure_search_attributes(client: &Client, namespace: &str) -> anyho
 pub const GRACEFUL_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub fn worker_options(queue: Queue, deps: Deps) -> anyhow::Result<WorkerOptions> {
-    let builder = WorkerOptions::new(queue.name()).graceful_shutdown_period(GRACEFUL_SHUTDOWN);
+    let builder = WorkerOptions::new(queue.task_queue(&deps.settings.temporal))
+        .graceful_shutdown_period(GRACEFUL_SHUTDOWN);
     Ok(match queue {
         Queue::Sandbox => builder
             .register_activities(SandboxActivities::new(deps.clone()))
@@ -113,6 +136,7 @@ pub fn worker_options(queue: Queue, deps: Deps) -> anyhow::Result<WorkerOptions>
             .register_workflow::<SupportEmailWorkflow>()?
             .register_activities(IntakeActivities::new(deps.clone()))
             .register_activities(OpsActivities::new(deps.clone()))
+            .register_activities(VerdictActivities::new(deps.clone()))
             .register_activities(PortalActivities::new(deps))
             .build(),
     })
@@ -127,9 +151,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let runtime = Runtime::from_current_tokio(Default::default())?;
+    let task_queue = queue.task_queue(&deps.settings.temporal);
     let mut worker = Worker::new(&runtime, client, worker_options(queue, deps)?)?;
     let stop = worker.shutdown_handle();
-    tracing::info!(queue = queue.name(), "worker polling");
+    tracing::info!(queue = %task_queue, "worker polling");
     let running = worker.run();
     tokio::pin!(running);
     let result = tokio::select! {
@@ -139,7 +164,7 @@ pub async fn run(
             running.await
         }
     };
-    result.with_context(|| format!("worker for queue {} failed", queue.name()))
+    result.with_context(|| format!("worker for queue {task_queue} failed"))
 }
 
 /// Runs several queues' workers on this task until `stop` turns true.

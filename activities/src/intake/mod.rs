@@ -6,6 +6,7 @@
 
 pub mod checkout;
 pub mod refund;
+pub mod retry;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use crate::types::GitSource;
 use crate::{Deps, retryable};
 
 pub use checkout::{DraftCheckout, PaymentMethod};
+pub use retry::RetryIntake;
 
 /// An `Idempotency-Key` and the digest of the request that first used it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +38,8 @@ pub enum Intake {
     Direct(DirectIntake),
     /// A draft paid through a payment intent.
     Draft(DraftCheckout),
+    /// An operator's retry of a recorded submission whose run failed.
+    Retry(RetryIntake),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -111,13 +115,16 @@ pub enum RefusalReason {
     NotEligibleForFree,
     OverrideUsed,
     IdempotencyKeyReused,
+    SubmissionNotFound,
+    NotFailed,
+    CertificateIssued,
 }
 
 impl RefusalReason {
     /// The stable `code` of the API's error body.
     pub fn code(self) -> &'static str {
         match self {
-            Self::DraftNotFound | Self::IntentNotFound => "not_found",
+            Self::DraftNotFound | Self::IntentNotFound | Self::SubmissionNotFound => "not_found",
             Self::IntentForOtherDraft => "intent_for_other_draft",
             Self::IntentNotUsable => "intent_not_usable",
             Self::QuoteStale => "quote_stale",
@@ -128,11 +135,13 @@ impl RefusalReason {
             Self::NotEligibleForFree => "not_eligible_for_free",
             Self::OverrideUsed => "override_used",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::NotFailed => "not_failed",
+            Self::CertificateIssued => "certificate_issued",
         }
     }
     pub fn http_status(self) -> u16 {
         match self {
-            Self::DraftNotFound | Self::IntentNotFound => 404,
+            Self::DraftNotFound | Self::IntentNotFound | Self::SubmissionNotFound => 404,
             Self::InsufficientCredits => 402,
             _ => 409,
         }
@@ -165,12 +174,16 @@ impl IntakeActivities {
     #[activity(name = "intake.record")]
     pub async fn record_intake(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: RecordIntake,
     ) -> Result<IntakeOutcome, ActivityError> {
         let result = match &input.intake {
             Intake::Direct(direct) => record_direct(&self.deps, &input.submission_id, direct).await,
             Intake::Draft(draft) => checkout::submit(&self.deps, &input.submission_id, draft).await,
+            Intake::Retry(retry) => {
+                let run_id = ctx.info().workflow_run_id.clone().unwrap_or_default();
+                retry::claim(&self.deps, &input.submission_id, &run_id, retry).await
+            }
         };
         result.map_err(retryable)
     }

@@ -52,9 +52,18 @@ pub(super) async fn generate(deps: &Deps, input: ManifestInput) -> anyhow::Resul
         "select status, detail from manifest_generation where generation_id = $1",
         generation_id
     )
-    .fetch_one(&deps.db)
+    .fetch_optional(&deps.db)
     .await
     .context("Failed to load the generation")?;
+    // The draft was deleted meanwhile (its generations go with it): nothing to write to.
+    let Some(done) = done else {
+        return Ok(ManifestOutcome {
+            status: "GONE".into(),
+            problems: vec![],
+            manifest: None,
+            locked: false,
+        });
+    };
     if done.status == "ACCEPTED" {
         let manifest =
             sqlx::query_scalar!("select manifest from draft where draft_id = $1", draft_id)

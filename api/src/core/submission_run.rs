@@ -9,7 +9,7 @@ use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use sigma_activities::intake::{Intake, IntakeOutcome};
+use sigma_activities::intake::{Intake, IntakeOutcome, RetryIntake};
 use sigma_activities::types::GitSource;
 use sigma_shared::domain::{Category, SubmissionId};
 use sigma_workflows::search;
@@ -17,7 +17,7 @@ use sigma_workflows::{SubmissionInput, SubmissionProgress, SubmissionWorkflow};
 use temporalio_client::errors::{WorkflowStartError, WorkflowUpdateWithStartError};
 use temporalio_client::{
     WorkflowExecutionStatus, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions,
-    WorkflowStartOptions, WorkflowUpdateWithStartOptions,
+    WorkflowUpdateWithStartOptions,
 };
 use temporalio_common::search_attributes::SearchAttributes;
 use utoipa::ToSchema;
@@ -35,7 +35,7 @@ pub struct NewRun<'a> {
     pub bundle_key: String,
     pub git: Option<GitSource>,
     pub charged: bool,
-    /// The first step's work; `None` for an operator retry of a recorded submission.
+    /// The first step's work (`None` only in histories recorded before intake moved into the run).
     pub intake: Option<Intake>,
 }
 
@@ -79,7 +79,7 @@ pub async fn start_with_intake(
     let id = run.id.clone();
     let (input, attributes, summary) = input_of(state, run);
     let options = WorkflowUpdateWithStartOptions::new(
-        sigma_activities::queues::OPS,
+        state.workflow_queue(),
         id.workflow_id(),
         WorkflowIdConflictPolicy::UseExisting,
     )
@@ -118,31 +118,82 @@ pub async fn start_with_intake(
     }
 }
 
-/// An operator retry: a new run of a recorded submission after a failed one.
-#[tracing::instrument(name = "retry_submission", skip_all, fields(submission_id = %run.id, workflow_id = %run.id.workflow_id()))]
-pub async fn start_retry(state: &AppState, run: NewRun<'_>) -> ApiResult<()> {
-    let id = run.id.clone();
-    let (input, attributes, summary) = input_of(state, run);
-    let mut options = WorkflowStartOptions::new(sigma_activities::queues::OPS, id.workflow_id())
-        .search_attributes(attributes)
-        .static_summary(summary)
-        .build();
-    options.id_reuse_policy = WorkflowIdReusePolicy::AllowDuplicateFailedOnly;
-    match state
-        .temporal
-        .start_workflow(SubmissionWorkflow::run, input, options)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(WorkflowStartError::AlreadyStarted { .. }) => Err(ApiError::conflict(
-            "run_in_progress",
-            format!("submission {id} still has a running workflow; retry once it has closed"),
-        )),
-        Err(e) => {
+/// An operator retry: a new run of a recorded submission after a failed one. The run's intake
+/// step claims the submission (see `sigma_activities::intake::retry`); a run still open under
+/// the id is never joined, since its answer would be its own intake's, not this retry's.
+#[tracing::instrument(name = "retry_submission", skip_all, fields(submission_id = %id, workflow_id = %id.workflow_id()))]
+pub async fn start_retry(
+    state: &AppState,
+    id: &SubmissionId,
+    category: Category,
+    name: Option<&str>,
+    retry: RetryIntake,
+) -> ApiResult<Option<IntakeOutcome>> {
+    // The bundle and source come from the row the run claims.
+    let (input, attributes, summary) = input_of(
+        state,
+        NewRun {
+            id,
+            category,
+            name,
+            bundle_key: String::new(),
+            git: None,
+            charged: false,
+            intake: Some(Intake::Retry(retry)),
+        },
+    );
+    let options = WorkflowUpdateWithStartOptions::new(
+        state.workflow_queue(),
+        id.workflow_id(),
+        WorkflowIdConflictPolicy::Fail,
+    )
+    .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicateFailedOnly)
+    .search_attributes(attributes)
+    .static_summary(format!("operator retry of {summary}"))
+    .build();
+    let wait = Duration::from_secs(state.settings.api.intake_answer_secs);
+    let call = state.temporal.execute_update_with_start_workflow(
+        SubmissionWorkflow::run,
+        input,
+        SubmissionWorkflow::intake_outcome,
+        (),
+        options,
+    );
+    match tokio::time::timeout(wait, call).await {
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(WorkflowUpdateWithStartError::Start(WorkflowStartError::AlreadyStarted {
+            ..
+        }))) => {
+            if workflow_status(state, id).await == Some(WorkflowExecutionStatus::Running) {
+                Err(run_in_progress(id))
+            } else {
+                // The latest run completed: nothing failed to retry.
+                Err(ApiError::conflict(
+                    "not_failed",
+                    format!("submission {id} has not failed; only a failed run can be retried"),
+                ))
+            }
+        }
+        Ok(Err(WorkflowUpdateWithStartError::Update(e))) => {
+            tracing::info!(error = %e, "intake outcome not available from the retry's run");
+            Ok(None)
+        }
+        Ok(Err(e)) => {
             tracing::error!(error = %e, "cannot start the submission workflow");
             Err(engine_unavailable())
         }
+        Err(_) => {
+            tracing::warn!("no worker answered the retry's intake in time");
+            Ok(None)
+        }
     }
+}
+
+pub fn run_in_progress(id: &SubmissionId) -> ApiError {
+    ApiError::conflict(
+        "run_in_progress",
+        format!("submission {id} still has a running workflow; retry once it has closed"),
+    )
 }
 
 fn engine_unavailable() -> ApiError {

@@ -44,11 +44,12 @@ pub(super) fn still_running() -> ApiError {
 /// Start options for a workflow that runs once per business key: a running one is joined
 /// (`UseExisting`), a closed one is governed by `reuse`.
 pub(super) fn run_once(
+    state: &AppState,
     workflow_id: &str,
     summary: String,
     reuse: WorkflowIdReusePolicy,
 ) -> WorkflowStartOptions {
-    let mut options = WorkflowStartOptions::new(sigma_activities::queues::OPS, workflow_id)
+    let mut options = WorkflowStartOptions::new(state.workflow_queue(), workflow_id)
         .static_summary(summary)
         .build();
     options.id_conflict_policy = WorkflowIdConflictPolicy::UseExisting;
@@ -70,6 +71,7 @@ pub(crate) async fn run_check(
     // One dry-run per revision: a running one is joined, a finished one answers again; only
     // a failed one (every retry spent) runs anew.
     let options = run_once(
+        state,
         &workflow_id,
         format!("dry-run of draft {draft_id} revision {revision}"),
         WorkflowIdReusePolicy::AllowDuplicateFailedOnly,

@@ -131,6 +131,7 @@ async fn generate_manifest(
         revision: draft.revision,
     };
     let options = run_once(
+        &state,
         &format!("manifest:{generation_id}"),
         format!("manifest for draft {id} revision {}", draft.revision),
         WorkflowIdReusePolicy::RejectDuplicate,
@@ -164,6 +165,16 @@ async fn generate_manifest(
     {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(e)) => {
+            let draft_left = sqlx::query_scalar!(
+                r#"select exists(select 1 from draft where draft_id = $1) as "e!""#,
+                id
+            )
+            .fetch_one(&state.db)
+            .await?;
+            if !draft_left {
+                // Deleted while the assistant worked on it: not the assistant's failure.
+                return Err(ApiError::not_found("draft"));
+            }
             // Every retry of the assistant failed: visible, and not the developer's fault.
             tracing::error!(error = %e, "manifest workflow failed");
             sqlx::query!(
@@ -195,6 +206,7 @@ async fn generate_manifest(
             locked: true,
             manifest: outcome.manifest.unwrap_or_default(),
         })),
+        "GONE" => Err(ApiError::not_found("draft")),
         "ABUSIVE" if outcome.locked => Err(locked()),
         "ABUSIVE" => Err(ApiError::unprocessable("input_refused", detail())),
         "REFUSED" => Err(ApiError::unprocessable("unusable_input", detail())),

@@ -24,9 +24,9 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::OperatorAuth;
-use crate::core::submission_run::{self, NewRun, workflow_status};
+use crate::core::submission_run::{self, workflow_status};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody, stored};
-use sigma_activities::types::GitSource;
+use sigma_activities::intake::{IntakeOutcome, RetryIntake};
 
 /// A decision's reason is sealed into the signed certificate: it stays short.
 pub const MAX_REASON_CHARS: usize = 2_000;
@@ -152,93 +152,51 @@ async fn retry_submission(
     operator: OperatorAuth,
     ApiPath(id): ApiPath<SubmissionId>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let certified = sqlx::query_scalar!(
-        "select exists(select 1 from certificate where certificate_id = $1)",
-        id.as_str()
-    )
-    .fetch_one(&state.db)
-    .await?;
-    if certified == Some(true) {
-        return Err(ApiError::conflict(
-            "certificate_issued",
-            "this submission's certificate was issued before the failure; it is not re-audited",
-        ));
-    }
     // A failed submission is retried: FAILED in the projection, or (when even writing FAILED
-    // failed) a latest run that Temporal reports closed without completing. The update claims
-    // it atomically, so two retries cannot both start a run; reasons and failure detail stay
-    // on record until the new run writes its own.
+    // failed) a latest run that Temporal reports closed without completing. The new run's
+    // intake step claims it atomically, so two retries cannot both go ahead.
     let status = workflow_status(&state, &id).await;
     if status == Some(WorkflowExecutionStatus::Running) {
         // E.g. a failed paid run still settling its refund: it closes by itself.
-        return Err(ApiError::conflict(
-            "run_in_progress",
-            format!("submission {id} still has a running workflow; retry once it has closed"),
-        ));
+        return Err(submission_run::run_in_progress(&id));
     }
-    // A paid submission whose workflow never started (the engine was down at submit) is
-    // started here too.
-    let never_started = status.is_none();
-    let temporal_failed = matches!(
-        status,
-        Some(
-            WorkflowExecutionStatus::Failed
-                | WorkflowExecutionStatus::Terminated
-                | WorkflowExecutionStatus::TimedOut
-                | WorkflowExecutionStatus::Canceled
-        )
-    );
-    let row = sqlx::query!(
-        r#"update submission set stage = 'RECEIVED', completed_at = null
-           where submission_id = $1 and (stage = 'FAILED' or ($2 and stage not in ('DONE', 'RECEIVED'))
-               or ($3 and stage = 'RECEIVED'))
-           returning category, bundle_key, skill_name, git_repository, source_ref,
-               (select stage from submission p where p.submission_id = submission.submission_id) as "was_stage!",
-               (select i.method = 'credits' and i.status = 'CONSUMED' from payment_intent i
-                 where i.intent_id = submission.payment_intent_id) as "charged?""#,
-        id.as_str(),
-        temporal_failed,
-        never_started,
+    // Read for the run's summary and search attributes only; the run claims the row.
+    let recorded = sqlx::query!(
+        "select category, skill_name from submission where submission_id = $1",
+        id.as_str()
     )
     .fetch_optional(&state.db)
-    .await?;
-    let Some(row) = row else {
-        exists(&state, &id).await?;
-        return Err(ApiError::conflict(
-            "not_failed",
-            format!("submission {id} has not failed; only a failed run can be retried"),
-        ));
-    };
-    let category: Category = row.category.parse().map_err(anyhow::Error::msg)?;
-    // A failed run refunded its charge (the retry is then on the platform); one that was
-    // stopped before it could, or never started, still holds it.
-    let started = submission_run::start_retry(
-        &state,
-        NewRun {
-            id: &id,
-            category,
-            name: row.skill_name.as_deref(),
-            bundle_key: row.bundle_key,
-            git: GitSource::recorded(row.git_repository, row.source_ref),
-            charged: row.charged.unwrap_or(false),
-            intake: None,
-        },
-    )
-    .await;
-    if let Err(e) = started {
-        // Leave it retryable, unless the run started after all (the start timed out).
-        if workflow_status(&state, &id).await != Some(WorkflowExecutionStatus::Running) {
-            // Back to where it was: a never-started submission stays RECEIVED, so the
-            // developer's repeated submit can still start it.
-            sqlx::query!(
-                "update submission set stage = $2 where submission_id = $1 and stage = 'RECEIVED'",
-                id.as_str(),
-                row.was_stage
+    .await?
+    .ok_or_else(|| ApiError::not_found("submission"))?;
+    let category: Category = recorded.category.parse().map_err(anyhow::Error::msg)?;
+    let retry = RetryIntake {
+        operator: operator.name.clone(),
+        latest_run_failed: matches!(
+            status,
+            Some(
+                WorkflowExecutionStatus::Failed
+                    | WorkflowExecutionStatus::Terminated
+                    | WorkflowExecutionStatus::TimedOut
+                    | WorkflowExecutionStatus::Canceled
             )
-            .execute(&state.db)
-            .await?;
-            return Err(e);
+        ),
+        // A paid submission whose workflow never started (recorded before intake moved into
+        // the run) is started here too.
+        never_started: status.is_none(),
+    };
+    match submission_run::start_retry(&state, &id, category, recorded.skill_name.as_deref(), retry)
+        .await?
+    {
+        Some(IntakeOutcome::Refused(refusal)) => {
+            return Err(ApiError::new(
+                StatusCode::from_u16(refusal.reason.http_status()).unwrap_or(StatusCode::CONFLICT),
+                refusal.reason.code(),
+                refusal.detail,
+            ));
         }
+        Some(_) => {}
+        // No worker answered in time: the run goes on by itself and the projection tells.
+        None => tracing::warn!("the retry's run did not answer its intake in time"),
     }
     tracing::info!("submission retried");
     Ok((

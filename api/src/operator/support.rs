@@ -131,7 +131,7 @@ async fn reply(
     .await?;
     tx.commit().await?;
     let workflow_id = format!("support-email:{message_id}");
-    let options = WorkflowStartOptions::new(sigma_activities::queues::OPS, &workflow_id)
+    let options = WorkflowStartOptions::new(state.workflow_queue(), &workflow_id)
         .static_summary(format!("support reply on ticket {id}"))
         .build();
     if let Err(e) = state

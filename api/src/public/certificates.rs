@@ -38,6 +38,7 @@ pub struct ListQuery {
     /// Keywords; every word must appear in the skill's name or description.
     q: Option<String>,
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// `nextCursor` of the previous page.
     cursor: Option<String>,

@@ -3,11 +3,10 @@
 use std::time::Duration;
 
 use sigma_activities::audit::AuditActivities;
-use sigma_activities::ops::OpsActivities;
-use sigma_activities::queues;
 use sigma_activities::types::{
     DecisionRecord, OperatorDecision, StageUpdate, VoteRequest, VoteResult,
 };
+use sigma_activities::verdict::VerdictActivities;
 use sigma_shared::consensus::Decision;
 use sigma_shared::domain::{Outcome, Stage};
 use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowResult};
@@ -44,7 +43,7 @@ impl SubmissionWorkflow {
                 replaces: replaces.clone(),
             };
             let options = ActivityOptions::with_start_to_close_timeout(per_vote)
-                .task_queue(queues::AUDIT.to_owned())
+                .task_queue(queues(ctx.task_queue()).audit())
                 .heartbeat_timeout(Duration::from_secs(policy.heartbeat_timeout_secs))
                 .retry_policy(retry(policy, policy.activity_max_attempts))
                 .summary(format!("phase {phase} vote by {validator_id}"))
@@ -114,12 +113,12 @@ impl SubmissionWorkflow {
             .state(|s| s.progress.operator_decision.clone())
             .expect("a decision is set once the wait ends");
         ctx.execute_activity(
-            OpsActivities::record_decision,
+            VerdictActivities::record_decision,
             DecisionRecord {
                 submission_id: input.submission_id.clone(),
                 decision: operator.clone(),
             },
-            ops(&input.policy),
+            ops(ctx.task_queue(), &input.policy),
         )
         .await
         .explained()?;

@@ -9,12 +9,12 @@ use serde::{Deserialize, Serialize};
 use sigma_activities::intake::refund::RefundInput;
 use sigma_activities::intake::{Intake, IntakeActivities, IntakeOutcome};
 use sigma_activities::ops::OpsActivities;
-use sigma_activities::queues;
 use sigma_activities::sandbox::SandboxActivities;
 use sigma_activities::types::{
     CertificateInput, CertificateIssued, GitSource, NotifyInput, OperatorDecision, RoundStart,
     SandboxInput, StageUpdate, VerdictInput, VoteResult,
 };
+use sigma_activities::verdict::VerdictActivities;
 use sigma_shared::config::{PipelineSettings, SandboxLimits};
 use sigma_shared::consensus::Decision;
 use sigma_shared::domain::{Category, Outcome, RiskLevel, Stage};
@@ -147,7 +147,7 @@ impl SubmissionWorkflow {
                                 submission_id: input.submission_id.clone(),
                             },
                             ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
-                                .task_queue(queues::OPS.to_owned())
+                                .task_queue(queues(ctx.task_queue()).ops())
                                 .retry_policy(retry(&input.policy, 0))
                                 .build(),
                         )
@@ -247,7 +247,11 @@ impl SubmissionWorkflow {
                     limits: input.limits,
                     git: input.git.clone(),
                 },
-                on_queue(policy, queues::SANDBOX, Duration::from_secs(120)),
+                on_queue(
+                    policy,
+                    &queues(ctx.task_queue()).sandbox(),
+                    Duration::from_secs(120),
+                ),
             )
             .await
             .explained()?;
@@ -271,7 +275,11 @@ impl SubmissionWorkflow {
 
         // Audit: two phases, fresh panel in phase 2.
         let validators = ctx
-            .execute_activity(OpsActivities::eligible_validators, (), ops(policy))
+            .execute_activity(
+                OpsActivities::eligible_validators,
+                (),
+                ops(ctx.task_queue(), policy),
+            )
             .await
             .explained()?;
         let round_id = format!("rnd_{}", ctx.uuid4().replace("-", ""));
@@ -295,7 +303,7 @@ impl SubmissionWorkflow {
                 panel: panels.clone(),
                 candidates: validators.clone(),
             },
-            ops(policy),
+            ops(ctx.task_queue(), policy),
         )
         .await
         .explained()?;
@@ -389,14 +397,14 @@ impl SubmissionWorkflow {
         let votes = ctx.state(|s| s.progress.votes.clone());
         let decision = ctx
             .execute_activity(
-                OpsActivities::assemble_verdict,
+                VerdictActivities::assemble_verdict,
                 VerdictInput {
                     submission_id: input.submission_id.clone(),
                     round_id: round_id.clone(),
                     signals: sandbox.signals.clone(),
                     votes,
                 },
-                ops(policy),
+                ops(ctx.task_queue(), policy),
             )
             .await
             .explained()?;
@@ -429,7 +437,7 @@ impl SubmissionWorkflow {
                             policy_version: decision.policy_version.clone(),
                         },
                     },
-                    ops(policy),
+                    ops(ctx.task_queue(), policy),
                 )
                 .await
                 .explained()?;
@@ -470,7 +478,7 @@ impl SubmissionWorkflow {
                     reasons: reasons.clone(),
                     certificate_id: certificate_id.clone(),
                 },
-                ops(&input.policy),
+                ops(ctx.task_queue(), &input.policy),
             )
             .await;
         if let Err(e) = notified {
@@ -548,9 +556,13 @@ impl SubmissionWorkflow {
             .await
             .explained()?;
         } else {
-            ctx.execute_activity(OpsActivities::update_projection, update, ops(&input.policy))
-                .await
-                .explained()?;
+            ctx.execute_activity(
+                OpsActivities::update_projection,
+                update,
+                ops(ctx.task_queue(), &input.policy),
+            )
+            .await
+            .explained()?;
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sigma_activities::queues;
+use sigma_activities::queues::QueueNames;
 use sigma_shared::config::PipelineSettings;
 use temporalio_common::RetryPolicy;
 use temporalio_sdk::{ActivityOptions, LocalActivityOptions, WorkflowResult};
@@ -28,11 +28,17 @@ pub(super) fn on_queue(
         .build()
 }
 
+/// The queue names seen from a workflow running on `own_queue`.
+pub(super) fn queues(own_queue: &str) -> QueueNames {
+    QueueNames::of_workflow_queue(own_queue)
+}
+
 /// Bookkeeping on the ops queue retries far longer than analysis does: a passing database or
-/// SMTP outage must not turn a decided submission into a failed one.
-pub(super) fn ops(policy: &PipelineSettings) -> ActivityOptions {
+/// SMTP outage must not turn a decided submission into a failed one. `own_queue` is the
+/// workflow's task queue (`ctx.task_queue()`).
+pub(super) fn ops(own_queue: &str, policy: &PipelineSettings) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
-        .task_queue(queues::OPS.to_owned())
+        .task_queue(queues(own_queue).ops())
         .retry_policy(retry(policy, policy.ops_max_attempts))
         .build()
 }
