@@ -119,6 +119,10 @@ impl FromRequestParts<AppState> for DeveloperAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // Checked once per request, however many extractors ask (an owned resource does too).
+        if let Some(auth) = parts.extensions.get::<Self>() {
+            return Ok(auth.clone());
+        }
         let token = credential(parts, PORTAL_COOKIE)?;
         let hash = token_hash(&token);
         let auth = if token.starts_with(PORTAL_SESSION_PREFIX) {
@@ -160,6 +164,7 @@ impl FromRequestParts<AppState> for DeveloperAuth {
             return Err(wrong_plane());
         };
         tracing::Span::current().record("developer_id", tracing::field::display(auth.developer_id));
+        parts.extensions.insert(auth.clone());
         Ok(auth)
     }
 }

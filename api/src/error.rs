@@ -71,10 +71,157 @@ impl ApiError {
     }
 }
 
+/// The named constraints a client's input can violate, each with the answer that names the
+/// field it guards. Postgres enforces the rule and this table translates it, so no handler
+/// checks first and inserts second (which races) or matches error codes itself.
+const CONSTRAINTS: &[(&str, StatusCode, &str, &str, &str)] = &[
+    // (constraint, status, code, field, what is wrong)
+    (
+        "voucher_pkey",
+        StatusCode::CONFLICT,
+        "voucher_exists",
+        "code",
+        "a voucher with this code exists",
+    ),
+    (
+        "free_allowlist_pkey",
+        StatusCode::CONFLICT,
+        "already_allowlisted",
+        "pattern",
+        "this address or domain is already allowlisted",
+    ),
+    (
+        "voucher_redemption_pkey",
+        StatusCode::CONFLICT,
+        "voucher_already_redeemed",
+        "code",
+        "this account already used this voucher",
+    ),
+    (
+        "voucher_redemption_code_fkey",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "voucher_invalid",
+        "code",
+        "the voucher is unknown, used up, expired, or not a credits voucher",
+    ),
+    (
+        "pricing_rule_category_fkey",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "category_not_priced",
+        "category",
+        "the category has no price in the catalog yet; set one first",
+    ),
+    (
+        "pricing_campaign_category_fkey",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "category_not_priced",
+        "category",
+        "the category has no price in the catalog yet; set one first",
+    ),
+    (
+        "certificate_flag_reason_check",
+        StatusCode::BAD_REQUEST,
+        "invalid_flag",
+        "reason",
+        "must be 1–2000 characters",
+    ),
+    (
+        "certificate_flag_evidence_check",
+        StatusCode::BAD_REQUEST,
+        "invalid_flag",
+        "evidence",
+        "must be at most 10000 characters",
+    ),
+    (
+        "certificate_flag_contact_check",
+        StatusCode::BAD_REQUEST,
+        "invalid_flag",
+        "contact",
+        "must be at most 320 characters",
+    ),
+    (
+        "developer_credit_balance_check",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "balance_would_be_negative",
+        "credits",
+        "the balance cannot go below zero",
+    ),
+    (
+        "voucher_credits_check",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_voucher",
+        "credits",
+        "is not negative",
+    ),
+    (
+        "voucher_uses_left_check",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_voucher",
+        "uses",
+        "is not negative",
+    ),
+    (
+        "pricing_category_base_credits_check",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_price",
+        "baseCredits",
+        "is not negative",
+    ),
+    (
+        "pricing_rule_amount_credits_check",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_rule",
+        "amountCredits",
+        "is not negative",
+    ),
+    (
+        "pricing_rule_multiplier_bps_check",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_rule",
+        "multiplierBps",
+        "is positive",
+    ),
+    (
+        "pricing_rule_check",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_rule",
+        "tier",
+        "a COMPLEXITY_TIER rule names a tier, and only it does",
+    ),
+    (
+        "pricing_campaign_discount_bps_check",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_campaign",
+        "discountBps",
+        "is 1 to 10000",
+    ),
+    (
+        "pricing_campaign_limit_n_check",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_campaign",
+        "limitN",
+        "is positive",
+    ),
+    (
+        "pricing_campaign_check1",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_campaign",
+        "limitN",
+        "a FIRST_N campaign has a limit, and only it does",
+    ),
+];
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         if let Some(db) = e.as_database_error() {
-            // Constraint violations are the client's doing; name them without leaking SQL.
+            // A violation this API knows names its field; any other is still the client's
+            // doing, said without leaking SQL.
+            if let Some(&(_, status, code, field, why)) = db
+                .constraint()
+                .and_then(|name| CONSTRAINTS.iter().find(|c| c.0 == name))
+            {
+                return Self::new(status, code, format!("`{field}`: {why}"));
+            }
             if db.is_unique_violation() {
                 return Self::conflict("conflict", "the resource already exists");
             }
@@ -317,5 +464,97 @@ where
                 format!("query parameter `{path}`: {}", e.into_inner()),
             )
         })
+    }
+}
+
+/// A path segment parsed into its type. Ids of resources answer a malformed id as they answer
+/// a missing one (404 `not_found`: a guess learns nothing); other parameters say what is wrong.
+pub trait PathParam: Sized {
+    fn from_path(raw: &str) -> ApiResult<Self>;
+}
+
+/// The route's one path parameter, typed: `ApiPath<DraftId>`. Unlike axum's `Path`, every
+/// refusal is `{code, detail}`.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    S: Send + Sync,
+    T: PathParam,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> ApiResult<Self> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
+        T::from_path(&raw).map(ApiPath)
+    }
+}
+
+impl PathParam for String {
+    fn from_path(raw: &str) -> ApiResult<Self> {
+        text_ok(raw, || "the path".into())?;
+        Ok(raw.to_owned())
+    }
+}
+
+macro_rules! ids_in_paths {
+    ($($ty:ty => $what:literal),+ $(,)?) => {$(
+        impl PathParam for $ty {
+            fn from_path(raw: &str) -> ApiResult<Self> {
+                raw.parse().map_err(|_: String| ApiError::not_found($what))
+            }
+        }
+    )+};
+}
+
+use sigma_shared::domain as d;
+ids_in_paths! {
+    d::DraftId => "draft",
+    d::PaymentIntentId => "payment intent",
+    d::TicketId => "ticket",
+    d::FlagId => "flag",
+    d::RuleId => "rule",
+    d::CampaignId => "campaign",
+    d::DeveloperId => "developer",
+    sigma_activities::intake::checkout::PaymentMethod => "payment method",
+}
+
+impl PathParam for d::SubmissionId {
+    fn from_path(raw: &str) -> ApiResult<Self> {
+        Self::parse(raw).map_err(|_| ApiError::not_found("submission"))
+    }
+}
+
+impl PathParam for d::CertificateId {
+    fn from_path(raw: &str) -> ApiResult<Self> {
+        Self::parse(raw).map_err(|_| ApiError::not_found("certificate"))
+    }
+}
+
+/// A category names a catalog entry rather than a stored row: an unknown one is 422.
+impl PathParam for d::Category {
+    fn from_path(raw: &str) -> ApiResult<Self> {
+        raw.parse()
+            .map_err(|e: String| ApiError::unprocessable("unknown_category", e))
+    }
+}
+
+/// Reads a closed set back from its stored text; storage holding anything else is a bug (500).
+pub fn stored<T: serde::de::DeserializeOwned>(text: &str) -> ApiResult<T> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("unexpected stored value `{text}`: {e}")))
+}
+
+/// The stored text of a closed-set value (its wire name).
+pub fn stored_text<T: Serialize>(value: T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        other => unreachable!("a closed set serialises as text, not {other:?}"),
     }
 }

@@ -1,6 +1,9 @@
-//! Keyset pagination shared by every list: `?limit=` (1–100) and an opaque `?cursor=` that names
-//! the last item of the previous page (`{created_at µs}_{id}`), so pages never skip or repeat rows.
+//! Keyset pagination shared by every list, on every plane: `?limit=` (1–100) and an opaque
+//! `?cursor=` that names the last item of the previous page (its time and id), so pages never
+//! skip or repeat rows. A cursor this API did not issue is 400 `invalid_cursor`.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -24,27 +27,45 @@ pub struct PageRequest {
     pub after_id: Option<String>,
 }
 
+pub fn bad_cursor() -> ApiError {
+    ApiError::bad_request("invalid_cursor", "cursor is not one this API issued")
+}
+
+/// The one cursor format: base64url of `{time in µs}_{id}`. Opaque to clients; ids never
+/// contain `_` before the first one, so the split is unambiguous.
+pub fn encode_cursor(at: DateTime<Utc>, id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}_{id}", at.timestamp_micros()))
+}
+
+fn decode_cursor(raw: &str) -> ApiResult<(DateTime<Utc>, String)> {
+    let text = URL_SAFE_NO_PAD
+        .decode(raw)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(bad_cursor)?;
+    let (micros, id) = text.split_once('_').ok_or_else(bad_cursor)?;
+    let at = micros
+        .parse()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(bad_cursor)?;
+    if id.is_empty() {
+        return Err(bad_cursor());
+    }
+    Ok((at, id.to_owned()))
+}
+
 impl ListParams {
     pub fn page(&self) -> ApiResult<PageRequest> {
         let limit = self.limit.unwrap_or(20);
         if !(1..=100).contains(&limit) {
             return Err(ApiError::bad_request(
                 "invalid_limit",
-                "limit must be between 1 and 100",
+                format!("limit must be a whole number from 1 to 100, not {limit}"),
             ));
         }
-        let bad = || ApiError::bad_request("invalid_cursor", "cursor is not one this API issued");
-        let (after_time, after_id) = match &self.cursor {
-            Some(cursor) => {
-                let (micros, id) = cursor
-                    .split_once('_')
-                    .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_owned())))
-                    .ok_or_else(bad)?;
-                (
-                    Some(DateTime::from_timestamp_micros(micros).ok_or_else(bad)?),
-                    Some(id),
-                )
-            }
+        let (after_time, after_id) = match self.cursor.as_deref().map(decode_cursor).transpose()? {
+            Some((at, id)) => (Some(at), Some(id)),
             None => (None, None),
         };
         Ok(PageRequest {
@@ -56,9 +77,22 @@ impl ListParams {
 }
 
 impl PageRequest {
-    /// The id bound as a UUID, for tables keyed by one (a malformed cursor matches nothing).
-    pub fn after_uuid(&self) -> Option<uuid::Uuid> {
-        self.after_id.as_deref().and_then(|id| id.parse().ok())
+    /// The cursor's id as the key type of the list (a malformed one is 400).
+    pub fn after_key<T: std::str::FromStr>(&self) -> ApiResult<Option<T>> {
+        self.after_id
+            .as_deref()
+            .map(|id| id.parse().map_err(|_| bad_cursor()))
+            .transpose()
+    }
+
+    /// The id bound as a UUID, for tables keyed by one.
+    pub fn after_uuid(&self) -> ApiResult<Option<uuid::Uuid>> {
+        self.after_key()
+    }
+
+    /// The id as a sequence number, for tables keyed by one.
+    pub fn after_i64(&self) -> ApiResult<Option<i64>> {
+        self.after_key()
     }
 
     /// Trims the extra row and returns the cursor of the next page, if there is one.
@@ -71,10 +105,51 @@ impl PageRequest {
             items.truncate(self.limit as usize);
             items.last().map(|item| {
                 let (at, id) = key(item);
-                format!("{}_{id}", at.timestamp_micros())
+                encode_cursor(at, &id)
             })
         } else {
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_foreign_ones_are_refused() {
+        let at = DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap();
+        let raw = encode_cursor(at, "97e79d874a12451fabeca6ab");
+        let page = ListParams {
+            limit: Some(5),
+            cursor: Some(raw),
+        }
+        .page()
+        .unwrap();
+        assert_eq!(page.after_time, Some(at));
+        assert_eq!(page.after_id.as_deref(), Some("97e79d874a12451fabeca6ab"));
+        assert!(page.after_uuid().is_err(), "not a UUID key");
+        for bad in [
+            "",
+            "%%%",
+            "bm90LWEtY3Vyc29y",
+            "MTox",
+            "9223372036854775807_x",
+            "nonsense",
+        ] {
+            let params = ListParams {
+                limit: None,
+                cursor: Some(bad.into()),
+            };
+            assert!(params.page().is_err(), "{bad}");
+        }
+        for limit in [0, 101, -1] {
+            let params = ListParams {
+                limit: Some(limit),
+                cursor: None,
+            };
+            assert!(params.page().is_err(), "{limit}");
         }
     }
 }

@@ -113,7 +113,9 @@ impl fmt::Display for Sha256Hex {
 }
 
 /// Submission categories (product reference §3.1). Surfaces are derived, never stored apart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+/// The documented labels ("SKILL + API", "skill_api") are read wherever a category is; the
+/// canonical name is what is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Category {
     Skill,
@@ -186,6 +188,12 @@ impl FromStr for Category {
             })
     }
 }
+impl<'de> Deserialize<'de> for Category {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        raw.parse().map_err(serde::de::Error::custom)
+    }
+}
 impl fmt::Display for Category {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -193,7 +201,7 @@ impl fmt::Display for Category {
 }
 
 macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:tt),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
         pub enum $name { $(#[serde(rename = $text)] $variant),+ }
@@ -203,7 +211,10 @@ macro_rules! string_enum {
         impl FromStr for $name {
             type Err = String;
             fn from_str(raw: &str) -> Result<Self, Self::Err> {
-                match raw { $($text => Ok(Self::$variant),)+ _ => Err(format!(concat!("unknown ", stringify!($name), " `{}`"), raw)) }
+                match raw {
+                    $($text => Ok(Self::$variant),)+
+                    _ => Err(format!(concat!("unknown ", stringify!($name), " `{}`; expected one of ", $($text, ", "),+), raw).trim_end_matches(", ").to_owned()),
+                }
             }
         }
         impl fmt::Display for $name {
@@ -476,7 +487,7 @@ macro_rules! string_newtype_serde {
         }
     )+};
 }
-string_newtype_serde!(GitRepository, GitRef);
+string_newtype_serde!(GitRepository, GitRef, CertificateId);
 
 #[cfg(test)]
 mod git_tests {
@@ -523,3 +534,185 @@ mod git_tests {
 
 /// Flags in these states are unresolved and make a certificate not valid.
 pub const UNRESOLVED_FLAGS: [&str; 3] = ["OPEN", "TRIAGED", "REAUDIT"];
+
+string_enum! {
+    /// Where a public flag on a certificate stands: OPEN, TRIAGED and REAUDIT are unresolved
+    /// (the certificate does not verify as valid), UPHELD and DISMISSED resolved.
+    FlagStatus {
+        Open => "OPEN",
+        Triaged => "TRIAGED",
+        Reaudit => "REAUDIT",
+        Upheld => "UPHELD",
+        Dismissed => "DISMISSED",
+    }
+}
+
+impl FlagStatus {
+    pub fn is_resolved(self) -> bool {
+        matches!(self, Self::Upheld | Self::Dismissed)
+    }
+}
+
+string_enum! {
+    /// A certificate's stored status. SUPERSEDED and REVOKED are final.
+    CertificateStatus {
+        Approved => "APPROVED",
+        Suspended => "SUSPENDED",
+        Revoked => "REVOKED",
+        Superseded => "SUPERSEDED",
+    }
+}
+
+string_enum! {
+    /// A support ticket: OPEN, PENDING (waiting on the developer), RESOLVED or CLOSED.
+    TicketStatus {
+        Open => "OPEN",
+        Pending => "PENDING",
+        Resolved => "RESOLVED",
+        Closed => "CLOSED",
+    }
+}
+
+string_enum! {
+    /// Who wrote a support message.
+    MessageAuthor {
+        Developer => "DEVELOPER",
+        Operator => "OPERATOR",
+    }
+}
+
+string_enum! {
+    /// A payment intent's life.
+    IntentStatus {
+        Created => "CREATED",
+        AwaitingPayment => "AWAITING_PAYMENT",
+        Confirming => "CONFIRMING",
+        Confirmed => "CONFIRMED",
+        Failed => "FAILED",
+        Expired => "EXPIRED",
+        Consumed => "CONSUMED",
+        Refunded => "REFUNDED",
+    }
+}
+
+string_enum! {
+    /// Why a credit-ledger entry moved a balance.
+    LedgerKind {
+        Topup => "TOPUP",
+        Voucher => "VOUCHER",
+        Grant => "GRANT",
+        DebitSubmission => "DEBIT_SUBMISSION",
+        Refund => "REFUND",
+        Adjustment => "ADJUSTMENT",
+    }
+}
+
+string_enum! {
+    /// What a voucher gives: one free submission, or credits per redemption.
+    VoucherKind {
+        FreeSubmission => "FREE_SUBMISSION",
+        Credits => "CREDITS",
+    }
+}
+
+string_enum! {
+    /// Where a draft's bytes come from: nothing yet, an uploaded bundle, or a public repository.
+    DraftSource {
+        None => "none",
+        Upload => "upload",
+        Github => "github",
+    }
+}
+
+string_enum! {
+    /// Whether a validator's vote was cast or its call failed.
+    VoteStatus {
+        Cast => "CAST",
+        Failed => "FAILED",
+    }
+}
+
+/// UUID-keyed identifiers, one type per resource, so an id of one kind is never taken for
+/// another. They read and write as the UUID's text.
+macro_rules! uuid_id {
+    ($($(#[$meta:meta])* $name:ident),+ $(,)?) => {$(
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+        #[serde(transparent)]
+        #[schema(value_type = String, format = Uuid)]
+        pub struct $name(uuid::Uuid);
+
+        impl $name {
+            pub fn random() -> Self {
+                Self(uuid::Uuid::new_v4())
+            }
+            pub fn uuid(self) -> uuid::Uuid {
+                self.0
+            }
+        }
+        impl From<uuid::Uuid> for $name {
+            fn from(value: uuid::Uuid) -> Self {
+                Self(value)
+            }
+        }
+        impl From<$name> for uuid::Uuid {
+            fn from(value: $name) -> Self {
+                value.0
+            }
+        }
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(raw: &str) -> Result<Self, Self::Err> {
+                raw.parse()
+                    .map(Self)
+                    .map_err(|_| format!(concat!("`{}` is not a ", stringify!($name), " (a UUID)"), raw))
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    )+};
+}
+
+uuid_id! {
+    /// A developer's draft.
+    DraftId,
+    /// A quote for one draft revision.
+    QuoteId,
+    /// A payment intent for a quote.
+    PaymentIntentId,
+    /// A support ticket.
+    TicketId,
+    /// A public flag on a certificate.
+    FlagId,
+    /// A pricing rule.
+    RuleId,
+    /// A pricing campaign.
+    CampaignId,
+    /// A developer account.
+    DeveloperId,
+}
+
+/// A certificate's id: the id of the submission it certifies (one certificate per submission).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, example = "97e79d874a12451fabeca6ab")]
+pub struct CertificateId(String);
+
+impl CertificateId {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        SubmissionId::parse(raw)
+            .map(|id| Self(id.0))
+            .map_err(|_| format!("`{raw}` is not a certificate id (24 lowercase hex characters)"))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+impl From<SubmissionId> for CertificateId {
+    fn from(value: SubmissionId) -> Self {
+        Self(value.0)
+    }
+}

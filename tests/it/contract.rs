@@ -225,3 +225,272 @@ fn the_openapi_document_has_unique_operation_ids_and_declares_shared_errors() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owned_resources_answer_only_their_owner_and_ids_are_typed() {
+    let app = TestApp::spawn_with(Options::without_workers())
+        .await
+        .unwrap();
+    let owner = app.login(&unique_email("owner")).await;
+    let stranger = app.login(&unique_email("stranger")).await;
+    // A documented label is read as the category's name, and the answer carries the name.
+    let (status, draft) = app
+        .send(
+            Method::POST,
+            &format!("{DEV}/drafts"),
+            Some(&owner),
+            Some(json!({"category": "skill + api", "entry": "SKILL.md"})),
+        )
+        .await;
+    assert_eq!(
+        (status, draft["category"].as_str()),
+        (201, Some("SKILL_API")),
+        "{draft}"
+    );
+    assert_eq!(draft["source"]["type"], "none");
+    let draft = draft["id"].as_str().unwrap().to_owned();
+    let (status, ticket) = app
+        .send(
+            Method::POST,
+            &format!("{DEV}/support/tickets"),
+            Some(&owner),
+            Some(json!({"subject": "mine", "body": "only mine"})),
+        )
+        .await;
+    assert_eq!(
+        (status, ticket["status"].as_str()),
+        (201, Some("OPEN")),
+        "{ticket}"
+    );
+    let ticket = ticket["id"].as_str().unwrap().to_owned();
+
+    // Someone else's resource is as absent as a missing one, on every route that acts on one;
+    // nothing runs (no worker is up: a dry-run or manifest would wait) and nothing changes.
+    let owned: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, format!("{DEV}/drafts/{draft}"), None),
+        (
+            Method::PATCH,
+            format!("{DEV}/drafts/{draft}"),
+            Some(json!({"advisoryNote": "x"})),
+        ),
+        (Method::DELETE, format!("{DEV}/drafts/{draft}"), None),
+        (Method::GET, format!("{DEV}/drafts/{draft}/manifest"), None),
+        (Method::POST, format!("{DEV}/drafts/{draft}/manifest"), None),
+        (Method::POST, format!("{DEV}/drafts/{draft}/validate"), None),
+        (Method::POST, format!("{DEV}/drafts/{draft}/quote"), None),
+        (
+            Method::POST,
+            format!("{DEV}/drafts/{draft}/submit"),
+            Some(json!({"paymentIntentId": "00000000-0000-0000-0000-000000000000"})),
+        ),
+        (Method::GET, format!("{DEV}/support/tickets/{ticket}"), None),
+        (
+            Method::POST,
+            format!("{DEV}/support/tickets/{ticket}/messages"),
+            Some(json!({"body": "not yours"})),
+        ),
+    ];
+    for (method, path, body) in &owned {
+        let (status, answer) = app
+            .send(method.clone(), path, Some(&stranger), body.clone())
+            .await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (404, Some("not_found")),
+            "{method} {path}: {answer}"
+        );
+        // Without a credential the answer is 401, whoever owns it.
+        let (status, _) = app.send(method.clone(), path, None, body.clone()).await;
+        assert_eq!(status, 401, "{method} {path}");
+    }
+    let (status, still) = app
+        .send(
+            Method::GET,
+            &format!("{DEV}/drafts/{draft}"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, still["advisoryNote"].as_str()),
+        (200, None),
+        "{still}"
+    );
+    let (status, mine) = app
+        .send(
+            Method::GET,
+            &format!("{DEV}/support/tickets/{ticket}"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, mine["messages"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{mine}"
+    );
+
+    // Malformed ids are 404 `not_found` in JSON too, on every plane; a path that is not
+    // UTF-8 is 400 in JSON, not axum's text.
+    let console = app.console_session().await;
+    for (path, token) in [
+        (format!("{DEV}/drafts/not-a-uuid"), owner.as_str()),
+        (format!("{DEV}/payment-intents/not-a-uuid"), owner.as_str()),
+        (
+            format!("{DEV}/payment-intents/00000000-0000-0000-0000-000000000000"),
+            owner.as_str(),
+        ),
+        (format!("{DEV}/submissions/not-an-id"), owner.as_str()),
+        (
+            format!("{DEV}/submissions/ffffffffffffffffffffffff"),
+            owner.as_str(),
+        ),
+        (format!("{DEV}/support/tickets/1"), owner.as_str()),
+        (format!("{OPS}/support/tickets/1"), console.as_str()),
+        (
+            "/api/v1/public/certificates/ABC/live-status".to_owned(),
+            owner.as_str(),
+        ),
+    ] {
+        let answer = send_raw(&app, Method::GET, &path, Some(token), None).await;
+        assert_error(&answer, 404, "not_found", "not found");
+    }
+    let answer = send_raw(
+        &app,
+        Method::GET,
+        &format!("{DEV}/drafts/%FF"),
+        Some(&owner),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (answer.0, answer.1["code"].as_str()),
+        (400, Some("invalid_path")),
+        "{}",
+        answer.1
+    );
+
+    // Closed sets are typed: an unknown value is refused naming the field (JSON) or the
+    // parameter (queries, 400), and an unknown path value is the resource's 404.
+    let answer = send_raw(
+        &app,
+        Method::POST,
+        &format!("{DEV}/drafts"),
+        Some(&owner),
+        Some(r#"{"category": "SMART_CONTRACT"}"#),
+    )
+    .await;
+    assert_error(&answer, 422, "invalid_field", "`category`");
+    let answer = send_raw(
+        &app,
+        Method::PUT,
+        &format!("{OPS}/support/tickets/{ticket}/status"),
+        Some(&console),
+        Some(r#"{"status": "SOLVED"}"#),
+    )
+    .await;
+    assert_error(&answer, 422, "invalid_field", "`status`");
+    let answer = send_raw(
+        &app,
+        Method::GET,
+        &format!("{OPS}/flags?status=GONE"),
+        Some(&console),
+        None,
+    )
+    .await;
+    assert_error(&answer, 400, "invalid_query", "`status`");
+    let answer = send_raw(
+        &app,
+        Method::GET,
+        &format!("{OPS}/support/tickets?status=open"),
+        Some(&console),
+        None,
+    )
+    .await;
+    assert_error(&answer, 400, "invalid_query", "`status`");
+    let answer = send_raw(
+        &app,
+        Method::PUT,
+        &format!("{OPS}/payment-methods/barter"),
+        Some(&console),
+        Some(r#"{"enabled": false}"#),
+    )
+    .await;
+    assert_error(&answer, 404, "not_found", "payment method");
+
+    // One cursor format on every plane: a developer list's cursor is not a certificate's
+    // (its id is a UUID), and a made-up one is refused alike.
+    for n in 0..2 {
+        let (status, _) = app
+            .send(
+                Method::POST,
+                &format!("{DEV}/drafts"),
+                Some(&owner),
+                Some(json!({"category": "SKILL", "advisoryNote": format!("draft {n}")})),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let (_, page) = app
+        .send(
+            Method::GET,
+            &format!("{DEV}/drafts?limit=1"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    let cursor = page["nextCursor"].as_str().unwrap().to_owned();
+    let (status, next) = app
+        .send(
+            Method::GET,
+            &format!("{DEV}/drafts?limit=1&cursor={cursor}"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, next["items"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{next}"
+    );
+    for path in [
+        format!("/api/v1/public/certificates?cursor={cursor}"),
+        format!("{DEV}/support/tickets?cursor=bm90LWEtY3Vyc29y"),
+        format!("{DEV}/credits/ledger?cursor={cursor}"),
+    ] {
+        let answer = send_raw(&app, Method::GET, &path, Some(&owner), None).await;
+        assert_error(&answer, 400, "invalid_cursor", "cursor");
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_constraints_answer_409_naming_the_field() {
+    let app = TestApp::spawn_with(Options::without_workers())
+        .await
+        .unwrap();
+    let console = app.console_session().await;
+    let domain = format!("@{}.example.org", unique_email("dup").replace('@', "-at-"));
+    let path = format!("{OPS}/free-allowlist");
+    let add = || {
+        app.send(
+            Method::POST,
+            &path,
+            Some(&console),
+            Some(json!({"pattern": domain, "note": "partner"})),
+        )
+    };
+    assert_eq!(add().await.0, 201);
+    // Postgres decides (no read before the write) and the answer names what is taken.
+    let (status, body) = add().await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("already_allowlisted")),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().unwrap().contains("`pattern`"),
+        "{body}"
+    );
+    app.shutdown().await;
+}

@@ -1366,10 +1366,15 @@ async fn vouchers_free_routes_and_catalog_changes() {
         }
     };
     assert_eq!(voucher("TOPUP-500-CREDITS", "CREDITS", 500).await.0, 201);
+    let (status, taken) = voucher("TOPUP-500-CREDITS", "CREDITS", 500).await;
     assert_eq!(
-        voucher("TOPUP-500-CREDITS", "CREDITS", 500).await.0,
-        409,
-        "codes are unique"
+        (status, taken["code"].as_str()),
+        (409, Some("voucher_exists")),
+        "codes are unique: {taken}"
+    );
+    assert!(
+        taken["detail"].as_str().unwrap().contains("`code`"),
+        "{taken}"
     );
     let redeem = |token: String, code: &str| {
         let app = &app;
@@ -1387,7 +1392,18 @@ async fn vouchers_free_routes_and_catalog_changes() {
     let (status, topped) = redeem(session.clone(), "TOPUP-500-CREDITS").await;
     assert_eq!(status, 201, "{topped}");
     assert_eq!(topped["balance"], 500);
-    assert_eq!(redeem(session.clone(), "TOPUP-500-CREDITS").await.0, 409);
+    let (status, again) = redeem(session.clone(), "TOPUP-500-CREDITS").await;
+    assert_eq!(
+        (status, again["code"].as_str()),
+        (409, Some("voucher_already_redeemed")),
+        "{again}"
+    );
+    let (status, unknown) = redeem(session.clone(), "NO-SUCH-VOUCHER").await;
+    assert_eq!(
+        (status, unknown["code"].as_str()),
+        (422, Some("voucher_invalid")),
+        "{unknown}"
+    );
     let other = app.login(&unique_email("second")).await;
     assert_eq!(
         redeem(other.clone(), "TOPUP-500-CREDITS").await.0,

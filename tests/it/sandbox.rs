@@ -166,9 +166,10 @@ async fn a_missing_repository_or_ref_is_rejected_with_the_reason_and_bad_input_i
             json!({"category": "SKILL", "repository": "acme/x", "ref": "a?b=c"}),
             "invalid_ref",
         ),
+        // A closed set in a JSON body is typed: refused naming the field, like any other.
         (
             json!({"category": "NOPE", "repository": "acme/x", "ref": "v1"}),
-            "unknown_category",
+            "invalid_field",
         ),
     ] {
         let response = post(body.clone()).await.unwrap();

@@ -3,11 +3,12 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sigma_shared::domain::{MessageAuthor, TicketId, TicketStatus};
 use sqlx::types::Uuid;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, stored};
 
 /// Longest support message, in characters.
 pub const MAX_BODY: usize = 10_000;
@@ -16,8 +17,7 @@ pub const MAX_BODY: usize = 10_000;
 #[serde(rename_all = "camelCase")]
 pub struct MessageView {
     pub id: String,
-    /// DEVELOPER or OPERATOR.
-    pub author: String,
+    pub author: MessageAuthor,
     pub body: String,
     /// For operator replies: when the email went out, or why it has not yet.
     pub emailed_at: Option<DateTime<Utc>>,
@@ -30,8 +30,7 @@ pub struct MessageView {
 pub struct TicketView {
     pub id: String,
     pub subject: String,
-    /// OPEN, PENDING (waiting on the developer), RESOLVED or CLOSED.
-    pub status: String,
+    pub status: TicketStatus,
     pub submission_id: Option<String>,
     pub developer_email: String,
     pub messages: Vec<MessageView>,
@@ -44,7 +43,7 @@ pub struct TicketView {
 pub struct TicketSummary {
     pub id: String,
     pub subject: String,
-    pub status: String,
+    pub status: TicketStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -67,50 +66,91 @@ pub fn message_body(raw: &str) -> ApiResult<String> {
     Ok(body.to_owned())
 }
 
-pub fn parse_ticket_id(raw: &str) -> ApiResult<Uuid> {
-    raw.parse().map_err(|_| ApiError::not_found("ticket"))
+/// A ticket without its messages, as stored.
+pub struct TicketRow {
+    pub ticket_id: Uuid,
+    pub subject: String,
+    pub status: String,
+    pub submission_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub email: String,
 }
 
-/// A ticket with its messages; `developer` limits it to that developer's tickets.
-pub async fn ticket_view(
-    state: &AppState,
-    id: Uuid,
-    developer: Option<Uuid>,
-) -> ApiResult<TicketView> {
-    let t = sqlx::query!(
-        r#"select t.ticket_id, t.subject, t.status, t.submission_id, t.created_at, t.updated_at, d.email
+impl TicketRow {
+    /// The ticket; `developer` limits it to that developer's tickets.
+    pub async fn load(
+        state: &AppState,
+        id: TicketId,
+        developer: Option<Uuid>,
+    ) -> ApiResult<Option<Self>> {
+        Ok(sqlx::query_as!(
+            TicketRow,
+            r#"select t.ticket_id, t.subject, t.status, t.submission_id, t.created_at, t.updated_at, d.email
            from support_ticket t join developer d using (developer_id)
            where t.ticket_id = $1 and ($2::uuid is null or t.developer_id = $2)"#,
-        id,
-        developer
-    )
-    .fetch_optional(&state.db)
-    .await?
-    .ok_or_else(|| ApiError::not_found("ticket"))?;
+            id.uuid(),
+            developer
+        )
+        .fetch_optional(&state.db)
+        .await?)
+    }
+}
+
+/// A ticket with its messages, read again (after a change) by id alone: callers have already
+/// found it on their plane's terms.
+pub async fn ticket_view(state: &AppState, id: Uuid) -> ApiResult<TicketView> {
+    let row = TicketRow::load(state, id.into(), None)
+        .await?
+        .ok_or_else(|| ApiError::not_found("ticket"))?;
+    view_of(state, row).await
+}
+
+/// The view of a ticket already loaded, with its messages.
+pub async fn view_of(state: &AppState, t: TicketRow) -> ApiResult<TicketView> {
     let messages = sqlx::query!(
         "select message_id, author, body, emailed_at, email_error, created_at from support_message where ticket_id = $1 order by created_at, message_id",
-        id
+        t.ticket_id
     )
     .fetch_all(&state.db)
     .await?
     .into_iter()
-    .map(|m| MessageView {
-        id: m.message_id.to_string(),
-        author: m.author,
-        body: m.body,
-        emailed_at: m.emailed_at,
-        email_error: m.email_error,
-        created_at: m.created_at,
+    .map(|m| {
+        Ok(MessageView {
+            id: m.message_id.to_string(),
+            author: stored(&m.author)?,
+            body: m.body,
+            emailed_at: m.emailed_at,
+            email_error: m.email_error,
+            created_at: m.created_at,
+        })
     })
-    .collect();
+    .collect::<ApiResult<_>>()?;
     Ok(TicketView {
         id: t.ticket_id.to_string(),
         subject: t.subject,
-        status: t.status,
+        status: stored(&t.status)?,
         submission_id: t.submission_id,
         developer_email: t.email,
         messages,
         created_at: t.created_at,
         updated_at: t.updated_at,
+    })
+}
+
+/// Ticket summaries from `select ticket_id::text as id, subject, status, created_at, updated_at`.
+pub fn summary(
+    id: String,
+    subject: String,
+    status: &str,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+) -> ApiResult<TicketSummary> {
+    Ok(TicketSummary {
+        id,
+        subject,
+        status: stored(status)?,
+        created_at,
+        updated_at,
     })
 }

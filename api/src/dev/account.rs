@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sigma_shared::domain::LedgerKind;
 use sigma_shared::pricing;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -15,7 +16,7 @@ use super::checkout::{IntentView, intent_view};
 use crate::AppState;
 use crate::auth::DeveloperAuth;
 use crate::core::client_ip::ClientIp;
-use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, stored};
 use crate::paging::ListParams;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -84,7 +85,7 @@ async fn list_payments(
            order by created_at desc, intent_id desc limit $4"#,
         developer.developer_id,
         page.after_time,
-        page.after_uuid().unwrap_or_default(),
+        page.after_uuid()?.unwrap_or_default(),
         page.limit + 1
     )
     .fetch_all(&state.db)
@@ -101,8 +102,7 @@ async fn list_payments(
 #[serde(rename_all = "camelCase")]
 pub struct LedgerEntry {
     pub id: i64,
-    /// TOPUP, VOUCHER, GRANT, DEBIT_SUBMISSION, REFUND or ADJUSTMENT.
-    pub kind: String,
+    pub kind: LedgerKind,
     /// Positive for credits in, negative for debits.
     pub amount_credits: i64,
     pub balance_after: i64,
@@ -128,14 +128,8 @@ async fn ledger(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Json<LedgerPage>> {
     let page = params.page()?;
-    let after: Option<i64> = match &page.after_id {
-        Some(id) => Some(id.parse().map_err(|_| {
-            ApiError::unprocessable("invalid_cursor", "cursor is not one this API issued")
-        })?),
-        None => None,
-    };
-    let mut items = sqlx::query_as!(
-        LedgerEntry,
+    let after = page.after_i64()?;
+    let mut rows = sqlx::query!(
         r#"select entry_id as id, kind, amount_credits, balance_after, reference, note, created_at from credit_ledger
            where developer_id = $1 and ($2::bigint is null or entry_id < $2)
            order by entry_id desc limit $3"#,
@@ -145,7 +139,21 @@ async fn ledger(
     )
     .fetch_all(&state.db)
     .await?;
-    let next_cursor = page.finish(&mut items, |e| (e.created_at, e.id.to_string()));
+    let next_cursor = page.finish(&mut rows, |e| (e.created_at, e.id.to_string()));
+    let items = rows
+        .into_iter()
+        .map(|e| {
+            Ok(LedgerEntry {
+                id: e.id,
+                kind: stored(&e.kind)?,
+                amount_credits: e.amount_credits,
+                balance_after: e.balance_after,
+                reference: e.reference,
+                note: e.note,
+                created_at: e.created_at,
+            })
+        })
+        .collect::<ApiResult<_>>()?;
     let balance = sqlx::query_scalar!(
         "select credit_balance from developer where developer_id = $1",
         developer.developer_id
@@ -187,29 +195,15 @@ async fn redeem_voucher(
     state.public.limits.check_voucher(client)?;
     let code = body.code.trim();
     let mut tx = state.db.begin().await?;
-    let redeemed = sqlx::query!(
-        "insert into voucher_redemption (code, developer_id) select code, $2 from voucher where code = $1 on conflict do nothing",
+    // Once per account and only a known code: the redemption's key and reference say so
+    // (`voucher_redemption_pkey` is 409, `voucher_redemption_code_fkey` 422; see error.rs).
+    sqlx::query!(
+        "insert into voucher_redemption (code, developer_id) values ($1, $2)",
         code,
         developer.developer_id
     )
     .execute(&mut *tx)
     .await?;
-    if redeemed.rows_affected() == 0 {
-        let known = sqlx::query_scalar!(
-            r#"select exists(select 1 from voucher where code = $1) as "known!""#,
-            code
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        return Err(if known {
-            ApiError::conflict(
-                "voucher_already_redeemed",
-                "this account already used this voucher",
-            )
-        } else {
-            voucher_invalid()
-        });
-    }
     let credits = sqlx::query_scalar!(
         r#"update voucher set uses_left = uses_left - 1
            where code = $1 and kind = 'CREDITS' and uses_left > 0 and (expires_at is null or expires_at > now())

@@ -6,25 +6,27 @@
 use std::collections::BTreeSet;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sigma_shared::domain::{Category, SubmissionId};
-use sigma_shared::pricing::{self, Campaign, CampaignKind, Catalog, LineItem, Priced, Rule};
+use sigma_shared::domain::{Category, IntentStatus, PaymentIntentId, SubmissionId};
+use sigma_shared::pricing::{
+    self, Campaign, CampaignKind, Catalog, ComplexityTier, LineItem, Priced, Rule,
+};
 use sqlx::types::Uuid;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::drafts::{self, parse_draft_id};
+use super::owned::{OwnedDraft, OwnedIntent, OwnedResource};
 use crate::AppState;
 use crate::auth::DeveloperAuth;
 use crate::core::idempotency::{IdempotencyKey, request_digest, submission_for_key};
 use crate::core::submission_run::{self, NewRun, SubmissionAccepted};
-use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
-use sigma_activities::intake::checkout::allowlisted;
+use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody, stored};
+use sigma_activities::intake::checkout::{PaymentMethod, allowlisted};
 use sigma_activities::intake::{DraftCheckout, Idempotency, Intake};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -48,9 +50,8 @@ pub struct QuoteView {
     pub quote_id: String,
     pub draft_id: String,
     pub revision: i32,
-    pub category: String,
-    /// standard, complex or high-complex.
-    pub complexity_tier: String,
+    pub category: Category,
+    pub complexity_tier: ComplexityTier,
     pub line_items: Vec<LineItem>,
     pub total_credits: i64,
     pub total_usd: String,
@@ -141,6 +142,7 @@ fn quote_view(
     quote_id: Uuid,
     draft_id: Uuid,
     revision: i32,
+    category: Category,
     priced: Priced,
     campaign_name: Option<String>,
     expires_at: DateTime<Utc>,
@@ -149,8 +151,8 @@ fn quote_view(
         quote_id: quote_id.to_string(),
         draft_id: draft_id.to_string(),
         revision,
-        category: priced.category,
-        complexity_tier: priced.complexity_tier.as_str().to_owned(),
+        category,
+        complexity_tier: priced.complexity_tier,
         total_usd: pricing::usd(priced.total_credits),
         total_credits: priced.total_credits,
         campaign_applied: priced
@@ -171,24 +173,23 @@ fn quote_view(
 /// the best running campaign, in credits and USD (1 USD = 100 credits). A draft that fails its
 /// dry-run is not quoted. The quote expires; its price snapshot is kept with the submission.
 #[utoipa::path(post, path = "/drafts/{id}/quote", tag = "developer", security(("developer_session" = [])),
-    params(("id" = String, Path)),
+    params(("id" = Uuid, Path)),
     responses((status = 201, body = QuoteView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, description = "The draft fails its dry-run, or its category is not offered", body = ErrorBody)))]
-#[tracing::instrument(name = "quote", skip_all, fields(draft_id = %id))]
-async fn create_quote(
-    State(state): State<AppState>,
-    developer: DeveloperAuth,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    let id = parse_draft_id(&id)?;
-    let draft = drafts::load(&state, &developer, id).await?;
+#[tracing::instrument(name = "quote", skip_all, fields(draft_id = %owned.item.draft_id))]
+async fn create_quote(State(state): State<AppState>, owned: OwnedDraft) -> ApiResult<Response> {
+    let OwnedDraft {
+        developer,
+        item: draft,
+    } = owned;
+    let id = draft.draft_id;
     if draft.submission_id.is_some() {
         return Err(ApiError::conflict(
             "draft_submitted",
             "this draft was already submitted",
         ));
     }
-    let category: Category = draft.category.parse().map_err(anyhow::Error::msg)?;
+    let category = draft.category()?;
     let check = super::dry_run::run_check(&state, id, draft.revision).await?;
     if !check.passed {
         let why = check
@@ -247,6 +248,7 @@ async fn create_quote(
         quote_id,
         id,
         draft.revision,
+        category,
         priced,
         campaign_name,
         expires_at,
@@ -261,7 +263,7 @@ pub struct NewIntent {
     /// `credits` (debited at submit), `voucher` (a free-submission voucher code) or `free`
     /// (an allowlisted address or an operator's one-shot override). `direct_monad`, `x402` and
     /// `card` are answered 422 until those rails are enabled.
-    pub method: String,
+    pub method: PaymentMethod,
     pub voucher_code: Option<String>,
 }
 
@@ -271,9 +273,8 @@ pub struct IntentView {
     pub id: String,
     pub draft_id: String,
     pub quote_id: String,
-    pub method: String,
-    /// CREATED, AWAITING_PAYMENT, CONFIRMING, CONFIRMED, FAILED, EXPIRED, CONSUMED or REFUNDED.
-    pub status: String,
+    pub method: PaymentMethod,
+    pub status: IntentStatus,
     pub amount_credits: i64,
     pub amount_usd: String,
     pub network: Option<String>,
@@ -284,43 +285,84 @@ pub struct IntentView {
     pub created_at: DateTime<Utc>,
 }
 
+/// A payment intent as stored.
+pub struct IntentRow {
+    intent_id: Uuid,
+    draft_id: Uuid,
+    quote_id: Uuid,
+    method: String,
+    status: String,
+    amount_credits: i64,
+    network: Option<String>,
+    receive_address: Option<String>,
+    tx_hash: Option<String>,
+    submission_id: Option<String>,
+    expires_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+}
+
+/// The developer's own payment intent.
+impl OwnedResource for IntentRow {
+    type Id = PaymentIntentId;
+    const NAME: &'static str = "payment intent";
+
+    async fn load(
+        state: &AppState,
+        developer: Uuid,
+        id: PaymentIntentId,
+    ) -> ApiResult<Option<Self>> {
+        Ok(sqlx::query_as!(
+            IntentRow,
+            r#"select intent_id, draft_id, quote_id, method, status, amount_credits, network, receive_address, tx_hash,
+               submission_id, expires_at, created_at
+           from payment_intent where intent_id = $1 and developer_id = $2"#,
+            id.uuid(),
+            developer
+        )
+        .fetch_optional(&state.db)
+        .await?)
+    }
+}
+
+impl IntentRow {
+    fn view(self) -> ApiResult<IntentView> {
+        let status: IntentStatus = stored(&self.status)?;
+        // An intent past its quote's expiry is shown as such even before anything touches it.
+        let status = if matches!(status, IntentStatus::Created | IntentStatus::Confirmed)
+            && self.expires_at <= Utc::now()
+        {
+            IntentStatus::Expired
+        } else {
+            status
+        };
+        Ok(IntentView {
+            id: self.intent_id.to_string(),
+            draft_id: self.draft_id.to_string(),
+            quote_id: self.quote_id.to_string(),
+            method: stored(&self.method)?,
+            status,
+            amount_usd: pricing::usd(self.amount_credits),
+            amount_credits: self.amount_credits,
+            network: self.network,
+            receive_address: self.receive_address,
+            tx_hash: self.tx_hash,
+            submission_id: self.submission_id,
+            expires_at: self.expires_at,
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// One of the developer's intents, by id.
 pub(crate) async fn intent_view(
     state: &AppState,
     developer: Uuid,
     id: Uuid,
 ) -> ApiResult<IntentView> {
-    let i = sqlx::query!(
-        r#"select intent_id, draft_id, quote_id, method, status, amount_credits, network, receive_address, tx_hash,
-               submission_id, expires_at, created_at
-           from payment_intent where intent_id = $1 and developer_id = $2"#,
-        id,
-        developer
-    )
-    .fetch_optional(&state.db)
-    .await?
-    .ok_or_else(|| ApiError::not_found("payment intent"))?;
-    // An intent past its quote's expiry is shown as such even before anything touches it.
-    let status =
-        if matches!(i.status.as_str(), "CREATED" | "CONFIRMED") && i.expires_at <= Utc::now() {
-            "EXPIRED".to_owned()
-        } else {
-            i.status
-        };
-    Ok(IntentView {
-        id: i.intent_id.to_string(),
-        draft_id: i.draft_id.to_string(),
-        quote_id: i.quote_id.to_string(),
-        method: i.method,
-        status,
-        amount_usd: pricing::usd(i.amount_credits),
-        amount_credits: i.amount_credits,
-        network: i.network,
-        receive_address: i.receive_address,
-        tx_hash: i.tx_hash,
-        submission_id: i.submission_id,
-        expires_at: i.expires_at,
-        created_at: i.created_at,
-    })
+    IntentRow::load(state, developer, id.into())
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment intent"))?
+        .view()
 }
 
 /// Create a payment intent for a quote. Repeating it for the same quote and method returns the
@@ -362,10 +404,10 @@ async fn create_intent(
             "the draft changed after this quote; ask for a new one",
         ));
     }
-    let method = body.method.trim().to_ascii_lowercase();
+    let method = body.method;
     let enabled = sqlx::query_scalar!(
         "select enabled from payment_method where method = $1",
-        method
+        method.as_str()
     )
     .fetch_optional(&state.db)
     .await?;
@@ -388,7 +430,7 @@ async fn create_intent(
         r#"select intent_id from payment_intent where quote_id = $1 and method = $2
              and status in ('CREATED', 'CONFIRMED') order by created_at limit 1"#,
         quote_id,
-        method
+        method.as_str()
     )
     .fetch_optional(&state.db)
     .await?;
@@ -397,9 +439,9 @@ async fn create_intent(
             Json(intent_view(&state, developer.developer_id, existing).await?).into_response(),
         );
     }
-    let (amount, status, voucher, override_id) = match method.as_str() {
-        "credits" => (quote.total_credits, "CREATED", None, None),
-        "voucher" => {
+    let (amount, status, voucher, override_id) = match method {
+        PaymentMethod::Credits => (quote.total_credits, "CREATED", None, None),
+        PaymentMethod::Voucher => {
             let code = body
                 .voucher_code
                 .as_deref()
@@ -423,7 +465,7 @@ async fn create_intent(
             }
             (0, "CONFIRMED", Some(code.to_owned()), None)
         }
-        "free" => {
+        PaymentMethod::Free => {
             let override_id = sqlx::query_scalar!(
                 "select override_id from free_override where developer_id = $1 and used_at is null order by created_at limit 1",
                 developer.developer_id
@@ -438,10 +480,10 @@ async fn create_intent(
             }
             (0, "CONFIRMED", None, override_id)
         }
-        other => {
+        PaymentMethod::DirectMonad | PaymentMethod::X402 | PaymentMethod::Card => {
             return Err(ApiError::unprocessable(
                 "method_unavailable",
-                format!("`{other}` payments are not available yet"),
+                format!("`{method}` payments are not available yet"),
             ));
         }
     };
@@ -454,7 +496,7 @@ async fn create_intent(
         developer.developer_id,
         quote.draft_id,
         quote_id,
-        method,
+        method.as_str(),
         amount,
         status,
         voucher,
@@ -470,16 +512,9 @@ async fn create_intent(
 }
 
 #[utoipa::path(get, path = "/payment-intents/{id}", tag = "developer", security(("developer_session" = [])),
-    params(("id" = String, Path)), responses((status = 200, body = IntentView), (status = 404, body = ErrorBody)))]
-async fn get_intent(
-    State(state): State<AppState>,
-    developer: DeveloperAuth,
-    Path(id): Path<String>,
-) -> ApiResult<Json<IntentView>> {
-    let id: Uuid = id
-        .parse()
-        .map_err(|_| ApiError::not_found("payment intent"))?;
-    Ok(Json(intent_view(&state, developer.developer_id, id).await?))
+    params(("id" = Uuid, Path)), responses((status = 200, body = IntentView), (status = 404, body = ErrorBody)))]
+async fn get_intent(OwnedIntent { item: intent, .. }: OwnedIntent) -> ApiResult<Json<IntentView>> {
+    Ok(Json(intent.view()?))
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -494,22 +529,25 @@ pub struct SubmitDraft {
 /// and price snapshots, all in one transaction. Repeating the request, concurrently or later
 /// (or reusing its `Idempotency-Key`), answers with the same submission and charges once.
 #[utoipa::path(post, path = "/drafts/{id}/submit", tag = "developer", security(("developer_session" = [])),
-    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Deduplicates retries of the same request")),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Deduplicates retries of the same request")),
     request_body = SubmitDraft,
     responses((status = 202, description = "Submitted; the pipeline has started", body = SubmissionAccepted),
         (status = 402, description = "Not enough credits (the detail says how many are missing)", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "Intent expired or used, quote stale, campaign sold out, voucher used up, key reused", body = ErrorBody),
         (status = 503, description = "The workflow engine is unreachable (nothing was charged), or the payment is still being settled: repeat the request", body = ErrorBody)))]
-#[tracing::instrument(name = "submit_draft", skip_all, fields(draft_id = %id, submission_id, workflow_id))]
+#[tracing::instrument(name = "submit_draft", skip_all, fields(draft_id = %owned.item.draft_id, submission_id, workflow_id))]
 async fn submit_draft(
     State(state): State<AppState>,
-    developer: DeveloperAuth,
-    Path(id): Path<String>,
+    owned: OwnedDraft,
     IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiJson(body): ApiJson<SubmitDraft>,
 ) -> ApiResult<Response> {
-    let draft_id = parse_draft_id(&id)?;
+    let OwnedDraft {
+        developer,
+        item: draft,
+    } = owned;
+    let draft_id = draft.draft_id;
     let request_sha256 = request_digest(
         "draft-submit",
         &[draft_id.as_bytes(), body.payment_intent_id.as_bytes()],
@@ -525,20 +563,12 @@ async fn submit_draft(
         .payment_intent_id
         .parse()
         .map_err(|_| ApiError::not_found("payment intent"))?;
-    let draft = sqlx::query!(
-        "select category, submission_id from draft where draft_id = $1 and developer_id = $2",
-        draft_id,
-        developer.developer_id
-    )
-    .fetch_optional(&state.db)
-    .await?
-    .ok_or_else(|| ApiError::not_found("draft"))?;
-    if let Some(existing) = draft.submission_id {
+    if let Some(existing) = &draft.submission_id {
         // Submitted before (a retry, or a second click): the same answer.
-        let existing = SubmissionId::parse(&existing).map_err(anyhow::Error::msg)?;
+        let existing = SubmissionId::parse(existing).map_err(anyhow::Error::msg)?;
         return submission_run::replay(&state, &existing).await;
     }
-    let category: Category = draft.category.parse().map_err(anyhow::Error::msg)?;
+    let category = draft.category()?;
     let id = SubmissionId::for_business_key(&[b"draft", draft_id.as_bytes()]);
     let span = tracing::Span::current();
     span.record("submission_id", tracing::field::display(&id));

@@ -5,22 +5,23 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sigma_shared::blob::keys;
-use sigma_shared::domain::{Category, Sha256Hex};
+use sigma_shared::domain::{Category, DraftId, DraftSource, Sha256Hex};
 use sigma_shared::pricing::DeclaredEndpoint;
 use sqlx::types::Uuid;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::owned::{OwnedDraft, OwnedResource};
 use crate::AppState;
 use crate::auth::DeveloperAuth;
-use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, stored};
 use crate::paging::ListParams;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -46,8 +47,8 @@ pub struct RepositorySource {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewDraft {
-    /// SKILL, SKILL_API, API, CODE, CODE_PACKAGES, SKILL_CODE, SKILL_CODE_PACKAGES or SKILL_API_CODE_PACKAGES.
-    pub category: String,
+    /// The documented labels (`SKILL + API`, `skill_api`) are read as the names.
+    pub category: Category,
     /// A repository source; for an uploaded bundle use `PUT /drafts/{id}/bundle` instead.
     pub source: Option<RepositorySource>,
     /// Repository-relative path: `SKILL.md` (or `dir/SKILL.md`) for skills, the executable file for code.
@@ -64,7 +65,7 @@ pub struct NewDraft {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DraftPatch {
-    pub category: Option<String>,
+    pub category: Option<Category>,
     pub source: Option<RepositorySource>,
     pub entry: Option<String>,
     pub advisory_note: Option<String>,
@@ -75,9 +76,8 @@ pub struct DraftPatch {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DraftSourceView {
-    /// `none`, `upload` or `github`.
     #[serde(rename = "type")]
-    pub source_type: String,
+    pub source_type: DraftSource,
     pub repository: Option<String>,
     #[serde(rename = "ref")]
     pub reference: Option<String>,
@@ -90,7 +90,7 @@ pub struct DraftSourceView {
 #[serde(rename_all = "camelCase")]
 pub struct DraftView {
     pub id: String,
-    pub category: String,
+    pub category: Category,
     pub revision: i32,
     pub source: DraftSourceView,
     pub entry: Option<String>,
@@ -116,11 +116,6 @@ pub struct DraftPage {
 
 const MAX_NOTE_CHARS: usize = 4000;
 const MAX_ENDPOINTS: usize = 100;
-
-pub(crate) fn parse_category(raw: &str) -> ApiResult<Category> {
-    raw.parse()
-        .map_err(|e: String| ApiError::unprocessable("unknown_category", e))
-}
 
 /// Entry-point rules: repository-relative, forward slashes, no `..`; skills point at their
 /// SKILL.md, code categories at the executable file (never SKILL.md).
@@ -197,10 +192,6 @@ fn validate_endpoints(endpoints: Vec<DeclaredEndpoint>) -> ApiResult<serde_json:
     Ok(serde_json::to_value(endpoints).map_err(anyhow::Error::from)?)
 }
 
-pub(crate) fn parse_draft_id(raw: &str) -> ApiResult<Uuid> {
-    raw.parse().map_err(|_| ApiError::not_found("draft"))
-}
-
 /// Create a draft.
 #[utoipa::path(post, path = "/drafts", tag = "developer", security(("developer_session" = [])),
     request_body = NewDraft,
@@ -210,7 +201,7 @@ async fn create_draft(
     developer: DeveloperAuth,
     ApiJson(body): ApiJson<NewDraft>,
 ) -> ApiResult<Response> {
-    let category = parse_category(&body.category)?;
+    let category = body.category;
     let entry = body
         .entry
         .as_deref()
@@ -230,7 +221,7 @@ async fn create_draft(
         .transpose()?
         .flatten();
     let endpoints = validate_endpoints(body.declared_endpoints)?;
-    let id = Uuid::new_v4();
+    let id = DraftId::random().uuid();
     sqlx::query!(
         r#"insert into draft (draft_id, developer_id, category, source_type, git_repository, git_ref, entry,
                advisory_note, declared_endpoints, site_url)
@@ -253,7 +244,7 @@ async fn create_draft(
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-pub(crate) struct DraftRow {
+pub struct DraftRow {
     pub draft_id: Uuid,
     pub category: String,
     pub revision: i32,
@@ -273,24 +264,31 @@ pub(crate) struct DraftRow {
     pub updated_at: DateTime<Utc>,
 }
 
+impl DraftRow {
+    /// The draft's category, as stored.
+    pub fn category(&self) -> ApiResult<Category> {
+        stored(&self.category)
+    }
+}
+
 /// The developer's own draft; someone else's is as absent as a missing one.
-pub(crate) async fn load(
-    state: &AppState,
-    developer: &DeveloperAuth,
-    id: Uuid,
-) -> ApiResult<DraftRow> {
-    sqlx::query_as!(
-        DraftRow,
-        r#"select draft_id, category, revision, source_type, bundle_sha256, bundle_bytes,
+impl OwnedResource for DraftRow {
+    type Id = DraftId;
+    const NAME: &'static str = "draft";
+
+    async fn load(state: &AppState, developer: Uuid, id: DraftId) -> ApiResult<Option<Self>> {
+        Ok(sqlx::query_as!(
+            DraftRow,
+            r#"select draft_id, category, revision, source_type, bundle_sha256, bundle_bytes,
                git_repository, git_ref, entry, advisory_note, declared_endpoints, site_url, manifest,
                manifest_revision, submission_id, created_at, updated_at
            from draft where draft_id = $1 and developer_id = $2"#,
-        id,
-        developer.developer_id
-    )
-    .fetch_optional(&state.db)
-    .await?
-    .ok_or_else(|| ApiError::not_found("draft"))
+            id.uuid(),
+            developer
+        )
+        .fetch_optional(&state.db)
+        .await?)
+    }
 }
 
 async fn view_of(state: &AppState, d: DraftRow) -> ApiResult<DraftView> {
@@ -303,10 +301,10 @@ async fn view_of(state: &AppState, d: DraftRow) -> ApiResult<DraftView> {
     .await?;
     Ok(DraftView {
         id: d.draft_id.to_string(),
-        category: d.category,
+        category: stored(&d.category)?,
         revision: d.revision,
         source: DraftSourceView {
-            source_type: d.source_type,
+            source_type: stored(&d.source_type)?,
             repository: d.git_repository,
             reference: d.git_ref,
             bundle_sha256: d.bundle_sha256,
@@ -324,8 +322,11 @@ async fn view_of(state: &AppState, d: DraftRow) -> ApiResult<DraftView> {
     })
 }
 
+/// The draft as it is now, after a change.
 async fn load_view(state: &AppState, developer: &DeveloperAuth, id: Uuid) -> ApiResult<DraftView> {
-    let row = load(state, developer, id).await?;
+    let row = DraftRow::load(state, developer.developer_id, id.into())
+        .await?
+        .ok_or_else(|| ApiError::not_found("draft"))?;
     view_of(state, row).await
 }
 
@@ -354,7 +355,7 @@ async fn list_drafts(
            order by created_at desc, draft_id desc limit $4"#,
         developer.developer_id,
         page.after_time,
-        page.after_uuid().unwrap_or_default(),
+        page.after_uuid()?.unwrap_or_default(),
         page.limit + 1
     )
     .fetch_all(&state.db)
@@ -368,37 +369,35 @@ async fn list_drafts(
 }
 
 #[utoipa::path(get, path = "/drafts/{id}", tag = "developer", security(("developer_session" = [])),
-    params(("id" = String, Path)), responses((status = 200, body = DraftView), (status = 404, body = ErrorBody)))]
+    params(("id" = Uuid, Path)), responses((status = 200, body = DraftView), (status = 404, body = ErrorBody)))]
 async fn get_draft(
     State(state): State<AppState>,
-    developer: DeveloperAuth,
-    Path(id): Path<String>,
+    OwnedDraft { item: draft, .. }: OwnedDraft,
 ) -> ApiResult<Json<DraftView>> {
-    Ok(Json(
-        load_view(&state, &developer, parse_draft_id(&id)?).await?,
-    ))
+    Ok(Json(view_of(&state, draft).await?))
 }
 
 /// Change a draft. A change to the category, source, entry point, endpoints or advisory note
 /// starts a new revision: earlier dry-runs and quotes no longer apply, nor does the manifest
 /// unless only the note changed.
 #[utoipa::path(patch, path = "/drafts/{id}", tag = "developer", security(("developer_session" = [])),
-    params(("id" = String, Path)), request_body = DraftPatch,
+    params(("id" = Uuid, Path)), request_body = DraftPatch,
     responses((status = 200, body = DraftView), (status = 404, body = ErrorBody), (status = 409, description = "Already submitted", body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn update_draft(
     State(state): State<AppState>,
-    developer: DeveloperAuth,
-    Path(id): Path<String>,
+    OwnedDraft {
+        developer,
+        item: current,
+    }: OwnedDraft,
     ApiJson(patch): ApiJson<DraftPatch>,
 ) -> ApiResult<Json<DraftView>> {
-    let id = parse_draft_id(&id)?;
-    let current = load(&state, &developer, id).await?;
+    let id = current.draft_id;
     if current.submission_id.is_some() {
         return Err(frozen());
     }
-    let category = match &patch.category {
-        Some(c) => parse_category(c)?,
-        None => parse_category(&current.category)?,
+    let category = match patch.category {
+        Some(c) => c,
+        None => current.category()?,
     };
     let entry = match (&patch.entry, &current.entry) {
         (Some(e), _) => Some(validate_entry(category, e)?),
@@ -427,24 +426,23 @@ async fn update_draft(
     // A new repository source forgets the pinned archive; the next dry-run fetches it.
     let updated = sqlx::query!(
         r#"update draft set
-               category = $3,
-               entry = $4,
-               source_type = case when $5::text is not null then 'github' else source_type end,
-               git_repository = coalesce($5, git_repository),
-               git_ref = coalesce($6, git_ref),
-               bundle_key = case when $5::text is not null then null else bundle_key end,
-               bundle_sha256 = case when $5::text is not null then null else bundle_sha256 end,
-               bundle_bytes = case when $5::text is not null then null else bundle_bytes end,
-               bundle_format = case when $5::text is not null then null else bundle_format end,
-               declared_endpoints = coalesce($7, declared_endpoints),
-               advisory_note = case when $8 then $9 else advisory_note end,
-               site_url = case when $10 then $11 else site_url end,
-               revision = revision + case when $12 then 1 else 0 end,
-               manifest_revision = case when $12 and not $14 and manifest_revision = revision
+               category = $2,
+               entry = $3,
+               source_type = case when $4::text is not null then 'github' else source_type end,
+               git_repository = coalesce($4, git_repository),
+               git_ref = coalesce($5, git_ref),
+               bundle_key = case when $4::text is not null then null else bundle_key end,
+               bundle_sha256 = case when $4::text is not null then null else bundle_sha256 end,
+               bundle_bytes = case when $4::text is not null then null else bundle_bytes end,
+               bundle_format = case when $4::text is not null then null else bundle_format end,
+               declared_endpoints = coalesce($6, declared_endpoints),
+               advisory_note = case when $7 then $8 else advisory_note end,
+               site_url = case when $9 then $10 else site_url end,
+               revision = revision + case when $11 then 1 else 0 end,
+               manifest_revision = case when $11 and not $13 and manifest_revision = revision
                    then manifest_revision + 1 else manifest_revision end
-           where draft_id = $1 and developer_id = $2 and submission_id is null and revision = $13"#,
+           where draft_id = $1 and submission_id is null and revision = $12"#,
         id,
-        developer.developer_id,
         category.as_str(),
         entry,
         source.as_ref().map(|s| s.0.as_str()),
@@ -470,23 +468,20 @@ async fn update_draft(
 }
 
 #[utoipa::path(delete, path = "/drafts/{id}", tag = "developer", security(("developer_session" = [])),
-    params(("id" = String, Path)),
+    params(("id" = Uuid, Path)),
     responses((status = 204, description = "Discarded"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_draft(
     State(state): State<AppState>,
-    developer: DeveloperAuth,
-    Path(id): Path<String>,
+    OwnedDraft { item: draft, .. }: OwnedDraft,
 ) -> ApiResult<StatusCode> {
-    let id = parse_draft_id(&id)?;
-    let draft = load(&state, &developer, id).await?;
+    let id = draft.draft_id;
     if draft.submission_id.is_some() {
         return Err(frozen());
     }
     // Quotes and intents of the draft go with it (nothing was charged: charges happen at submit).
     sqlx::query!(
-        "delete from draft where draft_id = $1 and developer_id = $2 and submission_id is null",
-        id,
-        developer.developer_id
+        "delete from draft where draft_id = $1 and submission_id is null",
+        id
     )
     .execute(&state.db)
     .await?;
@@ -496,18 +491,19 @@ async fn delete_draft(
 /// Upload the draft's bundle (a zip, tar or tar.gz archive as the raw body). Replaces any
 /// earlier source and starts a new revision.
 #[utoipa::path(put, path = "/drafts/{id}/bundle", tag = "developer", security(("developer_session" = [])),
-    params(("id" = String, Path)),
+    params(("id" = Uuid, Path)),
     request_body(content((Vec<u8> = "application/zip"), (Vec<u8> = "application/gzip"))),
     responses((status = 200, body = DraftView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn upload_bundle(
     State(state): State<AppState>,
-    developer: DeveloperAuth,
-    Path(id): Path<String>,
+    OwnedDraft {
+        developer,
+        item: draft,
+    }: OwnedDraft,
     bundle: Bytes,
 ) -> ApiResult<Json<DraftView>> {
-    let id = parse_draft_id(&id)?;
-    let draft = load(&state, &developer, id).await?;
+    let id = draft.draft_id;
     if draft.submission_id.is_some() {
         return Err(frozen());
     }
@@ -522,11 +518,10 @@ async fn upload_bundle(
         .put(&key, bundle.clone(), "application/octet-stream")
         .await?;
     let updated = sqlx::query!(
-        r#"update draft set source_type = 'upload', bundle_key = $3, bundle_sha256 = $4, bundle_bytes = $5,
-               bundle_format = $6, git_repository = null, git_ref = null, revision = revision + 1
-           where draft_id = $1 and developer_id = $2 and submission_id is null"#,
+        r#"update draft set source_type = 'upload', bundle_key = $2, bundle_sha256 = $3, bundle_bytes = $4,
+               bundle_format = $5, git_repository = null, git_ref = null, revision = revision + 1
+           where draft_id = $1 and submission_id is null"#,
         id,
-        developer.developer_id,
         key,
         sha256.as_str(),
         bundle.len() as i64,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Serialize;
 use sigma_activities::portal::{CheckProblem, DraftCheck, DraftCheckInput};
 use sigma_workflows::DraftCheckWorkflow;
@@ -15,9 +15,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::drafts::{load, parse_draft_id};
+use super::owned::OwnedDraft;
 use crate::AppState;
-use crate::auth::DeveloperAuth;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -128,16 +127,14 @@ impl From<DraftCheck> for DryRun {
 /// pre-processor hard failures, size limits, dependency rules, manifest schema, entry point and
 /// endpoints), with what would fail and why. No payment, no audit.
 #[utoipa::path(post, path = "/drafts/{id}/validate", tag = "developer", security(("developer_session" = [])),
-    params(("id" = String, Path)),
+    params(("id" = Uuid, Path)),
     responses((status = 200, body = DryRun), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
-#[tracing::instrument(name = "validate_draft", skip_all, fields(draft_id = %id))]
+#[tracing::instrument(name = "validate_draft", skip_all, fields(draft_id = %draft.item.draft_id))]
 async fn validate_draft(
     State(state): State<AppState>,
-    developer: DeveloperAuth,
-    Path(id): Path<String>,
+    draft: OwnedDraft,
 ) -> ApiResult<Json<DryRun>> {
-    let id = parse_draft_id(&id)?;
-    let draft = load(&state, &developer, id).await?;
-    let check = run_check(&state, id, draft.revision).await?;
+    let draft = draft.item;
+    let check = run_check(&state, draft.draft_id, draft.revision).await?;
     Ok(Json(check.into()))
 }

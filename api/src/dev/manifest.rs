@@ -2,7 +2,7 @@
 //! decides, the backend injects the source (workflow `manifest:{generation}`).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 use sigma_activities::portal::{ManifestInput, ManifestOutcome};
@@ -14,9 +14,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::drafts::{frozen, load, parse_category, parse_draft_id};
+use super::drafts::frozen;
+use super::owned::OwnedDraft;
 use crate::AppState;
-use crate::auth::DeveloperAuth;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 use super::dry_run::{WAIT, engine_unavailable, run_once, still_running};
@@ -43,25 +43,27 @@ pub struct ManifestPreview {
 /// validates it, the backend injects the source metadata. Rate-limited per developer; repeated
 /// abusive input locks the assistant (Support can lift it).
 #[utoipa::path(post, path = "/drafts/{id}/manifest", tag = "developer", security(("developer_session" = [])),
-    params(("id" = String, Path)),
+    params(("id" = Uuid, Path)),
     responses((status = 200, body = ManifestPreview),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, description = "The input was refused (no SKILL.md, no front matter, prompt injection)", body = ErrorBody),
         (status = 423, description = "The assistant is locked for this developer", body = ErrorBody),
         (status = 429, body = ErrorBody),
         (status = 502, description = "The assistant's answer failed the manifest schema", body = ErrorBody)))]
-#[tracing::instrument(name = "generate_manifest", skip_all, fields(draft_id = %id))]
+#[tracing::instrument(name = "generate_manifest", skip_all, fields(draft_id = %owned.item.draft_id))]
 async fn generate_manifest(
     State(state): State<AppState>,
-    developer: DeveloperAuth,
-    Path(id): Path<String>,
+    owned: OwnedDraft,
 ) -> ApiResult<Json<ManifestPreview>> {
-    let id = parse_draft_id(&id)?;
-    let draft = load(&state, &developer, id).await?;
+    let OwnedDraft {
+        developer,
+        item: draft,
+    } = owned;
+    let id = draft.draft_id;
     if draft.submission_id.is_some() {
         return Err(frozen());
     }
-    let category = parse_category(&draft.category)?;
+    let category = draft.category()?;
     if !category.has_skill() {
         return Err(ApiError::unprocessable(
             "no_manifest_for_category",
@@ -223,15 +225,12 @@ fn locked() -> ApiError {
 
 /// The locked manifest preview of the draft.
 #[utoipa::path(get, path = "/drafts/{id}/manifest", tag = "developer", security(("developer_session" = [])),
-    params(("id" = String, Path)),
+    params(("id" = Uuid, Path)),
     responses((status = 200, body = ManifestPreview), (status = 404, description = "No draft, or no manifest yet", body = ErrorBody)))]
 async fn get_manifest(
-    State(state): State<AppState>,
-    developer: DeveloperAuth,
-    Path(id): Path<String>,
+    OwnedDraft { item: draft, .. }: OwnedDraft,
 ) -> ApiResult<Json<ManifestPreview>> {
-    let id = parse_draft_id(&id)?;
-    let draft = load(&state, &developer, id).await?;
+    let id = draft.draft_id;
     let (Some(manifest), Some(revision)) = (draft.manifest, draft.manifest_revision) else {
         return Err(ApiError::not_found("manifest"));
     };

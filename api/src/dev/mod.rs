@@ -8,6 +8,7 @@ pub mod drafts;
 pub mod dry_run;
 pub mod login;
 pub mod manifest;
+pub mod owned;
 pub mod submission_views;
 pub mod submissions;
 pub mod support;

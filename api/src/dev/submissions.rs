@@ -21,7 +21,7 @@ use crate::AppState;
 use crate::auth::ApiToken;
 use crate::core::idempotency::{IdempotencyKey, request_digest, submission_for_key};
 use crate::core::submission_run::{self, NewRun, SubmissionAccepted};
-use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
+use crate::error::{ApiJson, ApiQuery, ApiResult, ErrorBody};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create_git_submission))
@@ -113,8 +113,8 @@ pub(crate) async fn create_submission(
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GitSubmission {
-    /// SKILL, SKILL_API, API, CODE, CODE_PACKAGES, SKILL_CODE, SKILL_CODE_PACKAGES or SKILL_API_CODE_PACKAGES.
-    pub category: String,
+    /// The documented labels (`SKILL + API`, `skill_api`) are read as the names.
+    pub category: Category,
     /// `owner/name` of a public repository.
     pub repository: String,
     /// The commit SHA (preferred: it cannot move) or tag to review.
@@ -150,10 +150,7 @@ async fn create_git_submission(
     IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiJson(body): ApiJson<GitSubmission>,
 ) -> ApiResult<Response> {
-    let category: Category = body
-        .category
-        .parse()
-        .map_err(|e: String| ApiError::unprocessable("unknown_category", e))?;
+    let category = body.category;
     let git = validate_git(&body.repository, &body.reference)?;
     validate_metadata(&body.metadata)?;
     let request_sha256 = request_digest(

@@ -2,22 +2,24 @@
 //! each answer is emailed to the developer.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use sigma_shared::domain::SubmissionId;
+use sigma_shared::domain::{SubmissionId, TicketId, TicketStatus};
 use sqlx::types::Uuid;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::owned::{OwnedResource, OwnedTicket};
+use super::submission_views::SubmissionRow;
 use crate::AppState;
 use crate::auth::DeveloperAuth;
 use crate::core::tickets::{
-    TicketPage, TicketSummary, TicketView, message_body, parse_ticket_id, ticket_view,
+    self, TicketPage, TicketRow, TicketView, message_body, ticket_view, view_of,
 };
-use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, stored};
 use crate::paging::ListParams;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -44,6 +46,16 @@ pub struct NewMessage {
     pub body: String,
 }
 
+/// The developer's own ticket.
+impl OwnedResource for TicketRow {
+    type Id = TicketId;
+    const NAME: &'static str = "ticket";
+
+    async fn load(state: &AppState, developer: Uuid, id: TicketId) -> ApiResult<Option<Self>> {
+        TicketRow::load(state, id, Some(developer)).await
+    }
+}
+
 /// Open a support ticket.
 #[utoipa::path(post, path = "/support/tickets", tag = "developer", security(("developer_session" = [])),
     request_body = NewTicket,
@@ -62,17 +74,11 @@ async fn open_ticket(
     }
     let text = message_body(&body.body)?;
     if let Some(submission) = &body.submission_id {
+        // The ticket may name only one of the developer's own submissions.
         let id = SubmissionId::parse(submission).map_err(|_| ApiError::not_found("submission"))?;
-        let mine = sqlx::query_scalar!(
-            r#"select exists(select 1 from submission where submission_id = $1 and developer_id = $2) as "mine!""#,
-            id.as_str(),
-            developer.developer_id
-        )
-        .fetch_one(&state.db)
-        .await?;
-        if !mine {
-            return Err(ApiError::not_found("submission"));
-        }
+        SubmissionRow::load(&state, developer.developer_id, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("submission"))?;
     }
     let ticket_id = Uuid::new_v4();
     let mut tx = state.db.begin().await?;
@@ -94,7 +100,7 @@ async fn open_ticket(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    let view = ticket_view(&state, ticket_id, Some(developer.developer_id)).await?;
+    let view = ticket_view(&state, ticket_id).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
@@ -107,56 +113,54 @@ async fn list_tickets(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Json<TicketPage>> {
     let page = params.page()?;
-    let mut items = sqlx::query_as!(
-        TicketSummary,
+    let mut rows = sqlx::query!(
         r#"select ticket_id::text as "id!", subject, status, created_at, updated_at from support_ticket
            where developer_id = $1 and ($2::timestamptz is null or (created_at, ticket_id) < ($2, $3))
            order by created_at desc, ticket_id desc limit $4"#,
         developer.developer_id,
         page.after_time,
-        page.after_uuid().unwrap_or_default(),
+        page.after_uuid()?.unwrap_or_default(),
         page.limit + 1
     )
     .fetch_all(&state.db)
     .await?;
-    let next_cursor = page.finish(&mut items, |t| (t.created_at, t.id.clone()));
+    let next_cursor = page.finish(&mut rows, |t| (t.created_at, t.id.clone()));
+    let items = rows
+        .into_iter()
+        .map(|t| tickets::summary(t.id, t.subject, &t.status, t.created_at, t.updated_at))
+        .collect::<ApiResult<_>>()?;
     Ok(Json(TicketPage { items, next_cursor }))
 }
 
 #[utoipa::path(get, path = "/support/tickets/{id}", tag = "developer", security(("developer_session" = [])),
-    params(("id" = String, Path)), responses((status = 200, body = TicketView), (status = 404, body = ErrorBody)))]
+    params(("id" = Uuid, Path)), responses((status = 200, body = TicketView), (status = 404, body = ErrorBody)))]
 async fn get_ticket(
     State(state): State<AppState>,
-    developer: DeveloperAuth,
-    Path(id): Path<String>,
+    OwnedTicket { item: ticket, .. }: OwnedTicket,
 ) -> ApiResult<Json<TicketView>> {
-    Ok(Json(
-        ticket_view(&state, parse_ticket_id(&id)?, Some(developer.developer_id)).await?,
-    ))
+    Ok(Json(view_of(&state, ticket).await?))
 }
 
 /// Write to a ticket; a resolved or pending ticket opens again.
 #[utoipa::path(post, path = "/support/tickets/{id}/messages", tag = "developer", security(("developer_session" = [])),
-    params(("id" = String, Path)), request_body = NewMessage,
+    params(("id" = Uuid, Path)), request_body = NewMessage,
     responses((status = 201, body = TicketView), (status = 404, body = ErrorBody), (status = 409, description = "The ticket is closed", body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn add_message(
     State(state): State<AppState>,
-    developer: DeveloperAuth,
-    Path(id): Path<String>,
+    OwnedTicket { item: ticket, .. }: OwnedTicket,
     ApiJson(body): ApiJson<NewMessage>,
 ) -> ApiResult<Response> {
-    let id = parse_ticket_id(&id)?;
+    let id = ticket.ticket_id;
     let text = message_body(&body.body)?;
     let mut tx = state.db.begin().await?;
+    // Read again under the lock: an operator may be closing it right now.
     let status = sqlx::query_scalar!(
-        "select status from support_ticket where ticket_id = $1 and developer_id = $2 for update",
-        id,
-        developer.developer_id
+        "select status from support_ticket where ticket_id = $1 for update",
+        id
     )
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| ApiError::not_found("ticket"))?;
-    if status == "CLOSED" {
+    .fetch_one(&mut *tx)
+    .await?;
+    if stored::<TicketStatus>(&status)? == TicketStatus::Closed {
         return Err(ApiError::conflict(
             "ticket_closed",
             "this ticket is closed; open a new one",
@@ -177,6 +181,6 @@ async fn add_message(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    let view = ticket_view(&state, id, Some(developer.developer_id)).await?;
+    let view = ticket_view(&state, id).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }

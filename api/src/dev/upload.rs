@@ -30,8 +30,7 @@ pub struct SubmissionMetadata {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct SubmissionUpload {
-    /// SKILL, SKILL_API, API, CODE, CODE_PACKAGES, SKILL_CODE, SKILL_CODE_PACKAGES or SKILL_API_CODE_PACKAGES.
-    category: String,
+    category: Category,
     /// The skill bundle: a zip, tar or tar.gz archive.
     #[schema(value_type = String, format = Binary)]
     bundle: Vec<u8>,
@@ -44,7 +43,8 @@ pub struct SubmissionUpload {
 #[into_params(parameter_in = Query)]
 pub struct RawUploadParams {
     /// Submission category; required for a raw-body upload.
-    pub category: Option<String>,
+    #[param(inline)]
+    pub category: Option<Category>,
     pub name: Option<String>,
     pub version: Option<String>,
     pub note: Option<String>,
@@ -110,12 +110,9 @@ pub(crate) async fn read_intake(
             .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
         return read_multipart(multipart).await;
     }
-    let category = params.category.as_deref().ok_or_else(|| {
+    let category = params.category.ok_or_else(|| {
         ApiError::unprocessable("missing_category", "a raw-body upload needs ?category=")
     })?;
-    let category = category
-        .parse()
-        .map_err(|e: String| ApiError::unprocessable("unknown_category", e))?;
     let bundle = Bytes::from_request(request, state).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             too_large(state)

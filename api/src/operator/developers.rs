@@ -2,7 +2,7 @@
 //! and lifting a manifest-assistant lock.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -14,7 +14,8 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::OperatorAuth;
-use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody};
+use sigma_shared::domain::DeveloperId;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -64,10 +65,6 @@ async fn find_developer(
     }))
 }
 
-fn developer_id(raw: &str) -> ApiResult<Uuid> {
-    raw.parse().map_err(|_| ApiError::not_found("developer"))
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Reason {
@@ -76,15 +73,15 @@ pub struct Reason {
 
 /// Grant a developer one free audit (the treasury pays).
 #[utoipa::path(post, path = "/developers/{id}/free-overrides", tag = "operator", security(("operator_session" = [])),
-    params(("id" = String, Path)), request_body = Reason,
+    params(("id" = Uuid, Path)), request_body = Reason,
     responses((status = 201, description = "Granted"), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn grant_free_override(
     State(state): State<AppState>,
     operator: OperatorAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<DeveloperId>,
     ApiJson(body): ApiJson<Reason>,
 ) -> ApiResult<StatusCode> {
-    let id = developer_id(&id)?;
+    let id = id.uuid();
     if body.reason.trim().is_empty() {
         return Err(ApiError::unprocessable("reason_required", "say why"));
     }
@@ -122,7 +119,7 @@ pub struct GrantResult {
 /// Grant (or correct) a developer's credits. Needs an `Idempotency-Key`: a retried grant is
 /// booked once.
 #[utoipa::path(post, path = "/developers/{id}/credits", tag = "operator", security(("operator_session" = [])),
-    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "Books the grant once")),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header, description = "Books the grant once")),
     request_body = CreditGrant,
     responses((status = 201, body = GrantResult), (status = 200, description = "Already booked under this key", body = GrantResult),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -130,11 +127,11 @@ pub struct GrantResult {
 async fn grant_credits(
     State(state): State<AppState>,
     operator: OperatorAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<DeveloperId>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreditGrant>,
 ) -> ApiResult<Response> {
-    let id = developer_id(&id)?;
+    let id = id.uuid();
     let key = crate::core::idempotency::IdempotencyKey::from_headers(&headers)?
         .0
         .ok_or_else(|| {
@@ -242,13 +239,13 @@ async fn booked_grant(
 
 /// Lift the manifest-assistant lock of a developer (after a support conversation).
 #[utoipa::path(delete, path = "/developers/{id}/manifest-lock", tag = "operator", security(("operator_session" = [])),
-    params(("id" = String, Path)), responses((status = 204, description = "Unlocked"), (status = 404, body = ErrorBody)))]
+    params(("id" = Uuid, Path)), responses((status = 204, description = "Unlocked"), (status = 404, body = ErrorBody)))]
 async fn unlock_manifest_assistant(
     State(state): State<AppState>,
     operator: OperatorAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<DeveloperId>,
 ) -> ApiResult<StatusCode> {
-    let id = developer_id(&id)?;
+    let id = id.uuid();
     // Strikes before the lift no longer count.
     let done = sqlx::query!(
         "update developer set manifest_locked_at = null, manifest_unlocked_at = now() where developer_id = $1",

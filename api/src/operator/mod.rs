@@ -8,11 +8,13 @@ pub mod support;
 pub mod vouchers;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use sigma_activities::types::OperatorDecision;
-use sigma_shared::domain::{Category, Outcome, SubmissionId};
+use sigma_shared::domain::{
+    Category, CertificateId, CertificateStatus, FlagId, FlagStatus, Outcome, SubmissionId,
+};
 use sigma_workflows::{SubmissionProgress, SubmissionWorkflow};
 use temporalio_client::errors::WorkflowUpdateError;
 use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowExecutionStatus};
@@ -23,7 +25,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::auth::OperatorAuth;
 use crate::core::submission_run::{self, workflow_status};
-use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody, stored};
 use sigma_activities::intake::{IntakeOutcome, RetryIntake};
 
 /// A decision's reason is sealed into the signed certificate: it stays short.
@@ -71,10 +73,9 @@ pub enum DecisionChoice {
 async fn decide_submission(
     State(state): State<AppState>,
     operator: OperatorAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<SubmissionId>,
     ApiJson(request): ApiJson<DecisionRequest>,
 ) -> ApiResult<Json<SubmissionProgress>> {
-    let id = SubmissionId::parse(&id).map_err(|_| ApiError::not_found("submission"))?;
     let decision = match request.decision {
         DecisionChoice::Approved => Outcome::Approved,
         DecisionChoice::Rejected => Outcome::Rejected,
@@ -149,9 +150,8 @@ async fn decide_submission(
 async fn retry_submission(
     State(state): State<AppState>,
     operator: OperatorAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<SubmissionId>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let id = SubmissionId::parse(&id).map_err(|_| ApiError::not_found("submission"))?;
     // A failed submission is retried: FAILED in the projection, or (when even writing FAILED
     // failed) a latest run that Temporal reports closed without completing. The new run's
     // intake step claims it atomically, so two retries cannot both go ahead.
@@ -222,8 +222,7 @@ async fn exists(state: &AppState, id: &SubmissionId) -> ApiResult<()> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateStatusRequest {
-    /// SUSPENDED (reversible), REVOKED (final) or APPROVED (lifts a suspension).
-    pub status: String,
+    pub status: CertificateStatusChange,
     /// Why; shown publicly in `verify` and `live-status`.
     pub reason: String,
 }
@@ -238,22 +237,10 @@ pub struct CertificateStatusRequest {
 async fn set_certificate_status(
     State(state): State<AppState>,
     operator: OperatorAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<CertificateId>,
     ApiJson(request): ApiJson<CertificateStatusRequest>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let id = SubmissionId::parse(&id).map_err(|_| ApiError::not_found("certificate"))?;
-    if !matches!(
-        request.status.as_str(),
-        "SUSPENDED" | "REVOKED" | "APPROVED"
-    ) {
-        return Err(ApiError::unprocessable(
-            "invalid_status",
-            format!(
-                "`{}`: status is SUSPENDED, REVOKED or APPROVED",
-                request.status
-            ),
-        ));
-    }
+    let status = request.status.status();
     let reason = request.reason.trim();
     if reason.is_empty() {
         return Err(ApiError::unprocessable(
@@ -269,7 +256,7 @@ async fn set_certificate_status(
                or (status = 'SUSPENDED' and $2 in ('APPROVED', 'REVOKED')))
            returning status, status_changed_at"#,
         id.as_str(),
-        request.status,
+        status.as_str(),
         reason,
         operator.name,
     )
@@ -285,7 +272,7 @@ async fn set_certificate_status(
         .ok_or_else(|| ApiError::not_found("certificate"))?;
         return Err(ApiError::conflict(
             "invalid_transition",
-            format!("a {current} certificate cannot become {}", request.status),
+            format!("a {current} certificate cannot become {status}"),
         ));
     };
     state.public.cache.invalidate(id.as_str()).await;
@@ -299,30 +286,23 @@ async fn set_certificate_status(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct FlagQuery {
-    /// OPEN, TRIAGED, REAUDIT, UPHELD or DISMISSED; unresolved ones when absent.
-    status: Option<String>,
+    /// Unresolved ones (OPEN, TRIAGED, REAUDIT) when absent.
+    #[param(inline)]
+    status: Option<FlagStatus>,
     certificate_id: Option<String>,
 }
 
-const FLAG_STATES: [&str; 5] = ["OPEN", "TRIAGED", "REAUDIT", "UPHELD", "DISMISSED"];
-
 /// Flags raised by the public, oldest first (at most 500).
 #[utoipa::path(get, path = "/flags", tag = "operator", security(("operator_token" = [])), params(FlagQuery),
-    responses((status = 200, body = Object), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Object)))]
 async fn list_flags(
     State(state): State<AppState>,
     _operator: OperatorAuth,
-    crate::error::ApiQuery(query): crate::error::ApiQuery<FlagQuery>,
+    ApiQuery(query): ApiQuery<FlagQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let states: Vec<String> = match query.status.as_deref() {
+    let states: Vec<String> = match query.status {
         None => unresolved_flag_states(),
-        Some(s) if FLAG_STATES.contains(&s) => vec![s.to_owned()],
-        Some(s) => {
-            return Err(ApiError::unprocessable(
-                "invalid_status",
-                format!("`{s}` is not a flag status"),
-            ));
-        }
+        Some(s) => vec![s.as_str().to_owned()],
     };
     let rows = sqlx::query!(
         r#"select flag_id, certificate_id, reason, evidence, contact, status, resolution_note, resolved_by,
@@ -353,42 +333,75 @@ fn unresolved_flag_states() -> Vec<String> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlagResolution {
-    /// TRIAGED or REAUDIT (still unresolved), UPHELD or DISMISSED (resolved).
-    pub status: String,
+    pub status: FlagMove,
     pub note: String,
+}
+
+/// Where an operator moves a flag: TRIAGED or REAUDIT (still unresolved), UPHELD or DISMISSED
+/// (resolved). A flag is never moved back to OPEN.
+#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum FlagMove {
+    Triaged,
+    Reaudit,
+    Upheld,
+    Dismissed,
+}
+
+impl FlagMove {
+    fn status(self) -> FlagStatus {
+        match self {
+            Self::Triaged => FlagStatus::Triaged,
+            Self::Reaudit => FlagStatus::Reaudit,
+            Self::Upheld => FlagStatus::Upheld,
+            Self::Dismissed => FlagStatus::Dismissed,
+        }
+    }
+}
+
+/// What an operator makes of a certificate: SUSPENDED (reversible), REVOKED (final) or
+/// APPROVED (lifts a suspension).
+#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum CertificateStatusChange {
+    Suspended,
+    Revoked,
+    Approved,
+}
+
+impl CertificateStatusChange {
+    fn status(self) -> CertificateStatus {
+        match self {
+            Self::Suspended => CertificateStatus::Suspended,
+            Self::Revoked => CertificateStatus::Revoked,
+            Self::Approved => CertificateStatus::Approved,
+        }
+    }
 }
 
 /// Move a flag along: triage it, send the certificate to re-audit, uphold or dismiss it. Upheld
 /// flags usually go with suspending or revoking the certificate (a separate call).
 #[utoipa::path(post, path = "/flags/{flag_id}", tag = "operator", security(("operator_token" = [])),
-    params(("flag_id" = String, Path, description = "Flag id")), request_body = FlagResolution,
+    params(("flag_id" = uuid::Uuid, Path, description = "Flag id")), request_body = FlagResolution,
     responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
 #[tracing::instrument(name = "resolve_flag", skip_all, fields(operator = %operator.name, flag_id = %flag_id))]
 async fn resolve_flag(
     State(state): State<AppState>,
     operator: OperatorAuth,
-    Path(flag_id): Path<String>,
+    ApiPath(flag_id): ApiPath<FlagId>,
     ApiJson(request): ApiJson<FlagResolution>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let flag_id: sqlx::types::Uuid = flag_id.parse().map_err(|_| ApiError::not_found("flag"))?;
-    if !matches!(
-        request.status.as_str(),
-        "TRIAGED" | "REAUDIT" | "UPHELD" | "DISMISSED"
-    ) {
-        return Err(ApiError::unprocessable(
-            "invalid_status",
-            "status is TRIAGED, REAUDIT, UPHELD or DISMISSED",
-        ));
-    }
-    let resolved = matches!(request.status.as_str(), "UPHELD" | "DISMISSED");
+    let flag_id = flag_id.uuid();
+    let status = request.status.status();
+    let resolved = status.is_resolved();
     let row = sqlx::query!(
         r#"update certificate_flag set status = $2, resolution_note = $3, resolved_by = $4,
                resolved_at = case when $5 then now() end
            where flag_id = $1 and status in ('OPEN', 'TRIAGED', 'REAUDIT')
            returning certificate_id"#,
         flag_id,
-        request.status,
+        status.as_str(),
         request.note,
         operator.name,
         resolved,
@@ -405,11 +418,11 @@ async fn resolve_flag(
         .ok_or_else(|| ApiError::not_found("flag"))?;
         return Err(ApiError::conflict(
             "flag_resolved",
-            format!("the flag is already {found}"),
+            format!("the flag is already {}", stored::<FlagStatus>(&found)?),
         ));
     };
     state.public.cache.invalidate(&row.certificate_id).await;
     Ok(Json(
-        serde_json::json!({"flagId": flag_id.to_string(), "certificateId": row.certificate_id, "status": request.status}),
+        serde_json::json!({"flagId": flag_id.to_string(), "certificateId": row.certificate_id, "status": status}),
     ))
 }

@@ -1,13 +1,14 @@
 //! The pricing catalog operators run: category prices, rules, campaigns, payment methods.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sigma_shared::domain::Category;
-use sigma_shared::pricing::{ComplexityTier, RuleKind};
+use sigma_activities::intake::checkout::PaymentMethod;
+use sigma_shared::domain::{CampaignId, Category, RuleId};
+use sigma_shared::pricing::{CampaignKind, ComplexityTier, RuleKind};
 use sqlx::types::Uuid;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -15,7 +16,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::OperatorAuth;
-use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody, stored, stored_text};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -31,7 +32,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CategoryPrice {
-    pub category: String,
+    pub category: Category,
     pub base_credits: i64,
     pub active: bool,
     pub shown_on_landing: bool,
@@ -41,9 +42,9 @@ pub struct CategoryPrice {
 #[serde(rename_all = "camelCase")]
 pub struct RuleView {
     pub id: String,
-    pub category: Option<String>,
-    pub kind: String,
-    pub tier: Option<String>,
+    pub category: Option<Category>,
+    pub kind: RuleKind,
+    pub tier: Option<ComplexityTier>,
     pub amount_credits: i64,
     pub multiplier_bps: Option<i32>,
     pub label: String,
@@ -55,8 +56,8 @@ pub struct RuleView {
 pub struct CampaignView {
     pub id: String,
     pub name: String,
-    pub category: Option<String>,
-    pub kind: String,
+    pub category: Option<Category>,
+    pub kind: CampaignKind,
     pub discount_bps: i32,
     pub limit_n: Option<i32>,
     pub used_n: i32,
@@ -68,8 +69,30 @@ pub struct CampaignView {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentMethodView {
-    pub method: String,
+    pub method: PaymentMethod,
     pub enabled: bool,
+}
+
+fn stored_opt<T: serde::de::DeserializeOwned>(text: Option<String>) -> ApiResult<Option<T>> {
+    text.as_deref().map(stored).transpose()
+}
+
+struct CategoryRow {
+    category: String,
+    base_credits: i64,
+    active: bool,
+    shown_on_landing: bool,
+}
+
+impl CategoryRow {
+    fn view(self) -> ApiResult<CategoryPrice> {
+        Ok(CategoryPrice {
+            category: stored(&self.category)?,
+            base_credits: self.base_credits,
+            active: self.active,
+            shown_on_landing: self.shown_on_landing,
+        })
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -89,35 +112,46 @@ async fn get_catalog(
     _operator: OperatorAuth,
 ) -> ApiResult<Json<CatalogView>> {
     let categories = sqlx::query_as!(
-        CategoryPrice,
+        CategoryRow,
         "select category, base_credits, active, shown_on_landing from pricing_category order by category"
     )
     .fetch_all(&state.db)
-    .await?;
+    .await?
+    .into_iter()
+    .map(CategoryRow::view)
+    .collect::<ApiResult<_>>()?;
     let rules = sqlx::query!(
         "select rule_id, category, kind, tier, amount_credits, multiplier_bps, label, active from pricing_rule order by created_at, rule_id"
     )
     .fetch_all(&state.db)
     .await?
     .into_iter()
-    .map(|r| RuleView {
-        id: r.rule_id.to_string(),
-        category: r.category,
-        kind: r.kind,
-        tier: r.tier,
-        amount_credits: r.amount_credits,
-        multiplier_bps: r.multiplier_bps,
-        label: r.label,
-        active: r.active,
+    .map(|r| {
+        Ok(RuleView {
+            id: r.rule_id.to_string(),
+            category: stored_opt(r.category)?,
+            kind: stored(&r.kind)?,
+            tier: stored_opt(r.tier)?,
+            amount_credits: r.amount_credits,
+            multiplier_bps: r.multiplier_bps,
+            label: r.label,
+            active: r.active,
+        })
     })
-    .collect();
+    .collect::<ApiResult<_>>()?;
     let campaigns = campaigns(&state, None).await?;
-    let payment_methods = sqlx::query_as!(
-        PaymentMethodView,
-        "select method, enabled from payment_method order by method"
-    )
-    .fetch_all(&state.db)
-    .await?;
+    let payment_methods =
+        sqlx::query!("select method, enabled from payment_method order by method")
+            .fetch_all(&state.db)
+            .await?
+            .into_iter()
+            .map(|m| {
+                Ok(PaymentMethodView {
+                    method: stored(&m.method)?,
+                    enabled: m.enabled,
+                })
+            })
+            .collect::<ApiResult<_>>()?;
     Ok(Json(CatalogView {
         categories,
         rules,
@@ -127,7 +161,7 @@ async fn get_catalog(
 }
 
 async fn campaigns(state: &AppState, only: Option<Uuid>) -> ApiResult<Vec<CampaignView>> {
-    Ok(sqlx::query!(
+    sqlx::query!(
         r#"select campaign_id, name, category, kind, discount_bps, limit_n, used_n, starts_at, ends_at, active
            from pricing_campaign where $1::uuid is null or campaign_id = $1 order by created_at, campaign_id"#,
         only
@@ -135,24 +169,21 @@ async fn campaigns(state: &AppState, only: Option<Uuid>) -> ApiResult<Vec<Campai
     .fetch_all(&state.db)
     .await?
     .into_iter()
-    .map(|c| CampaignView {
-        id: c.campaign_id.to_string(),
-        name: c.name,
-        category: c.category,
-        kind: c.kind,
-        discount_bps: c.discount_bps,
-        limit_n: c.limit_n,
-        used_n: c.used_n,
-        starts_at: c.starts_at,
-        ends_at: c.ends_at,
-        active: c.active,
+    .map(|c| {
+        Ok(CampaignView {
+            id: c.campaign_id.to_string(),
+            name: c.name,
+            category: stored_opt(c.category)?,
+            kind: stored(&c.kind)?,
+            discount_bps: c.discount_bps,
+            limit_n: c.limit_n,
+            used_n: c.used_n,
+            starts_at: c.starts_at,
+            ends_at: c.ends_at,
+            active: c.active,
+        })
     })
-    .collect())
-}
-
-fn category(raw: &str) -> ApiResult<Category> {
-    raw.parse()
-        .map_err(|e: String| ApiError::unprocessable("unknown_category", e))
+    .collect::<ApiResult<_>>()
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -172,15 +203,14 @@ fn yes() -> bool {
 
 /// Set a category's base price and visibility.
 #[utoipa::path(put, path = "/pricing/categories/{category}", tag = "operator", security(("operator_session" = [])),
-    params(("category" = String, Path)), request_body = CategoryUpdate,
+    params(("category" = Category, Path)), request_body = CategoryUpdate,
     responses((status = 200, body = CategoryPrice), (status = 422, body = ErrorBody)))]
 async fn put_category(
     State(state): State<AppState>,
     operator: OperatorAuth,
-    Path(raw): Path<String>,
+    ApiPath(category): ApiPath<Category>,
     ApiJson(body): ApiJson<CategoryUpdate>,
 ) -> ApiResult<Json<CategoryPrice>> {
-    let category = category(&raw)?;
     if !(0..=10_000_000).contains(&body.base_credits) {
         return Err(ApiError::unprocessable(
             "invalid_price",
@@ -188,7 +218,7 @@ async fn put_category(
         ));
     }
     let row = sqlx::query_as!(
-        CategoryPrice,
+        CategoryRow,
         r#"insert into pricing_category (category, base_credits, active, shown_on_landing) values ($1, $2, $3, $4)
            on conflict (category) do update set base_credits = excluded.base_credits, active = excluded.active,
                shown_on_landing = excluded.shown_on_landing
@@ -201,18 +231,17 @@ async fn put_category(
     .fetch_one(&state.db)
     .await?;
     tracing::info!(operator = %operator.name, %category, base = body.base_credits, "category price set");
-    Ok(Json(row))
+    Ok(Json(row.view()?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewRule {
     /// Omit to apply to every category.
-    pub category: Option<String>,
-    /// COMPLEXITY_TIER, ENDPOINT, AUTHENTICATED_ENDPOINT, MUTATING_ENDPOINT or PACKAGE.
-    pub kind: String,
-    /// For COMPLEXITY_TIER: standard, complex or high-complex.
-    pub tier: Option<String>,
+    pub category: Option<Category>,
+    pub kind: RuleKind,
+    /// For COMPLEXITY_TIER only.
+    pub tier: Option<ComplexityTier>,
     /// Added per endpoint or package, or once for a tier.
     #[serde(default)]
     pub amount_credits: i64,
@@ -229,19 +258,7 @@ async fn create_rule(
     operator: OperatorAuth,
     ApiJson(body): ApiJson<NewRule>,
 ) -> ApiResult<Response> {
-    let kind: RuleKind = body
-        .kind
-        .parse()
-        .map_err(|e: String| ApiError::unprocessable("unknown_rule_kind", e))?;
-    let tier: Option<ComplexityTier> = body
-        .tier
-        .as_deref()
-        .map(|t| {
-            serde_json::from_value(serde_json::Value::String(t.to_owned())).map_err(|_| {
-                ApiError::unprocessable("unknown_tier", "tier is standard, complex or high-complex")
-            })
-        })
-        .transpose()?;
+    let (kind, tier) = (body.kind, body.tier);
     if (kind == RuleKind::ComplexityTier) != tier.is_some() {
         return Err(ApiError::unprocessable(
             "invalid_rule",
@@ -264,12 +281,9 @@ async fn create_rule(
             "a rule needs a label",
         ));
     }
-    let category = body.category.as_deref().map(category).transpose()?;
-    let id = Uuid::new_v4();
-    let kind_text = serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let category = body.category;
+    let id = RuleId::random().uuid();
+    let kind_text = stored_text(kind);
     sqlx::query!(
         r#"insert into pricing_rule (rule_id, category, kind, tier, amount_credits, multiplier_bps, label)
            values ($1, $2, $3, $4, $5, $6, $7)"#,
@@ -288,9 +302,9 @@ async fn create_rule(
         StatusCode::CREATED,
         Json(RuleView {
             id: id.to_string(),
-            category: category.map(|c| c.as_str().to_owned()),
-            kind: kind_text,
-            tier: tier.map(|t| t.as_str().to_owned()),
+            category,
+            kind,
+            tier,
             amount_credits: body.amount_credits,
             multiplier_bps: body.multiplier_bps,
             label: body.label.trim().to_owned(),
@@ -302,16 +316,15 @@ async fn create_rule(
 
 /// Retire a rule (kept for the price snapshots that used it).
 #[utoipa::path(delete, path = "/pricing/rules/{id}", tag = "operator", security(("operator_session" = [])),
-    params(("id" = String, Path)), responses((status = 204, description = "Retired"), (status = 404, body = ErrorBody)))]
+    params(("id" = Uuid, Path)), responses((status = 204, description = "Retired"), (status = 404, body = ErrorBody)))]
 async fn retire_rule(
     State(state): State<AppState>,
     _operator: OperatorAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<RuleId>,
 ) -> ApiResult<StatusCode> {
-    let id: Uuid = id.parse().map_err(|_| ApiError::not_found("rule"))?;
     let done = sqlx::query!(
         "update pricing_rule set active = false where rule_id = $1",
-        id
+        id.uuid()
     )
     .execute(&state.db)
     .await?;
@@ -326,9 +339,9 @@ async fn retire_rule(
 pub struct NewCampaign {
     pub name: String,
     /// Omit to apply to every category.
-    pub category: Option<String>,
-    /// FIRST_N (needs `limitN`) or WINDOW.
-    pub kind: String,
+    pub category: Option<Category>,
+    /// FIRST_N (needs `limitN`) or WINDOW (needs `startsAt` or `endsAt`).
+    pub kind: CampaignKind,
     /// 1 to 10000 (10000 = free).
     pub discount_bps: i32,
     pub limit_n: Option<i32>,
@@ -344,11 +357,11 @@ async fn create_campaign(
     operator: OperatorAuth,
     ApiJson(body): ApiJson<NewCampaign>,
 ) -> ApiResult<Response> {
-    let kind = body.kind.trim().to_ascii_uppercase();
-    let valid = match kind.as_str() {
-        "FIRST_N" => body.limit_n.is_some_and(|n| n > 0),
-        "WINDOW" => body.limit_n.is_none() && (body.starts_at.is_some() || body.ends_at.is_some()),
-        _ => false,
+    let valid = match body.kind {
+        CampaignKind::FirstN => body.limit_n.is_some_and(|n| n > 0),
+        CampaignKind::Window => {
+            body.limit_n.is_none() && (body.starts_at.is_some() || body.ends_at.is_some())
+        }
     };
     if !valid || !(1..=10_000).contains(&body.discount_bps) || body.name.trim().is_empty() {
         return Err(ApiError::unprocessable(
@@ -364,15 +377,15 @@ async fn create_campaign(
             "startsAt is before endsAt",
         ));
     }
-    let category = body.category.as_deref().map(category).transpose()?;
-    let id = Uuid::new_v4();
+    let category = body.category;
+    let id = CampaignId::random().uuid();
     sqlx::query!(
         r#"insert into pricing_campaign (campaign_id, name, category, kind, discount_bps, limit_n, starts_at, ends_at)
            values ($1, $2, $3, $4, $5, $6, $7, $8)"#,
         id,
         body.name.trim(),
         category.map(|c| c.as_str()),
-        kind,
+        stored_text(body.kind),
         body.discount_bps,
         body.limit_n,
         body.starts_at,
@@ -393,15 +406,15 @@ pub struct Toggle {
 
 /// Pause or resume a campaign.
 #[utoipa::path(put, path = "/pricing/campaigns/{id}/active", tag = "operator", security(("operator_session" = [])),
-    params(("id" = String, Path)), request_body = Toggle,
+    params(("id" = Uuid, Path)), request_body = Toggle,
     responses((status = 200, body = CampaignView), (status = 404, body = ErrorBody)))]
 async fn set_campaign_active(
     State(state): State<AppState>,
     _operator: OperatorAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<CampaignId>,
     ApiJson(body): ApiJson<Toggle>,
 ) -> ApiResult<Json<CampaignView>> {
-    let id: Uuid = id.parse().map_err(|_| ApiError::not_found("campaign"))?;
+    let id = id.uuid();
     sqlx::query!(
         "update pricing_campaign set active = $2 where campaign_id = $1",
         id,
@@ -417,34 +430,40 @@ async fn set_campaign_active(
 }
 
 /// Rails this deployment can take. Chain transfers, x402 and cards come with the agent plane.
-const IMPLEMENTED_METHODS: [&str; 3] = ["credits", "voucher", "free"];
+const IMPLEMENTED_METHODS: [PaymentMethod; 3] = [
+    PaymentMethod::Credits,
+    PaymentMethod::Voucher,
+    PaymentMethod::Free,
+];
 
 /// Enable or disable a payment method.
 #[utoipa::path(put, path = "/payment-methods/{method}", tag = "operator", security(("operator_session" = [])),
-    params(("method" = String, Path)), request_body = Toggle,
+    params(("method" = PaymentMethod, Path)), request_body = Toggle,
     responses((status = 200, body = PaymentMethodView), (status = 404, body = ErrorBody),
         (status = 422, description = "The rail is not available on this deployment yet", body = ErrorBody)))]
 async fn set_payment_method(
     State(state): State<AppState>,
     operator: OperatorAuth,
-    Path(method): Path<String>,
+    ApiPath(method): ApiPath<PaymentMethod>,
     ApiJson(body): ApiJson<Toggle>,
 ) -> ApiResult<Json<PaymentMethodView>> {
-    if body.enabled && !IMPLEMENTED_METHODS.contains(&method.as_str()) {
+    if body.enabled && !IMPLEMENTED_METHODS.contains(&method) {
         return Err(ApiError::unprocessable(
             "method_not_available",
             format!("`{method}` cannot be enabled: this deployment has no {method} rail yet"),
         ));
     }
-    let row = sqlx::query_as!(
-        PaymentMethodView,
+    let row = sqlx::query!(
         "update payment_method set enabled = $2, updated_at = now() where method = $1 returning method, enabled",
-        method,
+        method.as_str(),
         body.enabled
     )
     .fetch_optional(&state.db)
     .await?
     .ok_or_else(|| ApiError::not_found("payment method"))?;
     tracing::info!(operator = %operator.name, %method, enabled = body.enabled, "payment method toggled");
-    Ok(Json(row))
+    Ok(Json(PaymentMethodView {
+        method: stored(&row.method)?,
+        enabled: row.enabled,
+    }))
 }

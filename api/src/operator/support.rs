@@ -2,11 +2,12 @@
 //! developer by a durable workflow (`support-email:{message_id}`).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sigma_activities::ops::support_email::SupportEmailInput;
+use sigma_shared::domain::{TicketId, TicketStatus};
 use sigma_workflows::SupportEmailWorkflow;
 use sqlx::types::Uuid;
 use temporalio_client::WorkflowStartOptions;
@@ -16,10 +17,8 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::OperatorAuth;
-use crate::core::tickets::{
-    TicketPage, TicketSummary, TicketView, message_body, parse_ticket_id, ticket_view,
-};
-use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
+use crate::core::tickets::{self, TicketPage, TicketRow, TicketView, message_body, ticket_view};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -32,24 +31,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TicketQuery {
-    /// OPEN (default), PENDING, RESOLVED or CLOSED.
-    pub status: Option<String>,
+    /// OPEN when absent.
+    #[param(inline)]
+    pub status: Option<TicketStatus>,
     pub limit: Option<i64>,
     pub cursor: Option<String>,
-}
-
-const STATUSES: [&str; 4] = ["OPEN", "PENDING", "RESOLVED", "CLOSED"];
-
-fn parse_status(raw: &str) -> ApiResult<String> {
-    let status = raw.trim().to_ascii_uppercase();
-    if STATUSES.contains(&status.as_str()) {
-        Ok(status)
-    } else {
-        Err(ApiError::unprocessable(
-            "invalid_status",
-            "status is OPEN, PENDING, RESOLVED or CLOSED",
-        ))
-    }
 }
 
 /// Tickets in a status, oldest first (the queue order).
@@ -60,38 +46,42 @@ async fn list_tickets(
     _operator: OperatorAuth,
     ApiQuery(query): ApiQuery<TicketQuery>,
 ) -> ApiResult<Json<TicketPage>> {
-    let status = parse_status(query.status.as_deref().unwrap_or("OPEN"))?;
+    let status = query.status.unwrap_or(TicketStatus::Open);
     let page = crate::paging::ListParams {
         limit: query.limit,
         cursor: query.cursor,
     }
     .page()?;
-    let mut items = sqlx::query_as!(
-        TicketSummary,
+    let mut rows = sqlx::query!(
         r#"select ticket_id::text as "id!", subject, status, created_at, updated_at from support_ticket
            where status = $1 and ($2::timestamptz is null or (created_at, ticket_id) > ($2, $3))
            order by created_at, ticket_id limit $4"#,
-        status,
+        status.as_str(),
         page.after_time,
-        page.after_uuid().unwrap_or_default(),
+        page.after_uuid()?.unwrap_or_default(),
         page.limit + 1
     )
     .fetch_all(&state.db)
     .await?;
-    let next_cursor = page.finish(&mut items, |t| (t.created_at, t.id.clone()));
+    let next_cursor = page.finish(&mut rows, |t| (t.created_at, t.id.clone()));
+    let items = rows
+        .into_iter()
+        .map(|t| tickets::summary(t.id, t.subject, &t.status, t.created_at, t.updated_at))
+        .collect::<ApiResult<_>>()?;
     Ok(Json(TicketPage { items, next_cursor }))
 }
 
 #[utoipa::path(get, path = "/support/tickets/{id}", tag = "operator", operation_id = "operator_get_ticket", security(("operator_session" = [])),
-    params(("id" = String, Path)), responses((status = 200, body = TicketView), (status = 404, body = ErrorBody)))]
+    params(("id" = Uuid, Path)), responses((status = 200, body = TicketView), (status = 404, body = ErrorBody)))]
 async fn get_ticket(
     State(state): State<AppState>,
     _operator: OperatorAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<TicketId>,
 ) -> ApiResult<Json<TicketView>> {
-    Ok(Json(
-        ticket_view(&state, parse_ticket_id(&id)?, None).await?,
-    ))
+    let ticket = TicketRow::load(&state, id, None)
+        .await?
+        .ok_or_else(|| ApiError::not_found("ticket"))?;
+    Ok(Json(tickets::view_of(&state, ticket).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -99,31 +89,31 @@ async fn get_ticket(
 pub struct Reply {
     pub body: String,
     /// The ticket's status after the reply (default PENDING: waiting on the developer).
-    pub status: Option<String>,
+    pub status: Option<TicketStatus>,
 }
 
 /// Reply to a ticket; the reply is emailed to the developer (retried until SMTP takes it; the
 /// message shows `emailedAt` or the last `emailError`).
 #[utoipa::path(post, path = "/support/tickets/{id}/messages", tag = "operator", security(("operator_session" = [])),
-    params(("id" = String, Path)), request_body = Reply,
+    params(("id" = Uuid, Path)), request_body = Reply,
     responses((status = 201, body = TicketView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 503, description = "Recorded, but the email could not be queued: the workflow engine is unreachable", body = ErrorBody)))]
 #[tracing::instrument(name = "support_reply", skip_all, fields(ticket_id = %id))]
 async fn reply(
     State(state): State<AppState>,
     operator: OperatorAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<TicketId>,
     ApiJson(body): ApiJson<Reply>,
 ) -> ApiResult<Response> {
-    let id = parse_ticket_id(&id)?;
+    let id = id.uuid();
     let text = message_body(&body.body)?;
-    let status = parse_status(body.status.as_deref().unwrap_or("PENDING"))?;
+    let status = body.status.unwrap_or(TicketStatus::Pending);
     let message_id = Uuid::new_v4();
     let mut tx = state.db.begin().await?;
     let updated = sqlx::query!(
         "update support_ticket set status = $2 where ticket_id = $1",
         id,
-        status
+        status.as_str()
     )
     .execute(&mut *tx)
     .await?;
@@ -167,38 +157,36 @@ async fn reply(
             "the reply is recorded but its email could not be queued; the message shows it",
         ));
     }
-    let view = ticket_view(&state, id, None).await?;
+    let view = ticket_view(&state, id).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StatusChange {
-    /// OPEN, PENDING, RESOLVED or CLOSED.
-    pub status: String,
+    pub status: TicketStatus,
 }
 
 /// Move a ticket (resolve or close it without a reply).
 #[utoipa::path(put, path = "/support/tickets/{id}/status", tag = "operator", security(("operator_session" = [])),
-    params(("id" = String, Path)), request_body = StatusChange,
+    params(("id" = Uuid, Path)), request_body = StatusChange,
     responses((status = 200, body = TicketView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn set_status(
     State(state): State<AppState>,
     _operator: OperatorAuth,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<TicketId>,
     ApiJson(body): ApiJson<StatusChange>,
 ) -> ApiResult<Json<TicketView>> {
-    let id = parse_ticket_id(&id)?;
-    let status = parse_status(&body.status)?;
+    let id = id.uuid();
     let updated = sqlx::query!(
         "update support_ticket set status = $2 where ticket_id = $1",
         id,
-        status
+        body.status.as_str()
     )
     .execute(&state.db)
     .await?;
     if updated.rows_affected() == 0 {
         return Err(ApiError::not_found("ticket"));
     }
-    Ok(Json(ticket_view(&state, id, None).await?))
+    Ok(Json(ticket_view(&state, id).await?))
 }

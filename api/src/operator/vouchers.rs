@@ -1,18 +1,19 @@
 //! Free routes: vouchers (free submissions or credits) and the free allowlist.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sigma_shared::domain::VoucherKind;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::OperatorAuth;
-use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody, stored};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -26,8 +27,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 pub struct NewVoucher {
     /// 8 to 64 letters, digits, `-` or `_` (short codes are guessable).
     pub code: String,
-    /// FREE_SUBMISSION or CREDITS.
-    pub kind: String,
+    pub kind: VoucherKind,
     /// For CREDITS: credits per redemption.
     #[serde(default)]
     pub credits: i64,
@@ -49,10 +49,9 @@ async fn create_voucher(
             .code
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
-    let kind_ok = match body.kind.as_str() {
-        "FREE_SUBMISSION" => body.credits == 0,
-        "CREDITS" => (1..=10_000_000).contains(&body.credits),
-        _ => false,
+    let kind_ok = match body.kind {
+        VoucherKind::FreeSubmission => body.credits == 0,
+        VoucherKind::Credits => (1..=10_000_000).contains(&body.credits),
     };
     if !code_ok || !kind_ok || !(1..=1_000_000).contains(&body.uses) {
         return Err(ApiError::unprocessable(
@@ -63,7 +62,7 @@ async fn create_voucher(
     sqlx::query!(
         "insert into voucher (code, kind, credits, uses_left, expires_at, created_by) values ($1, $2, $3, $4, $5, $6)",
         body.code,
-        body.kind,
+        body.kind.as_str(),
         body.credits,
         body.uses,
         body.expires_at,
@@ -79,7 +78,7 @@ async fn create_voucher(
 #[serde(rename_all = "camelCase")]
 pub struct VoucherView {
     pub code: String,
-    pub kind: String,
+    pub kind: VoucherKind,
     pub credits: i64,
     pub uses_left: i32,
     pub redemptions: i64,
@@ -94,16 +93,27 @@ async fn list_vouchers(
     State(state): State<AppState>,
     _operator: OperatorAuth,
 ) -> ApiResult<Json<Vec<VoucherView>>> {
-    Ok(Json(
-        sqlx::query_as!(
-            VoucherView,
-            r#"select v.code, v.kind, v.credits, v.uses_left, v.expires_at, v.created_at,
+    let vouchers = sqlx::query!(
+        r#"select v.code, v.kind, v.credits, v.uses_left, v.expires_at, v.created_at,
                    (select count(*) from voucher_redemption r where r.code = v.code) as "redemptions!"
                from voucher v order by v.created_at desc, v.code"#
-        )
-        .fetch_all(&state.db)
-        .await?,
-    ))
+    )
+    .fetch_all(&state.db)
+    .await?
+    .into_iter()
+    .map(|v| {
+        Ok(VoucherView {
+            code: v.code,
+            kind: stored(&v.kind)?,
+            credits: v.credits,
+            uses_left: v.uses_left,
+            redemptions: v.redemptions,
+            expires_at: v.expires_at,
+            created_at: v.created_at,
+        })
+    })
+    .collect::<ApiResult<_>>()?;
+    Ok(Json(vouchers))
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -169,7 +179,7 @@ async fn list_allowlist(
 async fn remove_allowlist(
     State(state): State<AppState>,
     operator: OperatorAuth,
-    Path(pattern): Path<String>,
+    ApiPath(pattern): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let done = sqlx::query!(
         "delete from free_allowlist where pattern = lower($1)",

@@ -1,15 +1,13 @@
 //! Certificates as anyone reads them: search, the record, `verify`, live status and source
 //! integrity. Cacheable, rate-limited, no authentication.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sigma_shared::domain::SubmissionId;
+use sigma_shared::domain::{Category, CertificateId, CertificateStatus};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -19,7 +17,8 @@ use super::{
     KEYS_PATH, NO_STORE, REVALIDATE, SHORT, find, json_response, json_with_etag, now, public_url,
 };
 use crate::AppState;
-use crate::error::{ApiError, ApiQuery, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiPath, ApiQuery, ApiResult, ErrorBody};
+use crate::paging::ListParams;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -39,7 +38,8 @@ pub struct ListQuery {
     /// Keywords; every word must appear in the skill's name or description.
     q: Option<String>,
     /// 1–100, default 20.
-    limit: Option<String>,
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<i64>,
     /// `nextCursor` of the previous page.
     cursor: Option<String>,
 }
@@ -60,50 +60,6 @@ pub struct CertificateList {
     items: Vec<CertificateListItem>,
     /// Pass as `cursor` for the next page; absent on the last page.
     next_cursor: Option<String>,
-}
-
-pub(super) struct Cursor {
-    pub(super) issued_at: DateTime<Utc>,
-    pub(super) id: String,
-}
-
-impl Cursor {
-    fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.issued_at.timestamp_micros(), self.id))
-    }
-
-    fn decode(raw: &str) -> Result<Self, ApiError> {
-        let bad = || ApiError::bad_request("invalid_cursor", "cursor is not one this API issued");
-        let text = URL_SAFE_NO_PAD
-            .decode(raw)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(bad)?;
-        let (micros, id) = text.split_once(':').ok_or_else(bad)?;
-        let issued_at = micros
-            .parse()
-            .ok()
-            .and_then(DateTime::from_timestamp_micros)
-            .ok_or_else(bad)?;
-        let id = SubmissionId::parse(id).map_err(|_| bad())?;
-        Ok(Self {
-            issued_at,
-            id: id.as_str().to_owned(),
-        })
-    }
-}
-
-fn parse_limit(raw: Option<&str>) -> Result<i64, ApiError> {
-    match raw {
-        None => Ok(20),
-        Some(raw) => match raw.parse::<i64>() {
-            Ok(n @ 1..=100) => Ok(n),
-            _ => Err(ApiError::bad_request(
-                "invalid_limit",
-                format!("limit must be a whole number from 1 to 100, not `{raw}`"),
-            )),
-        },
-    }
 }
 
 /// `like` patterns for each keyword, with the pattern characters escaped.
@@ -134,10 +90,10 @@ pub(super) fn keyword_patterns(q: Option<&str>) -> Result<Vec<String>, ApiError>
 pub struct ListRow {
     #[serde(rename = "id")]
     pub(super) certificate_id: String,
-    pub(super) status: String,
+    pub(super) status: CertificateStatus,
     pub(super) skill_name: Option<String>,
     pub(super) skill_version: Option<String>,
-    pub(super) category: Option<String>,
+    pub(super) category: Option<Category>,
     pub(super) security_level: Option<String>,
     pub(super) issued_at: DateTime<Utc>,
     pub(super) expires_at: Option<DateTime<Utc>>,
@@ -148,15 +104,15 @@ pub struct ListRow {
     pub(super) open_flags: i64,
 }
 
-/// Approved, unexpired certificates, newest first.
+/// Approved, unexpired certificates, newest first, after the one issued at that time with
+/// that id.
 pub(super) async fn approved(
     state: &AppState,
     patterns: &[String],
-    after: Option<&Cursor>,
+    after: Option<(DateTime<Utc>, CertificateId)>,
     limit: i64,
 ) -> ApiResult<Vec<ListRow>> {
-    Ok(sqlx::query_as!(
-        ListRow,
+    let rows = sqlx::query!(
         r#"select c.certificate_id, c.status, c.sealed ->> 'skillName' as skill_name,
                   c.sealed ->> 'skillVersion' as skill_version, c.sealed ->> 'category' as category,
                   c.sealed #>> '{review,securityLevel}' as security_level, c.issued_at, c.expires_at,
@@ -170,13 +126,32 @@ pub(super) async fn approved(
            order by c.issued_at desc, c.certificate_id desc
            limit $4"#,
         patterns,
-        after.map(|c| c.issued_at),
-        after.map(|c| c.id.as_str()).unwrap_or(""),
+        after.as_ref().map(|(at, _)| *at),
+        after.as_ref().map(|(_, id)| id.as_str()).unwrap_or(""),
         limit,
         &UNRESOLVED_FLAGS.map(String::from)[..],
     )
     .fetch_all(&state.db)
-    .await?)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(ListRow {
+                certificate_id: r.certificate_id,
+                status: crate::error::stored(&r.status)?,
+                skill_name: r.skill_name,
+                skill_version: r.skill_version,
+                // Sealed text from the time of issue: read as the documented labels are.
+                category: r.category.as_deref().and_then(|c| c.parse().ok()),
+                security_level: r.security_level,
+                issued_at: r.issued_at,
+                expires_at: r.expires_at,
+                payload_hash: r.payload_hash,
+                skill_md_sha256: r.skill_md_sha256,
+                bundle_digest: r.bundle_digest,
+                open_flags: r.open_flags,
+            })
+        })
+        .collect()
 }
 
 /// Search approved certificates by keyword, newest first, with cursor pagination.
@@ -187,19 +162,21 @@ async fn list_certificates(
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
-    let limit = parse_limit(query.limit.as_deref())?;
+    let page = ListParams {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .page()?;
     let patterns = keyword_patterns(query.q.as_deref())?;
-    let cursor = query.cursor.as_deref().map(Cursor::decode).transpose()?;
-    let mut rows = approved(&state, &patterns, cursor.as_ref(), limit + 1).await?;
-    let next_cursor = (rows.len() as i64 > limit).then(|| {
-        rows.truncate(limit as usize);
-        let last = rows.last().expect("a full page");
-        Cursor {
-            issued_at: last.issued_at,
-            id: last.certificate_id.clone(),
-        }
-        .encode()
-    });
+    let after = match (page.after_time, &page.after_id) {
+        (Some(at), Some(id)) => Some((
+            at,
+            CertificateId::parse(id).map_err(|_| crate::paging::bad_cursor())?,
+        )),
+        _ => None,
+    };
+    let mut rows = approved(&state, &patterns, after, page.limit + 1).await?;
+    let next_cursor = page.finish(&mut rows, |r| (r.issued_at, r.certificate_id.clone()));
     let items = rows
         .into_iter()
         .map(|r| CertificateListItem {
@@ -227,7 +204,7 @@ async fn list_certificates(
 async fn get_certificate(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<CertificateId>,
 ) -> ApiResult<Response> {
     let c = find(&state, &id).await?;
     let votes = sqlx::query!(
@@ -275,7 +252,7 @@ async fn get_certificate(
         (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn verify_certificate(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<CertificateId>,
 ) -> ApiResult<Response> {
     let c = find(&state, &id).await?;
     let views = state.public.cache.count_view(&c);
@@ -293,7 +270,10 @@ async fn verify_certificate(
 #[utoipa::path(get, path = "/certificates/{id}/live-status", tag = "public",
     params(("id" = String, Path, description = "Certificate id")),
     responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
-async fn live_status(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn live_status(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<CertificateId>,
+) -> ApiResult<Response> {
     let c = find(&state, &id).await?;
     let now = now();
     let mut body = c.live_state(now);
@@ -329,7 +309,7 @@ pub struct SourceIntegrity {
 async fn source_integrity(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<CertificateId>,
 ) -> ApiResult<Response> {
     let c = find(&state, &id).await?;
     let body = source_integrity_of(&c);

@@ -1,7 +1,7 @@
 //! Is this the SKILL.md that was certified? Compared from GitHub at a ref, or uploaded.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sigma_shared::domain::lf_normalised_sha256;
@@ -12,8 +12,8 @@ use utoipa_axum::routes;
 use super::cache::Certificate;
 use super::{MAX_SKILL_MD_BYTES, find};
 use crate::AppState;
-use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
-use sigma_shared::domain::{GitRef, GitRepository};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody};
+use sigma_shared::domain::{CertificateId, GitRef, GitRepository};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -113,7 +113,7 @@ async fn read_capped(mut response: reqwest::Response, cap: usize) -> ApiResult<V
         (status = 422, body = ErrorBody), (status = 502, body = ErrorBody)))]
 async fn compare_skill_from_github(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<CertificateId>,
     ApiJson(request): ApiJson<CompareFromGithub>,
 ) -> ApiResult<axum::Json<Comparison>> {
     let c = find(&state, &id).await?;
@@ -183,7 +183,7 @@ async fn compare_skill_from_github(
         (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn compare_skill(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<CertificateId>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<axum::Json<Comparison>> {
     let body = body.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))?;

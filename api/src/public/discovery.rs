@@ -1,13 +1,13 @@
 //! Discovery: the badge, the landing summary, the published signing keys and the
 //! `/.well-known/skill-store` index.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sigma_shared::attestation::KeySet;
-use sigma_shared::domain::Category;
+use sigma_shared::domain::{Category, CertificateId};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use super::certificates::approved;
 use super::{KEYS_PATH, SHORT, find, json_with_etag, now, public_url, with_etag};
 use crate::AppState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiPath, ApiResult};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -31,9 +31,13 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 async fn badge(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<ApiPath<CertificateId>, ApiError>,
 ) -> Response {
-    match find(&state, &id).await {
+    let found = match id {
+        Ok(ApiPath(id)) => find(&state, &id).await,
+        Err(e) => Err(e),
+    };
+    match found {
         Ok(c) => {
             let now = now();
             let (label, color) = super::page::badge_state(&c, now);
@@ -66,7 +70,7 @@ pub struct Landing {
     active_validators: i64,
     /// The lowest base price among the categories shown on the landing (from the pricing catalog).
     starting_price_usd: f64,
-    categories: Vec<&'static str>,
+    categories: Vec<Category>,
     /// Base prices of the categories shown on the landing.
     prices: Vec<LandingPrice>,
 }
@@ -74,7 +78,7 @@ pub struct Landing {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LandingPrice {
-    category: String,
+    category: Category,
     base_usd: String,
     base_credits: i64,
 }
@@ -95,12 +99,14 @@ async fn landing(State(state): State<AppState>, headers: HeaderMap) -> ApiResult
     .fetch_all(&state.db)
     .await?
     .into_iter()
-    .map(|p| LandingPrice {
-        category: p.category,
-        base_usd: sigma_shared::pricing::usd(p.base_credits),
-        base_credits: p.base_credits,
+    .map(|p| {
+        Ok(LandingPrice {
+            category: crate::error::stored(&p.category)?,
+            base_usd: sigma_shared::pricing::usd(p.base_credits),
+            base_credits: p.base_credits,
+        })
     })
-    .collect();
+    .collect::<ApiResult<_>>()?;
     let body = Landing {
         certificates_issued: counts.issued,
         findings_above_medium: counts.findings,
@@ -109,7 +115,7 @@ async fn landing(State(state): State<AppState>, headers: HeaderMap) -> ApiResult
             .first()
             .map(|p| p.base_credits as f64 / sigma_shared::pricing::CREDITS_PER_USD as f64)
             .unwrap_or(0.0),
-        categories: Category::ALL.iter().map(|c| c.as_str()).collect(),
+        categories: Category::ALL.to_vec(),
         prices,
     };
     Ok(json_with_etag(

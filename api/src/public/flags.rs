@@ -1,6 +1,6 @@
 //! Reports from the public about a certificate.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -12,7 +12,8 @@ use super::cache::UNRESOLVED_FLAGS;
 use super::find;
 use crate::AppState;
 use crate::core::client_ip::ClientIp;
-use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody, stored};
+use sigma_shared::domain::{CertificateId, FlagStatus};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(flag_certificate))
@@ -33,7 +34,7 @@ pub struct FlagRequest {
 #[serde(rename_all = "camelCase")]
 pub struct FlagCreated {
     flag_id: String,
-    status: String,
+    status: FlagStatus,
     /// The certificate's unresolved flags, this one included.
     active_flag_count: i64,
     /// False when the same reporter had already raised the same reason; that flag is returned.
@@ -50,7 +51,7 @@ pub struct FlagCreated {
 async fn flag_certificate(
     State(state): State<AppState>,
     ClientIp(client): ClientIp,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<CertificateId>,
     ApiJson(request): ApiJson<FlagRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<FlagCreated>)> {
     let c = find(&state, &id).await?;
@@ -97,7 +98,7 @@ async fn flag_certificate(
     .fetch_optional(&mut *tx)
     .await?;
     let (flag_id, status, created) = match inserted {
-        Some(id) => (id, "OPEN".to_owned(), true),
+        Some(id) => (id, FlagStatus::Open, true),
         None => {
             let existing = sqlx::query!(
                 r#"select flag_id, status from certificate_flag
@@ -110,7 +111,7 @@ async fn flag_certificate(
             )
             .fetch_one(&mut *tx)
             .await?;
-            (existing.flag_id, existing.status, false)
+            (existing.flag_id, stored(&existing.status)?, false)
         }
     };
     let open = sqlx::query_scalar!(

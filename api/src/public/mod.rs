@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sigma_shared::attestation::KeySet;
-use sigma_shared::domain::SubmissionId;
+use sigma_shared::domain::CertificateId;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -66,9 +66,8 @@ fn now() -> DateTime<Utc> {
     Utc::now()
 }
 
-/// Ids are 24 hex digits; anything else is simply not a certificate.
-async fn find(state: &AppState, id: &str) -> ApiResult<Arc<Certificate>> {
-    let id = SubmissionId::parse(id).map_err(|_| ApiError::not_found("certificate"))?;
+/// The certificate with this id (a malformed id never gets this far: `ApiPath` answers it).
+async fn find(state: &AppState, id: &CertificateId) -> ApiResult<Arc<Certificate>> {
     state
         .public
         .cache

@@ -1,6 +1,6 @@
 //! The certificate page for people (server-rendered HTML, no JavaScript) and the README badge.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -10,7 +10,8 @@ use serde_json::Value;
 use super::cache::Certificate;
 use super::{KEYS_PATH, find, public_url, with_etag};
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiPath};
+use sigma_shared::domain::CertificateId;
 
 /// Badge text and colour for a certificate's current state.
 pub fn badge_state(c: &Certificate, now: DateTime<Utc>) -> (&'static str, &'static str) {
@@ -196,9 +197,13 @@ fn render(state: &AppState, c: &Certificate, now: DateTime<Utc>) -> Markup {
 pub async fn certificate_page(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<ApiPath<CertificateId>, ApiError>,
 ) -> Response {
-    match find(&state, &id).await {
+    let found = match id {
+        Ok(ApiPath(id)) => find(&state, &id).await,
+        Err(e) => Err(e),
+    };
+    match found {
         Ok(c) => with_etag(
             &headers,
             "text/html; charset=utf-8",
@@ -208,7 +213,7 @@ pub async fn certificate_page(
         Err(ApiError::Client { status, .. }) if status == StatusCode::NOT_FOUND => (
             StatusCode::NOT_FOUND,
             [("content-type", "text/html; charset=utf-8")],
-            html! { (DOCTYPE) html { body { h1 { "No such certificate" } p { "Check the id: " code { (id) } } } } }
+            html! { (DOCTYPE) html { body { h1 { "No such certificate" } p { "Check the id: a certificate id is 24 lowercase hex characters." } } } }
                 .into_string(),
         )
             .into_response(),
