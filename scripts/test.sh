@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs the whole test suite against real servers: installs what is missing, starts s3s-fs, maildev
-# and the local LLM on test ports (each test starts its own Temporal dev server and database),
-# checks formatting, lints, the committed .sqlx/ and openapi.json, then runs every test.
+# Runs the whole test suite against real servers: installs what is missing, starts one Temporal
+# dev server, s3s-fs, maildev and the local LLM on free ports (each test isolates itself on them
+# by task-queue prefix, database and bucket), checks formatting, lints, the committed .sqlx/ and
+# openapi.json, runs every test, then holds a running system to its OpenAPI document with
+# schemathesis (scripts/api-fuzz.sh, a fixed seed so a failure repeats).
 # Usage: scripts/test.sh [extra cargo test/nextest arguments]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -25,4 +27,9 @@ if command -v cargo-nextest >/dev/null; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else
   cargo test --workspace --no-fail-fast "$@"
+fi
+
+if [[ $# -eq 0 ]]; then
+  step "the API contract under schemathesis"
+  SIGMA_BIN="$CARGO_TARGET_DIR/debug/sigma" SIGMA_FUZZ_SEED="${SIGMA_FUZZ_SEED:-1}" bash scripts/api-fuzz.sh
 fi

@@ -347,6 +347,8 @@ where
             ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
         })?;
         check_text(&value, &mut String::new())?;
+        let mut value = value;
+        integral_numbers(&mut value);
         serde_path_to_error::deserialize(value)
             .map(ApiJson)
             .map_err(|e| {
@@ -359,6 +361,25 @@ where
                 };
                 ApiError::unprocessable("invalid_field", detail)
             })
+    }
+}
+
+/// `2.0` is the integer 2 to JSON Schema (and to JavaScript clients): such numbers are written as
+/// integers before `T` reads them, so an integer field accepts what its schema accepts.
+fn integral_numbers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) => {
+            if let Some(f) = n.as_f64()
+                && n.is_f64()
+                && f.fract() == 0.0
+                && f.abs() <= 9_007_199_254_740_992.0
+            {
+                *value = serde_json::Value::from(f as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(integral_numbers),
+        _ => {}
     }
 }
 
@@ -556,5 +577,32 @@ pub fn stored_text<T: Serialize>(value: T) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(text)) => text,
         other => unreachable!("a closed set serialises as text, not {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integral_floats_read_as_integers_and_fractions_stay() {
+        let mut value = serde_json::json!({"credits": 695465.0, "ratio": 0.5, "list": [2.0, 3]});
+        integral_numbers(&mut value);
+        assert_eq!(value["credits"], serde_json::json!(695465));
+        assert!(value["credits"].is_i64());
+        assert_eq!(value["ratio"], serde_json::json!(0.5));
+        assert!(value["list"][0].is_i64());
+    }
+
+    #[test]
+    fn the_text_rule_counts_characters() {
+        let wide = "é".repeat(MAX_JSON_TEXT_CHARS);
+        assert!(
+            text_ok(&wide, || "`x`".into()).is_ok(),
+            "within the limit in characters"
+        );
+        let over = "a".repeat(MAX_JSON_TEXT_CHARS + 1);
+        assert!(text_ok(&over, || "`x`".into()).is_err());
+        assert!(text_ok("a\0b", || "`x`".into()).is_err());
     }
 }

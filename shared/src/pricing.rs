@@ -44,8 +44,15 @@ impl ComplexityTier {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeclaredEndpoint {
     /// An absolute `https://` (or `http://`) URL.
+    #[schema(
+        max_length = 2000,
+        pattern = "^\\s*https?://[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]{1,5})?(/[^\\s\\u0000]*)?\\s*$"
+    )]
     pub url: String,
-    /// GET, HEAD, OPTIONS, POST, PUT, PATCH or DELETE.
+    /// GET, HEAD, OPTIONS, POST, PUT, PATCH or DELETE (any case).
+    #[schema(
+        pattern = "^\\s*(GET|HEAD|OPTIONS|POST|PUT|PATCH|DELETE|get|head|options|post|put|patch|delete)\\s*$"
+    )]
     pub method: String,
     /// Whether the call carries credentials (bearer token, API key, signed request).
     #[serde(default)]

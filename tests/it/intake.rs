@@ -94,7 +94,7 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
         (
             app.submit("SKILL", b"just some text".to_vec(), None, None)
                 .await,
-            415,
+            422,
             "unsupported_bundle",
         ),
         (

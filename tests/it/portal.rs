@@ -989,7 +989,7 @@ async fn dry_run_says_what_would_fail_and_such_drafts_are_not_quoted() {
             None,
         )
         .await;
-    assert_eq!(status, 422);
+    assert_eq!(status, 409);
     assert_eq!(refused["code"], "draft_fails_checks");
 
     // An unpinned dependency in a packages category, and an API draft without endpoints.

@@ -170,6 +170,8 @@ async fn ledger(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VoucherRedemption {
+    /// 8 to 64 letters, digits, `-` or `_`.
+    #[schema(min_length = 8, max_length = 64)]
     pub code: String,
 }
 

@@ -198,7 +198,8 @@ async fn create_quote(State(state): State<AppState>, owned: OwnedDraft) -> ApiRe
             .map(|f| format!("{}: {}", f.code, f.detail))
             .collect::<Vec<_>>()
             .join("; ");
-        return Err(ApiError::unprocessable(
+        // The request is fine; the draft's state is not (yet): a conflict, not bad input.
+        return Err(ApiError::conflict(
             "draft_fails_checks",
             format!("fix the dry-run failures first: {why}"),
         ));

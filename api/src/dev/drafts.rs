@@ -38,9 +38,18 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RepositorySource {
     /// `https://github.com/owner/name` or `owner/name`.
+    #[schema(
+        max_length = 220,
+        pattern = "^\\s*(https://(www\\.)?github\\.com/)?[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}/?\\s*$"
+    )]
     pub repository: String,
     /// A commit SHA (preferred: it cannot move) or a tag.
     #[serde(rename = "ref")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^\\s*(?!.*\\.lock\\s*$)[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*(/[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*)*\\s*$"
+    )]
     pub reference: String,
 }
 
@@ -52,12 +61,24 @@ pub struct NewDraft {
     /// A repository source; for an uploaded bundle use `PUT /drafts/{id}/bundle` instead.
     pub source: Option<RepositorySource>,
     /// Repository-relative path: `SKILL.md` (or `dir/SKILL.md`) for skills, the executable file for code.
+    #[schema(
+        min_length = 1,
+        max_length = 300,
+        pattern = "^\\s*([A-Za-z0-9_-][A-Za-z0-9_.-]*/)*[A-Za-z0-9_-][A-Za-z0-9_.-]*\\s*$"
+    )]
     pub entry: Option<String>,
     /// What the code does and why its sensitive patterns are safe; a hypothesis for reviewers.
+    #[schema(max_length = 4000)]
     pub advisory_note: Option<String>,
+    /// At most 100.
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub declared_endpoints: Vec<DeclaredEndpoint>,
     /// An `https://` homepage to verify.
+    #[schema(
+        max_length = 2000,
+        pattern = "^\\s*https://[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]{1,5})?(/[^\\s\\u0000]*)?\\s*$"
+    )]
     pub site_url: Option<String>,
 }
 
@@ -67,9 +88,21 @@ pub struct NewDraft {
 pub struct DraftPatch {
     pub category: Option<Category>,
     pub source: Option<RepositorySource>,
+    #[schema(
+        min_length = 1,
+        max_length = 300,
+        pattern = "^\\s*([A-Za-z0-9_-][A-Za-z0-9_.-]*/)*[A-Za-z0-9_-][A-Za-z0-9_.-]*\\s*$"
+    )]
     pub entry: Option<String>,
+    #[schema(max_length = 4000)]
     pub advisory_note: Option<String>,
+    #[schema(max_items = 100)]
     pub declared_endpoints: Option<Vec<DeclaredEndpoint>>,
+    /// An `https://` homepage, or empty to clear it.
+    #[schema(
+        max_length = 2000,
+        pattern = "^\\s*$|^\\s*https://[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]{1,5})?(/[^\\s\\u0000]*)?\\s*$"
+    )]
     pub site_url: Option<String>,
 }
 

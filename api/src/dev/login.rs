@@ -34,6 +34,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoginStart {
+    /// An email address (checked by lettre's parser; the pattern is the part of it clients can rely on).
+    #[schema(
+        min_length = 3,
+        max_length = 254,
+        pattern = "^\\s*[A-Za-z0-9_%+-]+(\\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+\\s*$"
+    )]
     pub email: String,
 }
 
@@ -45,15 +51,38 @@ pub struct LoginStarted {
     pub expires_in_seconds: i64,
 }
 
+/// Either the address and the code from the email, or the magic link's token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum LoginVerify {
+    Code(CodeLogin),
+    Link(LinkLogin),
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct LoginVerify {
-    /// With `code`: the address the code was sent to.
-    pub email: Option<String>,
+pub struct CodeLogin {
+    /// The address the code was sent to.
+    #[schema(
+        min_length = 3,
+        max_length = 254,
+        pattern = "^\\s*[A-Za-z0-9_%+-]+(\\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+\\s*$"
+    )]
+    pub email: String,
     /// The six-digit code from the email.
-    pub code: Option<String>,
-    /// The token of the magic link, instead of `email` and `code`.
-    pub token: Option<String>,
+    #[schema(pattern = "^\\s*[0-9]{6}\\s*$")]
+    pub code: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LinkLogin {
+    /// The token of the magic link.
+    #[schema(min_length = 1, max_length = 200)]
+    pub token: String,
+    /// Ignored: the token names its address.
+    #[schema(max_length = 254)]
+    pub email: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -249,8 +278,8 @@ async fn verify_login(
 ) -> ApiResult<Response> {
     state.public.limits.check_login(client)?;
     let mut tx = state.db.begin().await?;
-    let email = match (&body.email, &body.code, &body.token) {
-        (_, None, Some(token)) => sqlx::query_scalar!(
+    let email = match &body {
+        LoginVerify::Link(LinkLogin { token, .. }) => sqlx::query_scalar!(
             r#"update login_challenge set consumed_at = now()
                where link_hash = $1 and consumed_at is null and expires_at > now() returning email"#,
             auth::token_hash(token.trim())
@@ -258,7 +287,7 @@ async fn verify_login(
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(invalid_code)?,
-        (Some(email), Some(code), None) => {
+        LoginVerify::Code(CodeLogin { email, code }) => {
             let email = EmailAddress::parse(email)
                 .map_err(|e| ApiError::unprocessable("invalid_email", e))?;
             let challenge = sqlx::query!(
@@ -308,12 +337,6 @@ async fn verify_login(
             .execute(&mut *tx)
             .await?;
             email.as_str().to_owned()
-        }
-        _ => {
-            return Err(ApiError::unprocessable(
-                "invalid_login",
-                "send `email` and `code`, or `token`",
-            ));
         }
     };
     // Stored addresses were parsed on the way in.

@@ -116,9 +116,18 @@ pub struct GitSubmission {
     /// The documented labels (`SKILL + API`, `skill_api`) are read as the names.
     pub category: Category,
     /// `owner/name` of a public repository.
+    #[schema(
+        max_length = 220,
+        pattern = "^\\s*(https://(www\\.)?github\\.com/)?[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}/?\\s*$"
+    )]
     pub repository: String,
     /// The commit SHA (preferred: it cannot move) or tag to review.
     #[serde(rename = "ref")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^\\s*(?!.*\\.lock\\s*$)[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*(/[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*)*\\s*$"
+    )]
     pub reference: String,
     #[serde(default)]
     pub metadata: SubmissionMetadata,

@@ -67,8 +67,8 @@ pub(crate) async fn readable_bundle(bundle: &Bytes) -> ApiResult<&'static str> {
             .await
             .map_err(anyhow::Error::from)?;
     let format = readable.map_err(|e| match e {
-        UnpackError::UnknownFormat => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        // The media type was fine; the bytes are not an archive we read.
+        UnpackError::UnknownFormat => ApiError::unprocessable(
             "unsupported_bundle",
             "the bundle must be a zip or tar.gz archive",
         ),

@@ -51,7 +51,11 @@ pub struct DecisionRequest {
     pub decision: DecisionChoice,
     /// Why; recorded with the operator's name, shown to the developer and sealed into the
     /// certificate.
-    #[schema(min_length = 1, max_length = 2000)]
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+    )]
     pub reason: String,
 }
 
@@ -224,6 +228,11 @@ async fn exists(state: &AppState, id: &SubmissionId) -> ApiResult<()> {
 pub struct CertificateStatusRequest {
     pub status: CertificateStatusChange,
     /// Why; shown publicly in `verify` and `live-status`.
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+    )]
     pub reason: String,
 }
 

@@ -189,7 +189,8 @@ async fn campaigns(state: &AppState, only: Option<Uuid>) -> ApiResult<Vec<Campai
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CategoryUpdate {
-    /// Base price in credits (1 USD = 100 credits).
+    /// Base price in credits (1 USD = 100 credits), 0 to 10,000,000.
+    #[schema(minimum = 0, maximum = 10000000)]
     pub base_credits: i64,
     #[serde(default = "yes")]
     pub active: bool,
@@ -337,13 +338,20 @@ async fn retire_rule(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewCampaign {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+    )]
     pub name: String,
     /// Omit to apply to every category.
     pub category: Option<Category>,
     /// FIRST_N (needs `limitN`) or WINDOW (needs `startsAt` or `endsAt`).
     pub kind: CampaignKind,
     /// 1 to 10000 (10000 = free).
+    #[schema(minimum = 1, maximum = 10000)]
     pub discount_bps: i32,
+    #[schema(minimum = 1)]
     pub limit_n: Option<i32>,
     pub starts_at: Option<DateTime<Utc>>,
     pub ends_at: Option<DateTime<Utc>>,

@@ -87,6 +87,12 @@ async fn get_ticket(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Reply {
+    /// 1 to 10,000 characters, not all spaces.
+    #[schema(
+        min_length = 1,
+        max_length = 10000,
+        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+    )]
     pub body: String,
     /// The ticket's status after the reply (default PENDING: waiting on the developer).
     pub status: Option<TicketStatus>,

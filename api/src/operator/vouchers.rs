@@ -26,11 +26,14 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewVoucher {
     /// 8 to 64 letters, digits, `-` or `_` (short codes are guessable).
+    #[schema(min_length = 8, max_length = 64, pattern = "^[A-Za-z0-9_-]{8,64}$")]
     pub code: String,
     pub kind: VoucherKind,
-    /// For CREDITS: credits per redemption.
+    /// For CREDITS: credits per redemption, 1 to 10,000,000; for FREE_SUBMISSION: 0 or absent.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 10000000)]
     pub credits: i64,
+    #[schema(minimum = 1, maximum = 1000000)]
     pub uses: i32,
     pub expires_at: Option<DateTime<Utc>>,
 }
@@ -120,6 +123,11 @@ async fn list_vouchers(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AllowlistEntry {
     /// An address, or `@domain` for a whole domain.
+    #[schema(
+        min_length = 3,
+        max_length = 254,
+        pattern = "^(@|[A-Za-z0-9_%+-]+(\\.[A-Za-z0-9_%+-]+)*@)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+    )]
     pub pattern: String,
     #[serde(default)]
     pub note: String,

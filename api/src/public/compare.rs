@@ -25,8 +25,17 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CompareFromGithub {
     /// `https://github.com/OWNER/REPO`.
+    #[schema(
+        max_length = 240,
+        pattern = "^\\s*https://(www\\.)?github\\.com/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}/?\\s*$"
+    )]
     source_url: String,
     /// Branch, tag or commit; the certified ref when absent.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^\\s*(?!.*\\.lock\\s*$)[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*(/[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*)*\\s*$"
+    )]
     source_ref: Option<String>,
 }
 
@@ -61,7 +70,7 @@ fn certified_skill_md(c: &Certificate) -> ApiResult<String> {
 /// `owner/repo` of a GitHub repository URL.
 fn github_repository(raw: &str) -> ApiResult<String> {
     let invalid = |why: &str| {
-        ApiError::bad_request(
+        ApiError::unprocessable(
             "invalid_url",
             format!("sourceUrl must be https://github.com/OWNER/REPO: {why}"),
         )
@@ -124,7 +133,7 @@ async fn compare_skill_from_github(
         .or_else(|| c.sealed["source"]["sourceRef"].as_str().map(str::to_owned))
         .unwrap_or_else(|| "HEAD".into());
     if !valid_ref(&reference) {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::unprocessable(
             "invalid_ref",
             "sourceRef must be a branch, tag or commit name",
         ));
@@ -189,12 +198,6 @@ async fn compare_skill(
     let body = body.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))?;
     let c = find(&state, &id).await?;
     let certified = certified_skill_md(&c)?;
-    if body.is_empty() {
-        return Err(ApiError::bad_request(
-            "empty_body",
-            "send the SKILL.md file as the request body",
-        ));
-    }
     let uploaded = lf_normalised_sha256(&body).to_string();
     Ok(axum::Json(Comparison {
         matches: uploaded == certified,

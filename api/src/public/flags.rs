@@ -22,11 +22,18 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlagRequest {
-    /// What is wrong, 1–2000 characters.
+    /// What is wrong, 1–2000 characters, not all spaces.
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+    )]
     reason: String,
     /// Links, logs or excerpts that show it (up to 10,000 characters).
+    #[schema(max_length = 10000)]
     evidence: Option<String>,
-    /// How to reach the reporter, if they want to be reached.
+    /// How to reach the reporter, if they want to be reached (up to 320 characters).
+    #[schema(max_length = 320)]
     contact: Option<String>,
 }
 
@@ -57,7 +64,7 @@ async fn flag_certificate(
     let c = find(&state, &id).await?;
     let reason = request.reason.trim();
     let length_error = |field: &str, max: usize| {
-        ApiError::bad_request(
+        ApiError::unprocessable(
             "invalid_flag",
             format!("{field} must be 1–{max} characters"),
         )
