@@ -244,54 +244,50 @@ BINDINGS = [
 
 
 # What this system answers by design and no schema can express. Keep this list short: everything
-# else the runs report is a finding.
-ALLOWANCES = """
-# No LLM runs here: the manifest assistant is unreachable by design, answered 502
-# `assistant_unavailable` (a documented status, but a 5xx for the server-error check).
-[[operations]]
-include-path-regex = "^/api/v1/sigma/dev/drafts/\\\\{id\\\\}/manifest$"
-include-method = "POST"
-checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "502"]
+# else the runs report is a finding. Each is (why, operation path, method, settings); schemathesis
+# applies the first [[operations]] entry that matches an operation, so each allowance is written
+# first, together with that operation's parameter bindings.
+SERVER_ERROR_502 = 'checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "502"]'
+NO_POSITIVE_CHECK = "checks.positive_data_acceptance.enabled = false"
+ALLOWANCES = [
+    ("No LLM runs here: the manifest assistant is unreachable by design, answered 502 "
+     "`assistant_unavailable` (a documented status, but a 5xx for the server-error check).",
+     "/api/v1/sigma/dev/drafts/{id}/manifest", "POST", [SERVER_ERROR_502]),
+    ("Nothing leaves the machine here, so a dry-run of a repository source cannot fetch its "
+     "archive: 502 `dry_run_unavailable`, the answer when a dependency fails.",
+     "/api/v1/sigma/dev/drafts/{id}/validate", "POST", [SERVER_ERROR_502]),
+    # Rules between fields, or on content, that JSON Schema as utoipa writes it cannot state; the
+    # handler checks each and answers 422 naming the rule. Only the schema-valid-requests-are-
+    # accepted check is off for them; every other check still runs.
+    ("A draft's entry point depends on its category (SKILL.md for skills, never for code), and "
+     "its advisory note may not instruct the reviewers.",
+     "/api/v1/sigma/dev/drafts", "POST", [NO_POSITIVE_CHECK]),
+    ("As above, for a draft's changes.", "/api/v1/sigma/dev/drafts/{id}", "PATCH", [NO_POSITIVE_CHECK]),
+    ("An uploaded bundle must be a readable zip or tar.gz archive within the unpacking limits.",
+     "/api/v1/sigma/dev/drafts/{id}/bundle", "PUT", [NO_POSITIVE_CHECK]),
+    ("As above, for a direct upload.", "/api/v1/sigma/dev/submissions", "POST", [NO_POSITIVE_CHECK]),
+    ("A voucher's credits depend on its kind (CREDITS: 1 to 10,000,000; FREE_SUBMISSION: none).",
+     "/api/v1/sigma/operator/vouchers", "POST", [NO_POSITIVE_CHECK]),
+    ("A campaign's fields depend on its kind (FIRST_N needs limitN; WINDOW needs startsAt or "
+     "endsAt and no limitN), and startsAt comes before endsAt.",
+     "/api/v1/sigma/operator/pricing/campaigns", "POST", [NO_POSITIVE_CHECK]),
+    ("A rule names a tier exactly when it is a COMPLEXITY_TIER rule.",
+     "/api/v1/sigma/operator/pricing/rules", "POST", [NO_POSITIVE_CHECK]),
+    ("A grant is never 0 credits, and a correction never takes the balance below zero.",
+     "/api/v1/sigma/operator/developers/{id}/credits", "POST", [NO_POSITIVE_CHECK]),
+]
 
-# Rules between fields, or on content, that JSON Schema as utoipa writes it cannot state; each is
-# checked by the handler and answered 422 naming the rule. positive_data_acceptance would count
-# those answers as refusals of schema-valid requests. Every other check still runs on these.
-# A draft's entry point depends on its category (SKILL.md for skills, never for code), and its
-# advisory note may not instruct the reviewers (the sandbox's prompt-injection rules).
-[[operations]]
-include-path-regex = "^/api/v1/sigma/dev/drafts$"
-include-method = "POST"
-checks.positive_data_acceptance.enabled = false
 
-[[operations]]
-include-path-regex = "^/api/v1/sigma/dev/drafts/\\\\{id\\\\}$"
-include-method = "PATCH"
-checks.positive_data_acceptance.enabled = false
-
-# An uploaded bundle must be a readable zip or tar.gz archive within the unpacking limits.
-[[operations]]
-include-path-regex = "^/api/v1/sigma/dev/(drafts/\\\\{id\\\\}/bundle|submissions)$"
-checks.positive_data_acceptance.enabled = false
-
-# A voucher's credits depend on its kind (CREDITS: 1 to 10,000,000; FREE_SUBMISSION: none).
-[[operations]]
-include-path-regex = "^/api/v1/sigma/operator/vouchers$"
-include-method = "POST"
-checks.positive_data_acceptance.enabled = false
-
-# A campaign's fields depend on its kind (FIRST_N needs limitN; WINDOW needs startsAt or endsAt,
-# and no limitN), and startsAt comes before endsAt.
-[[operations]]
-include-path-regex = "^/api/v1/sigma/operator/pricing/campaigns$"
-include-method = "POST"
-checks.positive_data_acceptance.enabled = false
-
-# A grant is never 0 credits, and a correction never takes the balance below zero.
-[[operations]]
-include-path-regex = "^/api/v1/sigma/operator/developers/\\\\{id\\\\}/credits$"
-include-method = "POST"
-checks.positive_data_acceptance.enabled = false
-"""
+def binding_lines(path: str, method: str | None, ids: dict) -> list[str]:
+    """The parameter bindings of BINDINGS that apply to this operation."""
+    params = []
+    for regex, only, never, param, dictionary in BINDINGS:
+        if not ids.get(dictionary) or not re.match(regex, path):
+            continue
+        if (only and method and only != method) or (never and method == never):
+            continue
+        params.append(f"{toml_str(param)} = {{ dictionary = {toml_str(dictionary)}, probability = 0.8 }}")
+    return [f"parameters = {{ {', '.join(params)} }}"] if params else []
 
 
 def toml_str(s: str) -> str:
@@ -310,6 +306,12 @@ def write_config(path: Path, ids: dict) -> None:
     ]
     used = set()
     ops = []
+    for why, op_path, method, settings in ALLOWANCES:
+        entry = [f"# {why}", "[[operations]]", f"include-path-regex = {toml_str('^' + re.escape(op_path) + '$')}"]
+        if method:
+            entry.append(f"include-method = {toml_str(method)}")
+        entry += settings + binding_lines(op_path, method, ids)
+        ops.append("\n".join(entry))
     for regex, only, never, param, dictionary in BINDINGS:
         if not ids.get(dictionary):
             continue
@@ -324,7 +326,7 @@ def write_config(path: Path, ids: dict) -> None:
     for name in sorted(used):
         values = ", ".join(toml_str(str(v)) for v in ids[name])
         lines += [f"[dictionaries.{name}]", f"values = [{values}]", ""]
-    lines += ["\n\n".join(ops), "", ALLOWANCES]
+    lines += ["\n\n".join(ops), ""]
     path.write_text("\n".join(lines))
 
 
@@ -418,6 +420,15 @@ def register_hooks() -> None:
 
     for media_type in samples:
         schemathesis.serializer(media_type)(archive(media_type))
+
+    @schemathesis.hook
+    def map_query(ctx, query):
+        # A page cursor is an opaque token the API issued: a generated one is always refused
+        # (400 `invalid_cursor`, covered by the integration tests), and no schema can describe
+        # the ones it accepts. Generated requests go without one.
+        if isinstance(query, dict):
+            query.pop("cursor", None)
+        return query
 
 
 def log_errors(log: Path) -> int:

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod core;
 pub mod dev;
 pub mod error;
+pub mod input;
 pub mod operator;
 pub mod paging;
 pub mod public;
@@ -152,6 +153,10 @@ fn declare_idempotency_key(operation: &mut utoipa::openapi::path::Operation) {
         .or_insert_with(|| RefOr::Ref(Ref::new("#/components/responses/Error")));
 }
 
+/// The longest path or query parameter the document promises to read: a few of them, even
+/// percent-encoded, stay within [`MAX_URI_BYTES`].
+pub const MAX_PARAMETER_CHARS: usize = 200;
+
 /// Says in the document what `ApiJson` and `ApiQuery` enforce on every string a client sends
 /// (see `error::text_ok`): no NUL, and at most `MAX_JSON_TEXT_CHARS` unless the field's own
 /// schema allows less. Applied to every schema reachable from a request body and to string
@@ -174,14 +179,19 @@ fn declare_text_rule(doc: &mut utoipa::openapi::OpenApi) {
         }
     }
 
-    fn constrain(node: &mut RefOr<Schema>, components: &mut Schemas, seen: &mut BTreeSet<String>) {
+    fn constrain(
+        node: &mut RefOr<Schema>,
+        cap: usize,
+        components: &mut Schemas,
+        seen: &mut BTreeSet<String>,
+    ) {
         let schema = match node {
             RefOr::Ref(reference) => {
                 if let Some(name) = reference.ref_location.strip_prefix("#/components/schemas/")
                     && seen.insert(name.to_owned())
                     && let Some(mut target) = components.remove(name)
                 {
-                    constrain(&mut target, components, seen);
+                    constrain(&mut target, cap, components, seen);
                     components.insert(name.to_owned(), target);
                 }
                 return;
@@ -202,38 +212,38 @@ fn declare_text_rule(doc: &mut utoipa::openapi::OpenApi) {
                         ))
                     );
                 if is_text(&object.schema_type) && !own_grammar {
-                    object.max_length.get_or_insert(error::MAX_JSON_TEXT_CHARS);
+                    object.max_length.get_or_insert(cap);
                     object
                         .pattern
                         .get_or_insert_with(|| "^[^\\u0000]*$".to_owned());
                 }
                 for property in object.properties.values_mut() {
-                    constrain(property, components, seen);
+                    constrain(property, cap, components, seen);
                 }
                 if let Some(extra) = object.additional_properties.as_deref_mut()
                     && let AdditionalProperties::RefOr(extra) = extra
                 {
-                    constrain(extra, components, seen);
+                    constrain(extra, cap, components, seen);
                 }
             }
             Schema::Array(array) => {
                 if let ArrayItems::RefOrSchema(items) = &mut array.items {
-                    constrain(items, components, seen);
+                    constrain(items, cap, components, seen);
                 }
             }
             Schema::OneOf(one) => {
                 for item in &mut one.items {
-                    constrain(item, components, seen);
+                    constrain(item, cap, components, seen);
                 }
             }
             Schema::AllOf(all) => {
                 for item in &mut all.items {
-                    constrain(item, components, seen);
+                    constrain(item, cap, components, seen);
                 }
             }
             Schema::AnyOf(any) => {
                 for item in &mut any.items {
-                    constrain(item, components, seen);
+                    constrain(item, cap, components, seen);
                 }
             }
             _ => {}
@@ -264,12 +274,17 @@ fn declare_text_rule(doc: &mut utoipa::openapi::OpenApi) {
                 .flat_map(|body| body.content.values_mut())
             {
                 if let Some(schema) = &mut content.schema {
-                    constrain(schema, &mut components, &mut seen);
+                    constrain(
+                        schema,
+                        error::MAX_JSON_TEXT_CHARS,
+                        &mut components,
+                        &mut seen,
+                    );
                 }
             }
             for parameter in operation.parameters.iter_mut().flatten() {
                 if let Some(schema) = &mut parameter.schema {
-                    constrain(schema, &mut components, &mut seen);
+                    constrain(schema, MAX_PARAMETER_CHARS, &mut components, &mut seen);
                 }
             }
         }
@@ -340,6 +355,7 @@ pub fn app(state: AppState) -> Router {
     let max_body = state.settings.api.max_body_bytes;
     router
         .merge(SwaggerUi::new("/docs").url("/api/v1/openapi.json", openapi))
+        .merge(dev::login_page::site_router())
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         // Errors are always `{code, detail}`, the router's own answers included.
         .fallback(|| async {

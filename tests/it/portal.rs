@@ -1401,7 +1401,7 @@ async fn vouchers_free_routes_and_catalog_changes() {
     let (status, unknown) = redeem(session.clone(), "NO-SUCH-VOUCHER").await;
     assert_eq!(
         (status, unknown["code"].as_str()),
-        (422, Some("voucher_invalid")),
+        (409, Some("voucher_invalid")),
         "{unknown}"
     );
     let other = app.login(&unique_email("second")).await;
@@ -1494,7 +1494,7 @@ async fn vouchers_free_routes_and_catalog_changes() {
         .await;
     assert_eq!(
         (status, body["code"].as_str()),
-        (422, Some("method_not_available"))
+        (409, Some("method_not_available"))
     );
     let (status, body) = intent(&app, &other, oq_id, "x402").await;
     assert_eq!(

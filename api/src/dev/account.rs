@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::checkout::{IntentView, intent_view};
+use super::payment_intents::{IntentView, intent_view};
 use crate::AppState;
 use crate::auth::DeveloperAuth;
 use crate::core::client_ip::ClientIp;
@@ -244,8 +244,10 @@ async fn redeem_voucher(
         .into_response())
 }
 
+/// A well-formed code that cannot be redeemed (unknown, used up, expired): one answer for all, so
+/// a guess learns nothing.
 fn voucher_invalid() -> ApiError {
-    ApiError::unprocessable(
+    ApiError::conflict(
         "voucher_invalid",
         "the voucher is unknown, used up, expired, or not a credits voucher",
     )

@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::owned::{OwnedDraft, OwnedResource};
+use super::owned::{Owned, OwnedResource};
 use crate::AppState;
 use crate::auth::DeveloperAuth;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, stored};
@@ -29,9 +29,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_draft, list_drafts))
         .routes(routes!(get_draft, update_draft, delete_draft))
         .routes(routes!(upload_bundle))
-        .merge(super::manifest::routes())
-        .merge(super::dry_run::routes())
 }
+
+/// One of the developer's drafts, loaded and authorised from the path.
+pub type OwnedDraft = Owned<DraftRow>;
 
 /// A public repository pinned to a ref.
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::owned::OwnedDraft;
+use super::drafts::OwnedDraft;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
@@ -89,9 +89,15 @@ pub(crate) async fn run_check(
         .get_workflow_handle::<DraftCheckWorkflow>(&workflow_id);
     match tokio::time::timeout(WAIT, handle.get_result(Default::default())).await {
         Ok(Ok(check)) => Ok(check),
-        Ok(Err(e)) => Err(ApiError::Internal(anyhow::anyhow!(
-            "dry-run workflow {workflow_id} failed: {e}"
-        ))),
+        Ok(Err(e)) => {
+            // Every retry spent: most often the repository archive could not be fetched. Logged
+            // with its cause; the developer learns that a dependency failed, not the internals.
+            tracing::error!(error = %e, workflow_id, "dry-run workflow failed");
+            Err(ApiError::bad_gateway(
+                "dry_run_unavailable",
+                "the dry-run could not complete (for a repository source: the archive could not be fetched); try again later",
+            ))
+        }
         Err(_) => Err(still_running()),
     }
 }
@@ -128,7 +134,9 @@ impl From<DraftCheck> for DryRun {
 /// endpoints), with what would fail and why. No payment, no audit.
 #[utoipa::path(post, path = "/drafts/{id}/validate", tag = "developer", security(("developer_session" = [])),
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = DryRun), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = DryRun), (status = 404, body = ErrorBody),
+        (status = 502, description = "The dry-run could not complete (a repository archive could not be fetched)", body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
 #[tracing::instrument(name = "validate_draft", skip_all, fields(draft_id = %draft.item.draft_id))]
 async fn validate_draft(
     State(state): State<AppState>,

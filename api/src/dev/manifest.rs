@@ -14,8 +14,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::drafts::OwnedDraft;
 use super::drafts::frozen;
-use super::owned::OwnedDraft;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
@@ -65,7 +65,8 @@ async fn generate_manifest(
     }
     let category = draft.category()?;
     if !category.has_skill() {
-        return Err(ApiError::unprocessable(
+        // The draft's category, not the request, rules it out.
+        return Err(ApiError::conflict(
             "no_manifest_for_category",
             format!("{category} submissions have no SKILL.md to generate a manifest from"),
         ));

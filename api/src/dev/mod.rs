@@ -7,8 +7,11 @@ pub mod checkout;
 pub mod drafts;
 pub mod dry_run;
 pub mod login;
+pub mod login_page;
 pub mod manifest;
 pub mod owned;
+pub mod payment_intents;
+pub mod quotes;
 pub mod submission_views;
 pub mod submissions;
 pub mod support;
@@ -23,6 +26,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(login::router())
         .merge(account::router())
         .merge(drafts::router())
+        .merge(manifest::routes())
+        .merge(dry_run::routes())
+        .merge(quotes::router())
+        .merge(payment_intents::router())
         .merge(checkout::router())
         .merge(support::router())
         .merge(submissions::router())

@@ -45,8 +45,3 @@ impl<T: OwnedResource> FromRequestParts<AppState> for Owned<T> {
         Ok(Self { developer, item })
     }
 }
-
-pub type OwnedDraft = Owned<super::drafts::DraftRow>;
-pub type OwnedSubmission = Owned<super::submission_views::SubmissionRow>;
-pub type OwnedIntent = Owned<super::checkout::IntentRow>;
-pub type OwnedTicket = Owned<crate::core::tickets::TicketRow>;

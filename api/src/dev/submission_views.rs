@@ -14,12 +14,15 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::owned::{OwnedResource, OwnedSubmission};
+use super::owned::{Owned, OwnedResource};
 use crate::AppState;
 use crate::auth::DeveloperAuth;
 use crate::core::submission_run::query_progress;
 use crate::error::{ApiQuery, ApiResult, ErrorBody, stored};
 use crate::paging::ListParams;
+
+/// One of the developer's submissions, loaded and authorised from the path.
+pub type OwnedSubmission = Owned<SubmissionRow>;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::owned::{OwnedResource, OwnedTicket};
+use super::owned::{Owned, OwnedResource};
 use super::submission_views::SubmissionRow;
 use crate::AppState;
 use crate::auth::DeveloperAuth;
@@ -21,6 +21,9 @@ use crate::core::tickets::{
 };
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, stored};
 use crate::paging::ListParams;
+
+/// One of the developer's support tickets, loaded and authorised from the path.
+pub type OwnedTicket = Owned<TicketRow>;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

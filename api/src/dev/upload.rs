@@ -17,12 +17,17 @@ use crate::error::{ApiError, ApiResult};
 #[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubmissionMetadata {
+    #[schema(max_length = 4096)]
     pub name: Option<String>,
+    #[schema(max_length = 4096)]
     pub version: Option<String>,
-    /// Public repository the bundle was taken from, if any.
+    /// Public repository the bundle was taken from, if any: an http(s) URL.
+    #[schema(max_length = 4096, pattern = "^https?://[^\\u0000]*$")]
     pub source_url: Option<String>,
+    #[schema(max_length = 4096)]
     pub source_ref: Option<String>,
     /// Advisory note for the reviewers; treated as a hypothesis, never as fact.
+    #[schema(max_length = 4096)]
     pub note: Option<String>,
 }
 
@@ -223,10 +228,13 @@ pub(crate) fn validate_metadata(m: &SubmissionMetadata) -> ApiResult<()> {
         if let Some(v) = value {
             crate::error::text_ok(v, || format!("metadata.{field}"))?;
         }
-        if value.as_ref().is_some_and(|v| v.len() > MAX_TEXT_FIELD) {
+        if value
+            .as_ref()
+            .is_some_and(|v| v.chars().count() > MAX_TEXT_FIELD)
+        {
             return Err(ApiError::unprocessable(
                 "field_too_long",
-                format!("metadata.{field} exceeds {MAX_TEXT_FIELD} bytes"),
+                format!("metadata.{field} exceeds {MAX_TEXT_FIELD} characters"),
             ));
         }
     }

@@ -69,11 +69,7 @@ async fn find_developer(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Reason {
     /// Why, for the record; not all spaces.
-    #[schema(
-        min_length = 1,
-        max_length = 2000,
-        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
-    )]
+    #[schema(min_length = 1, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     pub reason: String,
 }
 
@@ -113,11 +109,7 @@ pub struct CreditGrant {
     /// Positive to grant, negative to correct an earlier grant (never below zero); not 0.
     #[schema(minimum = -100000000, maximum = 100000000)]
     pub credits: i64,
-    #[schema(
-        min_length = 1,
-        max_length = 2000,
-        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
-    )]
+    #[schema(min_length = 1, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     pub reason: String,
 }
 

@@ -251,6 +251,12 @@ async fn set_certificate_status(
 ) -> ApiResult<Json<serde_json::Value>> {
     let status = request.status.status();
     let reason = request.reason.trim();
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ApiError::unprocessable(
+            "reason_too_long",
+            format!("`reason` is shown publicly: at most {MAX_REASON_CHARS} characters"),
+        ));
+    }
     if reason.is_empty() {
         return Err(ApiError::unprocessable(
             "missing_reason",

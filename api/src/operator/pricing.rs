@@ -245,9 +245,12 @@ pub struct NewRule {
     pub tier: Option<ComplexityTier>,
     /// Added per endpoint or package, or once for a tier.
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub amount_credits: i64,
     /// For COMPLEXITY_TIER: the base price scaled by this many basis points (15000 = ×1.5).
+    #[schema(minimum = 1, maximum = 100000)]
     pub multiplier_bps: Option<i32>,
+    #[schema(min_length = 1, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     pub label: String,
 }
 
@@ -338,11 +341,7 @@ async fn retire_rule(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewCampaign {
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
-    )]
+    #[schema(min_length = 1, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")]
     pub name: String,
     /// Omit to apply to every category.
     pub category: Option<Category>,
@@ -456,7 +455,8 @@ async fn set_payment_method(
     ApiJson(body): ApiJson<Toggle>,
 ) -> ApiResult<Json<PaymentMethodView>> {
     if body.enabled && !IMPLEMENTED_METHODS.contains(&method) {
-        return Err(ApiError::unprocessable(
+        // A well-formed request this deployment cannot honour yet: a conflict with its state.
+        return Err(ApiError::conflict(
             "method_not_available",
             format!("`{method}` cannot be enabled: this deployment has no {method} rail yet"),
         ));

@@ -34,6 +34,7 @@ pub struct TicketQuery {
     /// OPEN when absent.
     #[param(inline)]
     pub status: Option<TicketStatus>,
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }

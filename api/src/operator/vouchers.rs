@@ -126,7 +126,7 @@ pub struct AllowlistEntry {
     #[schema(
         min_length = 3,
         max_length = 254,
-        pattern = "^(@|[A-Za-z0-9_%+-]+(\\.[A-Za-z0-9_%+-]+)*@)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+        pattern = "^(@|(?=[^@]{1,64}@)[A-Za-z0-9_%+-]+(\\.[A-Za-z0-9_%+-]+)*@)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$"
     )]
     pub pattern: String,
     #[serde(default)]
@@ -164,16 +164,24 @@ async fn add_allowlist(
     Ok(StatusCode::CREATED)
 }
 
+/// An allowlist entry as stored (lowercased and trimmed).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowlistedView {
+    pub pattern: String,
+    pub note: String,
+}
+
 /// The free allowlist.
 #[utoipa::path(get, path = "/free-allowlist", tag = "operator", security(("operator_session" = [])),
-    responses((status = 200, body = Vec<AllowlistEntry>)))]
+    responses((status = 200, body = Vec<AllowlistedView>)))]
 async fn list_allowlist(
     State(state): State<AppState>,
     _operator: OperatorAuth,
-) -> ApiResult<Json<Vec<AllowlistEntry>>> {
+) -> ApiResult<Json<Vec<AllowlistedView>>> {
     Ok(Json(
         sqlx::query_as!(
-            AllowlistEntry,
+            AllowlistedView,
             "select pattern, note from free_allowlist order by pattern"
         )
         .fetch_all(&state.db)
