@@ -127,6 +127,21 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// The operations of one path, whichever methods it has.
+fn operations_mut(
+    item: &mut utoipa::openapi::path::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.post,
+        &mut item.put,
+        &mut item.patch,
+        &mut item.delete,
+    ]
+    .into_iter()
+    .flatten()
+}
+
 /// An operation that takes an `Idempotency-Key` says what `core::idempotency` accepts (1 to 200
 /// visible ASCII characters) and that reusing a key for another request is a 409.
 fn declare_idempotency_key(operation: &mut utoipa::openapi::path::Operation) {
@@ -257,16 +272,7 @@ fn declare_text_rule(doc: &mut utoipa::openapi::OpenApi) {
         .unwrap_or_default();
     let mut seen = BTreeSet::new();
     for item in doc.paths.paths.values_mut() {
-        for operation in [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.patch,
-            &mut item.delete,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for operation in operations_mut(item) {
             declare_idempotency_key(operation);
             for content in operation
                 .request_body
@@ -317,16 +323,7 @@ fn shared_error_responses(doc: &mut utoipa::openapi::OpenApi) {
     );
     for (path, item) in doc.paths.paths.iter_mut() {
         let limited = path.starts_with("/api/v1/public") || path.contains("/auth/");
-        for operation in [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.patch,
-            &mut item.delete,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for operation in operations_mut(item) {
             let mut statuses = vec!["400", "405", "414", "500", "503"];
             if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
                 statuses.extend(["401", "403"]);

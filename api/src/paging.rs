@@ -64,7 +64,9 @@ impl ListParams {
                 format!("limit must be a whole number from 1 to 100, not {limit}"),
             ));
         }
-        let (after_time, after_id) = match self.cursor.as_deref().map(decode_cursor).transpose()? {
+        // `?cursor=` with nothing after it asks for the first page, as no cursor does.
+        let cursor = self.cursor.as_deref().filter(|c| !c.trim().is_empty());
+        let (after_time, after_id) = match cursor.map(decode_cursor).transpose()? {
             Some((at, id)) => (Some(at), Some(id)),
             None => (None, None),
         };

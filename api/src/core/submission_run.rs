@@ -89,32 +89,10 @@ pub async fn start_with_intake(
     .search_attributes(attributes)
     .static_summary(summary)
     .build();
-    let wait = Duration::from_secs(state.settings.api.intake_answer_secs);
-    let call = state.temporal.execute_update_with_start_workflow(
-        SubmissionWorkflow::run,
-        input,
-        SubmissionWorkflow::intake_outcome,
-        (),
-        options,
-    );
-    match tokio::time::timeout(wait, call).await {
-        Ok(Ok(outcome)) => Ok(outcome),
-        Ok(Err(WorkflowUpdateWithStartError::Start(WorkflowStartError::AlreadyStarted {
-            ..
-        }))) => Ok(None),
-        Ok(Err(WorkflowUpdateWithStartError::Update(e))) => {
-            // E.g. the run closed as the update arrived: the projection answers.
-            tracing::info!(error = %e, "intake outcome not available from the run");
-            Ok(None)
-        }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "cannot start the submission workflow");
-            Err(engine_unavailable())
-        }
-        Err(_) => {
-            tracing::warn!("no worker answered the intake update in time");
-            Ok(None)
-        }
+    match ask_intake(state, input, options).await? {
+        Asked::Answered(outcome) => Ok(outcome),
+        // A run under this id completed long ago, or no answer came: the projection answers.
+        Asked::AlreadyStarted | Asked::NoAnswer => Ok(None),
     }
 }
 
@@ -151,19 +129,9 @@ pub async fn start_retry(
     .search_attributes(attributes)
     .static_summary(format!("operator retry of {summary}"))
     .build();
-    let wait = Duration::from_secs(state.settings.api.intake_answer_secs);
-    let call = state.temporal.execute_update_with_start_workflow(
-        SubmissionWorkflow::run,
-        input,
-        SubmissionWorkflow::intake_outcome,
-        (),
-        options,
-    );
-    match tokio::time::timeout(wait, call).await {
-        Ok(Ok(outcome)) => Ok(outcome),
-        Ok(Err(WorkflowUpdateWithStartError::Start(WorkflowStartError::AlreadyStarted {
-            ..
-        }))) => {
+    match ask_intake(state, input, options).await? {
+        Asked::Answered(outcome) => Ok(outcome),
+        Asked::AlreadyStarted => {
             if workflow_status(state, id).await == Some(WorkflowExecutionStatus::Running) {
                 Err(run_in_progress(id))
             } else {
@@ -174,17 +142,52 @@ pub async fn start_retry(
                 ))
             }
         }
+        Asked::NoAnswer => Ok(None),
+    }
+}
+
+/// How asking a run for its intake outcome ended.
+enum Asked {
+    Answered(Option<IntakeOutcome>),
+    /// The id's conflict or reuse policy refused a new run.
+    AlreadyStarted,
+    /// No worker answered within `api.intake_answer_secs`, or the run closed as the update
+    /// arrived: the run (if any) goes on by itself.
+    NoAnswer,
+}
+
+/// Starts the run (as the options' policies allow) and asks it, in the same atomic call, how its
+/// intake step ended. Because the question travels with the start, the run cannot close before
+/// answering it.
+async fn ask_intake(
+    state: &AppState,
+    input: SubmissionInput,
+    options: WorkflowUpdateWithStartOptions,
+) -> ApiResult<Asked> {
+    let wait = Duration::from_secs(state.settings.api.intake_answer_secs);
+    let call = state.temporal.execute_update_with_start_workflow(
+        SubmissionWorkflow::run,
+        input,
+        SubmissionWorkflow::intake_outcome,
+        (),
+        options,
+    );
+    match tokio::time::timeout(wait, call).await {
+        Ok(Ok(outcome)) => Ok(Asked::Answered(outcome)),
+        Ok(Err(WorkflowUpdateWithStartError::Start(WorkflowStartError::AlreadyStarted {
+            ..
+        }))) => Ok(Asked::AlreadyStarted),
         Ok(Err(WorkflowUpdateWithStartError::Update(e))) => {
-            tracing::info!(error = %e, "intake outcome not available from the retry's run");
-            Ok(None)
+            tracing::info!(error = %e, "intake outcome not available from the run");
+            Ok(Asked::NoAnswer)
         }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "cannot start the submission workflow");
             Err(engine_unavailable())
         }
         Err(_) => {
-            tracing::warn!("no worker answered the retry's intake in time");
-            Ok(None)
+            tracing::warn!("no worker answered the intake update in time");
+            Ok(Asked::NoAnswer)
         }
     }
 }

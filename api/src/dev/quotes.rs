@@ -164,8 +164,9 @@ fn quote_view(
 /// dry-run is not quoted. The quote expires; its price snapshot is kept with the submission.
 #[utoipa::path(post, path = "/drafts/{id}/quote", tag = "developer", security(("developer_session" = [])),
     params(("id" = Uuid, Path)),
-    responses((status = 201, body = QuoteView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 422, description = "The draft fails its dry-run, or its category is not offered", body = ErrorBody)))]
+    responses((status = 201, body = QuoteView), (status = 404, body = ErrorBody),
+        (status = 409, description = "The draft was submitted, or fails its dry-run", body = ErrorBody),
+        (status = 422, description = "The draft's category is not offered", body = ErrorBody)))]
 #[tracing::instrument(name = "quote", skip_all, fields(draft_id = %owned.item.draft_id))]
 async fn create_quote(State(state): State<AppState>, owned: OwnedDraft) -> ApiResult<Response> {
     let OwnedDraft {
@@ -174,10 +175,7 @@ async fn create_quote(State(state): State<AppState>, owned: OwnedDraft) -> ApiRe
     } = owned;
     let id = draft.draft_id;
     if draft.submission_id.is_some() {
-        return Err(ApiError::conflict(
-            "draft_submitted",
-            "this draft was already submitted",
-        ));
+        return Err(super::drafts::frozen());
     }
     let category = draft.category()?;
     let check = super::dry_run::run_check(&state, id, draft.revision).await?;
