@@ -248,17 +248,38 @@ BINDINGS = [
 # applies the first [[operations]] entry that matches an operation, so each allowance is written
 # first, together with that operation's parameter bindings.
 SERVER_ERROR_502 = 'checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "502"]'
-NO_POSITIVE_CHECK = "checks.positive_data_acceptance.enabled = false"
+# The CLI's --checks list wins over `enabled = false` here, so the allowance widens what counts as
+# accepted for that one operation instead (every other check still runs).
+UPSTREAM_502 = 'checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "429", "502"]'
+# A page cursor is an opaque token the API issued: a generated one is refused (400
+# `invalid_cursor`, which the integration tests cover) and no schema can describe the accepted
+# ones; 422 and every other check still count on these lists.
+CURSOR_400 = 'checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429"]'
+NO_POSITIVE_CHECK = 'checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "4xx"]'
 ALLOWANCES = [
     ("No LLM runs here: the manifest assistant is unreachable by design, answered 502 "
      "`assistant_unavailable` (a documented status, but a 5xx for the server-error check).",
      "/api/v1/sigma/dev/drafts/{id}/manifest", "POST", [SERVER_ERROR_502]),
     ("Nothing leaves the machine here, so a dry-run of a repository source cannot fetch its "
      "archive: 502 `dry_run_unavailable`, the answer when a dependency fails.",
-     "/api/v1/sigma/dev/drafts/{id}/validate", "POST", [SERVER_ERROR_502]),
+     "/api/v1/sigma/dev/drafts/{id}/validate", "POST", [SERVER_ERROR_502, UPSTREAM_502]),
+    ("A quote runs the same dry-run first.", "/api/v1/sigma/dev/drafts/{id}/quote", "POST",
+     [SERVER_ERROR_502, UPSTREAM_502]),
+    ("Nor can a comparison fetch SKILL.md from GitHub: 502 `upstream_unavailable`.",
+     "/api/v1/public/certificates/{id}/compare-skill-from-github", "POST",
+     [SERVER_ERROR_502, UPSTREAM_502]),
+    *[("Lists take an opaque page cursor.", path, "GET", [CURSOR_400]) for path in (
+        "/api/v1/public/certificates",
+        "/api/v1/sigma/dev/drafts",
+        "/api/v1/sigma/dev/submissions",
+        "/api/v1/sigma/dev/payments",
+        "/api/v1/sigma/dev/credits/ledger",
+        "/api/v1/sigma/dev/support/tickets",
+        "/api/v1/sigma/operator/support/tickets",
+    )],
     # Rules between fields, or on content, that JSON Schema as utoipa writes it cannot state; the
-    # handler checks each and answers 422 naming the rule. Only the schema-valid-requests-are-
-    # accepted check is off for them; every other check still runs.
+    # handler checks each and answers 422 naming the rule. For these operations a 4xx counts as
+    # an answer to a schema-valid request; every other check still runs.
     ("A draft's entry point depends on its category (SKILL.md for skills, never for code), and "
      "its advisory note may not instruct the reviewers.",
      "/api/v1/sigma/dev/drafts", "POST", [NO_POSITIVE_CHECK]),

@@ -166,7 +166,8 @@ fn quote_view(
     params(("id" = Uuid, Path)),
     responses((status = 201, body = QuoteView), (status = 404, body = ErrorBody),
         (status = 409, description = "The draft was submitted, or fails its dry-run", body = ErrorBody),
-        (status = 422, description = "The draft's category is not offered", body = ErrorBody)))]
+        (status = 422, description = "The draft's category is not offered", body = ErrorBody),
+        (status = 502, description = "The dry-run could not complete (a repository archive could not be fetched)", body = ErrorBody)))]
 #[tracing::instrument(name = "quote", skip_all, fields(draft_id = %owned.item.draft_id))]
 async fn create_quote(State(state): State<AppState>, owned: OwnedDraft) -> ApiResult<Response> {
     let OwnedDraft {
