@@ -18,6 +18,8 @@ pub struct PlaneClient {
     /// The API's base URL and the plane's path prefix.
     root: String,
     token: Option<String>,
+    /// Extra headers sent with every request (an `Idempotency-Key`, a cookie).
+    headers: Vec<(String, String)>,
 }
 
 impl PlaneClient {
@@ -31,6 +33,7 @@ impl PlaneClient {
             http,
             root: format!("{base_url}{plane}"),
             token: token.map(str::to_owned),
+            headers: Vec::new(),
         }
     }
 
@@ -48,6 +51,13 @@ impl PlaneClient {
             token: None,
             ..self.clone()
         }
+    }
+
+    /// The same client sending `name: value` with every request, e.g. an `Idempotency-Key`.
+    pub fn with_header(&self, name: &str, value: &str) -> Self {
+        let mut client = self.clone();
+        client.headers.push((name.to_owned(), value.to_owned()));
+        client
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -106,6 +116,9 @@ impl PlaneClient {
         let mut request = self.http.request(method, self.url(path));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
+        }
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
         }
         if let Some(body) = body {
             request = request.json(body);

@@ -488,36 +488,14 @@ impl TestApp {
         PlaneClient::new(self.http.clone(), &self.base_url, client::DEV, None)
     }
 
+    /// The operator plane before sign-in (console login).
+    pub fn public_operator(&self) -> PlaneClient {
+        PlaneClient::new(self.http.clone(), &self.base_url, client::OPERATOR, None)
+    }
+
     /// The public plane, without credentials.
     pub fn public(&self) -> PlaneClient {
         PlaneClient::new(self.http.clone(), &self.base_url, client::PUBLIC, None)
-    }
-
-    /// GET a JSON body with a token; `target` is a path or a full URL.
-    pub async fn get_json(&self, target: &str, token: &str) -> Value {
-        let url = if target.starts_with('/') {
-            self.url(target)
-        } else {
-            target.to_owned()
-        };
-        self.http
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("API reachable")
-            .json()
-            .await
-            .expect("JSON body")
-    }
-
-    /// POST with a token and an optional JSON body.
-    pub async fn post(&self, path: &str, token: &str, body: Option<Value>) -> reqwest::Response {
-        let mut request = self.http.post(self.url(path)).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        request.send().await.expect("API reachable")
     }
 
     /// POST a bundle as multipart form data.
@@ -557,15 +535,20 @@ impl TestApp {
         body["id"].as_str().expect("id").to_owned()
     }
 
+    /// The submission's status as its developer reads it (whatever the answer's status).
     pub async fn submission(&self, id: &str) -> Value {
-        self.get_json(
-            &format!("/api/v1/sigma/dev/submissions/{id}"),
-            &self.developer_token,
-        )
-        .await
+        self.dev(&self.developer_token)
+            .call(
+                reqwest::Method::GET,
+                &format!("/submissions/{id}"),
+                None::<&()>,
+            )
+            .await
+            .1
     }
 
-    /// GET a JSON body from the public plane, without credentials.
+    /// GET a JSON body without credentials; `path` is the whole path, for the documents outside
+    /// a plane (`/.well-known/…`, `/api/v1/openapi.json`). Prefer the typed plane clients.
     pub async fn public_json(&self, path: &str) -> Value {
         self.http
             .get(self.url(path))
@@ -597,14 +580,15 @@ impl TestApp {
         }
     }
 
-    pub async fn decide(&self, id: &str, decision: &str, reason: &str) -> reqwest::Response {
-        self.http
-            .post(self.url(&format!("/api/v1/sigma/operator/submissions/{id}/decision")))
-            .bearer_auth(&self.operator_token)
-            .json(&serde_json::json!({"decision": decision, "reason": reason}))
-            .send()
+    /// The operator's decision on an escalated submission; the status and the answer.
+    pub async fn decide(&self, id: &str, decision: &str, reason: &str) -> (u16, Value) {
+        self.operator(&self.operator_token)
+            .call(
+                reqwest::Method::POST,
+                &format!("/submissions/{id}/decision"),
+                Some(&serde_json::json!({"decision": decision, "reason": reason})),
+            )
             .await
-            .expect("API reachable")
     }
 
     /// Emails maildev holds for this test's developer.
@@ -715,29 +699,15 @@ impl TestApp {
         sigma_api::auth::operator_login(&self.db, &name, password)
             .await
             .expect("operator login created");
-        let body: Value =
-            PlaneClient::new(self.http.clone(), &self.base_url, client::OPERATOR, None)
-                .post(
-                    "/auth/login",
-                    &serde_json::json!({ "name": name, "password": password }),
-                    200,
-                )
-                .await;
+        let body: Value = self
+            .public_operator()
+            .post(
+                "/auth/login",
+                &serde_json::json!({ "name": name, "password": password }),
+                200,
+            )
+            .await;
         body["token"].as_str().expect("console token").to_owned()
-    }
-
-    /// Any request with an optional bearer token and JSON body; the status and the JSON answer
-    /// (`null` when the body is empty). `path` is the whole path; prefer the typed plane clients.
-    pub async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        PlaneClient::new(self.http.clone(), &self.base_url, "", token)
-            .call(method, path, body.as_ref())
-            .await
     }
 
     /// How many runs Temporal's visibility shows under `workflow_id`. Visibility is eventually

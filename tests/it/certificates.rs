@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use reqwest::Method;
 use serde_json::{Value, json};
 use sigma_shared::attestation::{self, Envelope, KeySet};
 use sigma_shared::domain::lf_normalised_sha256;
@@ -65,13 +66,10 @@ async fn signed_certificate_verifies_offline_and_any_tampering_fails() {
     let app = TestApp::spawn().await.unwrap();
     let id = approved(&app, bundle::weather_skill()).await;
 
-    let record = app
-        .public_json(&format!("/api/v1/public/certificates/{id}"))
-        .await;
+    let record: Value = app.public().get(&format!("/certificates/{id}"), 200).await;
     let keys: KeySet =
         serde_json::from_value(app.public_json("/.well-known/sigma-keys.json").await).unwrap();
-    let keys_again: KeySet =
-        serde_json::from_value(app.public_json("/api/v1/public/keys").await).unwrap();
+    let keys_again: KeySet = app.public().get("/keys", 200).await;
     assert_eq!(keys, keys_again);
     assert_eq!(keys.keys.len(), 1);
     assert_eq!(keys.keys[0].status, "active");
@@ -185,15 +183,14 @@ async fn signed_certificate_verifies_offline_and_any_tampering_fails() {
     // Online by id: also reads the live status, so a revocation fails verification.
     let (code, report) = sigma_verify(&[&id, "--api", &app.base_url, "--skill", skill_path]);
     assert_eq!(code, 0, "{report}");
-    let revoke = app
-        .http
-        .post(app.url(&format!("/api/v1/sigma/operator/certificates/{id}/status")))
-        .bearer_auth(&app.operator_token)
-        .json(&json!({"status": "REVOKED", "reason": "key material leaked in a later commit"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoke.status(), 200);
+    let _revoked: Value = app
+        .operator(&app.operator_token)
+        .post(
+            &format!("/certificates/{id}/status"),
+            &json!({"status": "REVOKED", "reason": "key material leaked in a later commit"}),
+            200,
+        )
+        .await;
     let (code, report) = sigma_verify(&[&id, "--api", &app.base_url]);
     assert_eq!(code, 1, "{report}");
     assert_eq!(failed_checks(&report), ["live status"]);
@@ -265,53 +262,46 @@ async fn flags_and_revocation_show_on_every_replica_within_a_second() {
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["flagId"], created["flagId"]);
     assert_eq!(again["created"], false);
-    let live = app
-        .public_json(&format!("/api/v1/public/certificates/{id}/live-status"))
+    let live: Value = app
+        .public()
+        .get(&format!("/certificates/{id}/live-status"), 200)
         .await;
     assert_eq!(live["activeFlagCount"], 1, "{live}");
 
     // The operator dismisses it: valid again everywhere.
-    let flags: Value = app
-        .get_json(
-            &format!("/api/v1/sigma/operator/flags?certificate_id={id}"),
-            &app.operator_token,
-        )
+    let operator = app.operator(&app.operator_token);
+    let flags: Value = operator
+        .get(&format!("/flags?certificate_id={id}"), 200)
         .await;
     assert_eq!(flags["items"].as_array().unwrap().len(), 1, "{flags}");
-    let dismissed = app
+    let _dismissed: Value = operator
         .post(
-            &format!(
-                "/api/v1/sigma/operator/flags/{}",
-                created["flagId"].as_str().unwrap()
-            ),
-            &app.operator_token,
-            Some(json!({"status": "DISMISSED", "note": "the third host is the declared CDN"})),
+            &format!("/flags/{}", created["flagId"].as_str().unwrap()),
+            &json!({"status": "DISMISSED", "note": "the third host is the declared CDN"}),
+            200,
         )
         .await;
-    assert_eq!(dismissed.status(), 200);
     wait_until_verify(&replica, &id, http, |v| v["valid"] == true).await;
     // A developer token is refused on the operator plane.
-    let refused = app
+    let status_path = format!("/certificates/{id}/status");
+    let _refused: Value = operator
+        .with_token(&app.developer_token)
         .post(
-            &format!("/api/v1/sigma/operator/certificates/{id}/status"),
-            &app.developer_token,
-            Some(json!({"status": "REVOKED", "reason": "x"})),
+            &status_path,
+            &json!({"status": "REVOKED", "reason": "x"}),
+            401,
         )
         .await;
-    assert_eq!(refused.status(), 401);
 
     // A revocation on the first instance reaches the replica within a second.
-    let status_path = format!("/api/v1/sigma/operator/certificates/{id}/status");
     let status = |status: &'static str| {
-        app.post(
-            &status_path,
-            &app.operator_token,
-            Some(json!({"status": status, "reason": "exfiltration confirmed"})),
-        )
+        let body = json!({"status": status, "reason": "exfiltration confirmed"});
+        let (operator, path) = (operator.clone(), status_path.clone());
+        async move { operator.call(Method::POST, &path, Some(&body)).await }
     };
-    assert_eq!(status("SUSPENDED").await.status(), 200);
+    assert_eq!(status("SUSPENDED").await.0, 200);
     wait_until_verify(&replica, &id, http, |v| v["status"] == "SUSPENDED").await;
-    assert_eq!(status("REVOKED").await.status(), 200);
+    assert_eq!(status("REVOKED").await.0, 200);
     let elapsed = wait_until_verify(&replica, &id, http, |v| {
         v["status"] == "REVOKED"
             && v["valid"] == false
@@ -322,12 +312,14 @@ async fn flags_and_revocation_show_on_every_replica_within_a_second() {
         elapsed < Duration::from_secs(1),
         "revocation took {elapsed:?} to show"
     );
-    let reinstate = status("APPROVED").await;
-    assert_eq!(reinstate.status(), 409, "revocation is final");
+    let (reinstate, body) = status("APPROVED").await;
+    assert_eq!(reinstate, 409, "revocation is final: {body}");
 
     // Views are counted without a write per request, and reach the database in batches.
     for _ in 0..5 {
-        app.public_json(&format!("/api/v1/public/certificates/{id}/verify"))
+        let _: Value = app
+            .public()
+            .get(&format!("/certificates/{id}/verify"), 200)
             .await;
     }
     let start = Instant::now();
@@ -407,10 +399,9 @@ async fn seed_copies(app: &TestApp, source: &str, n: usize, tweak: &str) -> Vec<
     ids
 }
 
+/// GET on the public plane (`path` relative to it); the status and the answer.
 async fn get(app: &TestApp, path: &str) -> (u16, Value) {
-    let response = app.http.get(app.url(path)).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    app.public().call(Method::GET, path, None::<&()>).await
 }
 
 /// A local stand-in for raw.githubusercontent.com, at the network boundary; its base URL.
@@ -476,8 +467,8 @@ async fn public_listing_pages_searches_and_refuses_bad_input() {
     let mut cursor: Option<String> = None;
     loop {
         let path = match &cursor {
-            Some(c) => format!("/api/v1/public/certificates?limit=10&cursor={c}"),
-            None => "/api/v1/public/certificates?limit=10".into(),
+            Some(c) => format!("/certificates?limit=10&cursor={c}"),
+            None => "/certificates?limit=10".into(),
         };
         let (status, page) = get(&app, &path).await;
         assert_eq!(status, 200, "{page}");
@@ -500,7 +491,7 @@ async fn public_listing_pages_searches_and_refuses_bad_input() {
     sorted.dedup();
     assert_eq!(sorted.len(), 25, "no certificate twice");
     // Search: every keyword must match the name or description.
-    let (_, found) = get(&app, "/api/v1/public/certificates?q=beta&limit=100").await;
+    let (_, found) = get(&app, "/certificates?q=beta&limit=100").await;
     let found: Vec<&str> = found["items"]
         .as_array()
         .unwrap()
@@ -509,10 +500,10 @@ async fn public_listing_pages_searches_and_refuses_bad_input() {
         .collect();
     assert_eq!(found.len(), betas.len());
     assert!(betas.iter().all(|b| found.contains(&b.as_str())));
-    let (_, found) = get(&app, "/api/v1/public/certificates?q=weather%20FORECAST").await;
+    let (_, found) = get(&app, "/certificates?q=weather%20FORECAST").await;
     assert_eq!(found["items"].as_array().unwrap().len(), 1, "{found}");
     assert_eq!(found["items"][0]["id"], id.as_str());
-    let (status, found) = get(&app, "/api/v1/public/certificates?q=100%25_%5C").await;
+    let (status, found) = get(&app, "/certificates?q=100%25_%5C").await;
     assert_eq!((status, found["items"].as_array().unwrap().len()), (200, 0));
     // Bad limits and cursors are the client's error, clearly said.
     for bad in [
@@ -524,7 +515,7 @@ async fn public_listing_pages_searches_and_refuses_bad_input() {
         "cursor=%%%",
         "limit=5&cursor=MTox",
     ] {
-        let (status, body) = get(&app, &format!("/api/v1/public/certificates?{bad}")).await;
+        let (status, body) = get(&app, &format!("/certificates?{bad}")).await;
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(
             body["code"].is_string() && body["detail"].is_string(),
@@ -534,10 +525,10 @@ async fn public_listing_pages_searches_and_refuses_bad_input() {
 
     // Unknown and malformed ids.
     for path in [
-        "/api/v1/public/certificates/ffffffffffffffffffffffff/verify",
-        "/api/v1/public/certificates/not-an-id",
-        "/api/v1/public/certificates/ffffffffffffffffffffffff/live-status",
-        "/api/v1/public/certificates/%00/source-integrity",
+        "/certificates/ffffffffffffffffffffffff/verify",
+        "/certificates/not-an-id",
+        "/certificates/ffffffffffffffffffffffff/live-status",
+        "/certificates/%00/source-integrity",
     ] {
         let (status, body) = get(&app, path).await;
         assert_eq!(status, 404, "{path}");
@@ -608,37 +599,27 @@ async fn compare_matches_uploads_and_github_refs_after_normalising_line_endings(
     assert!(huge["code"].is_string(), "{huge}");
 
     // Compare with GitHub at a ref (served by the local stand-in).
+    let github_path = format!("/certificates/{id}/compare-skill-from-github");
     let github_compare = |body: Value| {
-        app.http
-            .post(app.url(&format!(
-                "/api/v1/public/certificates/{id}/compare-skill-from-github"
-            )))
-            .json(&body)
-            .send()
+        let (public, path) = (app.public(), github_path.clone());
+        async move { public.call(Method::POST, &path, Some(&body)).await }
     };
-    let tagged: Value =
+    let (status, tagged) =
         github_compare(json!({"sourceUrl": "https://github.com/acme/weather", "sourceRef": "v1"}))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .await;
+    assert_eq!(status, 200, "{tagged}");
     assert_eq!(tagged["match"], true, "{tagged}");
     assert_eq!(tagged["fetchedRef"], "v1");
-    let moved: Value = github_compare(
+    let (status, moved) = github_compare(
         json!({"sourceUrl": "https://github.com/acme/weather.git", "sourceRef": "main"}),
     )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .await;
+    assert_eq!(status, 200, "{moved}");
     assert_eq!(moved["match"], false, "{moved}");
-    let missing =
+    let (status, missing) =
         github_compare(json!({"sourceUrl": "https://github.com/acme/nothing", "sourceRef": "v1"}))
-            .await
-            .unwrap();
-    assert_eq!(missing.status(), 422);
+            .await;
+    assert_eq!(status, 422, "{missing}");
     for (body, code) in [
         (
             json!({"sourceUrl": "http://github.com/acme/weather"}),
@@ -658,19 +639,13 @@ async fn compare_matches_uploads_and_github_refs_after_normalising_line_endings(
             "invalid_ref",
         ),
     ] {
-        let response = github_compare(body.clone()).await.unwrap();
-        assert_eq!(response.status(), 422, "{body}");
-        assert_eq!(
-            response.json::<Value>().await.unwrap()["code"],
-            code,
-            "{body}"
-        );
+        let (status, answer) = github_compare(body.clone()).await;
+        assert_eq!(status, 422, "{body}: {answer}");
+        assert_eq!(answer["code"], code, "{body}: {answer}");
     }
     let not_json = app
         .http
-        .post(app.url(&format!(
-            "/api/v1/public/certificates/{id}/compare-skill-from-github"
-        )))
+        .post(app.public().url(&github_path))
         .header("content-type", "application/json")
         .body("{")
         .send()
@@ -723,18 +698,14 @@ async fn flags_expiry_and_discovery_change_what_is_advertised() {
         limited.json::<Value>().await.unwrap()["code"],
         "rate_limited"
     );
-    let (_, flagged) = get(
-        &app,
-        &format!("/api/v1/public/certificates/{}/verify", alphas[0]),
-    )
-    .await;
+    let (_, flagged) = get(&app, &format!("/certificates/{}/verify", alphas[0])).await;
     assert_eq!(
         (flagged["valid"].clone(), flagged["activeFlagCount"].clone()),
         (json!(false), json!(3))
     );
 
     // Verify: the API disclaimer follows the network rules on every call.
-    let (_, verify) = get(&app, &format!("/api/v1/public/certificates/{id}/verify")).await;
+    let (_, verify) = get(&app, &format!("/certificates/{id}/verify")).await;
     assert!(
         verify["apiDisclaimer"]
             .as_str()
@@ -750,11 +721,7 @@ async fn flags_expiry_and_discovery_change_what_is_advertised() {
         .bind(&betas[0]).execute(&app.db).await.unwrap();
     let start = Instant::now();
     loop {
-        let (_, offline) = get(
-            &app,
-            &format!("/api/v1/public/certificates/{}/verify", betas[0]),
-        )
-        .await;
+        let (_, offline) = get(&app, &format!("/certificates/{}/verify", betas[0])).await;
         if offline.get("apiDisclaimer").is_none() {
             break;
         }
@@ -773,7 +740,7 @@ async fn flags_expiry_and_discovery_change_what_is_advertised() {
     })
     .await;
     assert!(elapsed < Duration::from_secs(1));
-    let (_, listing) = get(&app, "/api/v1/public/certificates?q=beta&limit=100").await;
+    let (_, listing) = get(&app, "/certificates?q=beta&limit=100").await;
     assert_eq!(listing["items"].as_array().unwrap().len(), betas.len() - 1);
 
     // Badge, landing and discovery.
@@ -806,11 +773,11 @@ async fn flags_expiry_and_discovery_change_what_is_advertised() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
-    let (_, landing) = get(&app, "/api/v1/public/landing").await;
+    let (_, landing) = get(&app, "/landing").await;
     assert_eq!(landing["certificatesIssued"], 25, "{landing}");
     assert_eq!(landing["activeValidators"], 4);
     assert!(landing["startingPriceUsd"].as_f64().unwrap() > 0.0);
-    let (_, store) = get(&app, "/.well-known/skill-store").await;
+    let store = app.public_json("/.well-known/skill-store").await;
     let listed: Vec<&str> = store["skills"]
         .as_array()
         .unwrap()
@@ -885,9 +852,7 @@ async fn certificate_page_renders_in_headless_chromium() {
     );
     // What the browser rendered, scripts or not.
     let dom = browser(&["--dump-dom".into()]);
-    let record = app
-        .public_json(&format!("/api/v1/public/certificates/{id}"))
-        .await;
+    let record: Value = app.public().get(&format!("/certificates/{id}"), 200).await;
     for expected in [
         "weather-forecast",
         "Valid",

@@ -234,65 +234,57 @@ async fn owned_resources_answer_only_their_owner_and_ids_are_typed() {
     let owner = app.login(&unique_email("owner")).await;
     let stranger = app.login(&unique_email("stranger")).await;
     // A documented label is read as the category's name, and the answer carries the name.
-    let (status, draft) = app
-        .send(
-            Method::POST,
-            &format!("{DEV}/drafts"),
-            Some(&owner),
-            Some(json!({"category": "skill + api", "entry": "SKILL.md"})),
+    let dev = app.dev(&owner);
+    let draft: Value = dev
+        .post(
+            "/drafts",
+            &json!({"category": "skill + api", "entry": "SKILL.md"}),
+            201,
         )
         .await;
-    assert_eq!(
-        (status, draft["category"].as_str()),
-        (201, Some("SKILL_API")),
-        "{draft}"
-    );
+    assert_eq!(draft["category"], "SKILL_API", "{draft}");
     assert_eq!(draft["source"]["type"], "none");
     let draft = draft["id"].as_str().unwrap().to_owned();
-    let (status, ticket) = app
-        .send(
-            Method::POST,
-            &format!("{DEV}/support/tickets"),
-            Some(&owner),
-            Some(json!({"subject": "mine", "body": "only mine"})),
+    let ticket: Value = dev
+        .post(
+            "/support/tickets",
+            &json!({"subject": "mine", "body": "only mine"}),
+            201,
         )
         .await;
-    assert_eq!(
-        (status, ticket["status"].as_str()),
-        (201, Some("OPEN")),
-        "{ticket}"
-    );
+    assert_eq!(ticket["status"], "OPEN", "{ticket}");
     let ticket = ticket["id"].as_str().unwrap().to_owned();
 
     // Someone else's resource is as absent as a missing one, on every route that acts on one;
     // nothing runs (no worker is up: a dry-run or manifest would wait) and nothing changes.
     let owned: Vec<(Method, String, Option<Value>)> = vec![
-        (Method::GET, format!("{DEV}/drafts/{draft}"), None),
+        (Method::GET, format!("/drafts/{draft}"), None),
         (
             Method::PATCH,
-            format!("{DEV}/drafts/{draft}"),
+            format!("/drafts/{draft}"),
             Some(json!({"advisoryNote": "x"})),
         ),
-        (Method::DELETE, format!("{DEV}/drafts/{draft}"), None),
-        (Method::GET, format!("{DEV}/drafts/{draft}/manifest"), None),
-        (Method::POST, format!("{DEV}/drafts/{draft}/manifest"), None),
-        (Method::POST, format!("{DEV}/drafts/{draft}/validate"), None),
-        (Method::POST, format!("{DEV}/drafts/{draft}/quote"), None),
+        (Method::DELETE, format!("/drafts/{draft}"), None),
+        (Method::GET, format!("/drafts/{draft}/manifest"), None),
+        (Method::POST, format!("/drafts/{draft}/manifest"), None),
+        (Method::POST, format!("/drafts/{draft}/validate"), None),
+        (Method::POST, format!("/drafts/{draft}/quote"), None),
         (
             Method::POST,
-            format!("{DEV}/drafts/{draft}/submit"),
+            format!("/drafts/{draft}/submit"),
             Some(json!({"paymentIntentId": "00000000-0000-0000-0000-000000000000"})),
         ),
-        (Method::GET, format!("{DEV}/support/tickets/{ticket}"), None),
+        (Method::GET, format!("/support/tickets/{ticket}"), None),
         (
             Method::POST,
-            format!("{DEV}/support/tickets/{ticket}/messages"),
+            format!("/support/tickets/{ticket}/messages"),
             Some(json!({"body": "not yours"})),
         ),
     ];
     for (method, path, body) in &owned {
         let (status, answer) = app
-            .send(method.clone(), path, Some(&stranger), body.clone())
+            .dev(&stranger)
+            .call(method.clone(), path, body.as_ref())
             .await;
         assert_eq!(
             (status, answer["code"].as_str()),
@@ -300,35 +292,16 @@ async fn owned_resources_answer_only_their_owner_and_ids_are_typed() {
             "{method} {path}: {answer}"
         );
         // Without a credential the answer is 401, whoever owns it.
-        let (status, _) = app.send(method.clone(), path, None, body.clone()).await;
+        let (status, _) = app
+            .public_dev()
+            .call(method.clone(), path, body.as_ref())
+            .await;
         assert_eq!(status, 401, "{method} {path}");
     }
-    let (status, still) = app
-        .send(
-            Method::GET,
-            &format!("{DEV}/drafts/{draft}"),
-            Some(&owner),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, still["advisoryNote"].as_str()),
-        (200, None),
-        "{still}"
-    );
-    let (status, mine) = app
-        .send(
-            Method::GET,
-            &format!("{DEV}/support/tickets/{ticket}"),
-            Some(&owner),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, mine["messages"].as_array().map(Vec::len)),
-        (200, Some(1)),
-        "{mine}"
-    );
+    let still: Value = dev.get(&format!("/drafts/{draft}"), 200).await;
+    assert_eq!(still["advisoryNote"].as_str(), None, "{still}");
+    let mine: Value = dev.get(&format!("/support/tickets/{ticket}"), 200).await;
+    assert_eq!(mine["messages"].as_array().map(Vec::len), Some(1), "{mine}");
 
     // Malformed ids are 404 `not_found` in JSON too, on every plane; a path that is not
     // UTF-8 is 400 in JSON, not axum's text.
@@ -421,38 +394,20 @@ async fn owned_resources_answer_only_their_owner_and_ids_are_typed() {
     // One cursor format on every plane: a developer list's cursor is not a certificate's
     // (its id is a UUID), and a made-up one is refused alike.
     for n in 0..2 {
-        let (status, _) = app
-            .send(
-                Method::POST,
-                &format!("{DEV}/drafts"),
-                Some(&owner),
-                Some(json!({"category": "SKILL", "advisoryNote": format!("draft {n}")})),
+        let _: Value = dev
+            .post(
+                "/drafts",
+                &json!({"category": "SKILL", "advisoryNote": format!("draft {n}")}),
+                201,
             )
             .await;
-        assert_eq!(status, 201);
     }
-    let (_, page) = app
-        .send(
-            Method::GET,
-            &format!("{DEV}/drafts?limit=1"),
-            Some(&owner),
-            None,
-        )
-        .await;
+    let page: Value = dev.get("/drafts?limit=1", 200).await;
     let cursor = page["nextCursor"].as_str().unwrap().to_owned();
-    let (status, next) = app
-        .send(
-            Method::GET,
-            &format!("{DEV}/drafts?limit=1&cursor={cursor}"),
-            Some(&owner),
-            None,
-        )
+    let next: Value = dev
+        .get(&format!("/drafts?limit=1&cursor={cursor}"), 200)
         .await;
-    assert_eq!(
-        (status, next["items"].as_array().map(Vec::len)),
-        (200, Some(1)),
-        "{next}"
-    );
+    assert_eq!(next["items"].as_array().map(Vec::len), Some(1), "{next}");
     for path in [
         format!("/api/v1/public/certificates?cursor={cursor}"),
         format!("{DEV}/support/tickets?cursor=bm90LWEtY3Vyc29y"),
@@ -471,15 +426,9 @@ async fn unique_constraints_answer_409_naming_the_field() {
         .unwrap();
     let console = app.console_session().await;
     let domain = format!("@{}.example.org", unique_email("dup").replace('@', "-at-"));
-    let path = format!("{OPS}/free-allowlist");
-    let add = || {
-        app.send(
-            Method::POST,
-            &path,
-            Some(&console),
-            Some(json!({"pattern": domain, "note": "partner"})),
-        )
-    };
+    let operator = app.operator(&console);
+    let body = json!({"pattern": domain, "note": "partner"});
+    let add = || operator.call(Method::POST, "/free-allowlist", Some(&body));
     assert_eq!(add().await.0, 201);
     // Postgres decides (no read before the write) and the answer names what is taken.
     let (status, body) = add().await;

@@ -219,43 +219,32 @@ async fn a_platform_failure_is_visible_and_an_operator_retry_completes_the_submi
     );
     assert_eq!(app.submission(&id).await["stage"], "FAILED");
 
-    let not_failed_yet = app
-        .post(
+    let operator = app.operator(&app.operator_token);
+    let _not_failed_yet: serde_json::Value = operator
+        .post_empty(
             &format!(
-                "/api/v1/sigma/operator/submissions/{}/retry",
+                "/submissions/{}/retry",
                 sigma_shared::domain::SubmissionId::random()
             ),
-            &app.operator_token,
-            None,
+            404,
         )
         .await;
-    assert_eq!(not_failed_yet.status(), 404);
     blob.put(&key, bundle.into(), "application/octet-stream")
         .await
         .unwrap();
-    let retry = app
-        .post(
-            &format!("/api/v1/sigma/operator/submissions/{id}/retry"),
-            &app.operator_token,
-            None,
-        )
+    let _retry: serde_json::Value = operator
+        .post_empty(&format!("/submissions/{id}/retry"), 202)
         .await;
-    assert_eq!(retry.status(), 202, "{}", retry.text().await.unwrap());
     let done = app
         .wait_for_stage(&id, "DONE", Duration::from_secs(60))
         .await;
     assert_eq!(done["outcome"], "APPROVED", "{done}");
     // The retry's run began with its own intake step (the claim): its history replays.
     crate::replay::record_and_replay(&app, &id, "operator-retry-approved.json").await;
-    let again = app
-        .post(
-            &format!("/api/v1/sigma/operator/submissions/{id}/retry"),
-            &app.operator_token,
-            None,
-        )
+    // A completed submission is not retried.
+    let again: serde_json::Value = operator
+        .post_empty(&format!("/submissions/{id}/retry"), 409)
         .await;
-    assert_eq!(again.status(), 409, "a completed submission is not retried");
-    let again: serde_json::Value = again.json().await.unwrap();
     assert_eq!(again["code"], "not_failed", "{again}");
     sandbox.kill().await.unwrap();
     app.shutdown().await;

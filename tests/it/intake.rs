@@ -197,7 +197,11 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
     let location = raw.headers()["location"].to_str().unwrap().to_owned();
     let accepted: Value = raw.json().await.unwrap();
     assert_eq!(location, accepted["statusUrl"]);
-    let status: Value = app.get_json(&location, &app.developer_token).await;
+    let dev = app.dev(&app.developer_token);
+    let path = location
+        .strip_prefix(&dev.url(""))
+        .unwrap_or_else(|| panic!("{location} is not on this API's developer plane"));
+    let status: Value = dev.get(path, 200).await;
     assert_eq!(status["category"], "SKILL_API");
     assert_eq!(status["skillName"], "weather");
     app.shutdown().await;
@@ -216,14 +220,15 @@ async fn submissions_list_pages_newest_first_and_stays_private() {
     for n in 0..5 {
         ids.push(app.submit_ok(bundle::weather_skill_variant(n)).await);
     }
+    let dev = app.dev(&app.developer_token);
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut url = app.url("/api/v1/sigma/dev/submissions?limit=2");
+        let mut path = "/submissions?limit=2".to_owned();
         if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
+            path.push_str(&format!("&cursor={c}"));
         }
-        let page: Value = app.get_json(&url, &app.developer_token).await;
+        let page: Value = dev.get(&path, 200).await;
         seen.extend(
             page["items"]
                 .as_array()
@@ -244,15 +249,7 @@ async fn submissions_list_pages_newest_first_and_stays_private() {
         "cursor=9223372036854775807_x",
         "cursor=nonsense",
     ] {
-        let bad = app
-            .http
-            .get(app.url(&format!("/api/v1/sigma/dev/submissions?{query}")))
-            .bearer_auth(&app.developer_token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(bad.status(), 400, "{query}");
-        let body: Value = bad.json().await.unwrap();
+        let body: Value = dev.get(&format!("/submissions?{query}"), 400).await;
         assert!(
             body["code"].is_string() && body["detail"].is_string(),
             "{query}: {body}"

@@ -58,7 +58,8 @@ async fn upload_to_certificate_to_public_verify_to_email() {
     }
 
     let verify: Value = app
-        .public_json(&format!("/api/v1/public/certificates/{id}/verify"))
+        .public()
+        .get(&format!("/certificates/{id}/verify"), 200)
         .await;
     assert_eq!(verify["valid"], true, "{verify}");
     assert_eq!(verify["status"], "APPROVED");
@@ -70,9 +71,7 @@ async fn upload_to_certificate_to_public_verify_to_email() {
     );
     assert_eq!(verify["onChain"]["committed"], false);
     // The published hash is the keccak-256 of the canonical sealed snapshot.
-    let record: Value = app
-        .public_json(&format!("/api/v1/public/certificates/{id}"))
-        .await;
+    let record: Value = app.public().get(&format!("/certificates/{id}"), 200).await;
     assert_eq!(
         record["payloadHash"],
         payload_hash(&record["sealed"]).unwrap().as_str()
@@ -231,10 +230,8 @@ async fn split_votes_escalate_and_the_operator_decides() {
 
     // The live query answers from the running workflow: the panels and every vote so far.
     let progress: Value = app
-        .get_json(
-            &format!("/api/v1/sigma/dev/submissions/{id}/progress"),
-            &app.developer_token,
-        )
+        .dev(&app.developer_token)
+        .get(&format!("/submissions/{id}/progress"), 200)
         .await;
     assert_eq!(progress["stage"], "AWAITING_OPERATOR", "{progress}");
     assert_eq!(progress["panel"]["1"].as_array().unwrap().len(), 2);
@@ -242,23 +239,16 @@ async fn split_votes_escalate_and_the_operator_decides() {
     assert_eq!(progress["consensus"]["outcome"], "ESCALATED");
     assert!(progress["operatorDecision"].is_null());
     // A running workflow is not retried (nor its stage touched).
-    let retry = app
-        .post(
-            &format!("/api/v1/sigma/operator/submissions/{id}/retry"),
-            &app.operator_token,
-            None,
-        )
+    let retry: Value = app
+        .operator(&app.operator_token)
+        .post_empty(&format!("/submissions/{id}/retry"), 409)
         .await;
-    assert_eq!(retry.status(), 409);
-    assert_eq!(
-        retry.json::<Value>().await.unwrap()["code"],
-        "run_in_progress"
-    );
+    assert_eq!(retry["code"], "run_in_progress", "{retry}");
     assert_eq!(app.submission(&id).await["stage"], "AWAITING_OPERATOR");
 
     // Bad decisions are refused with a clear error and change nothing.
-    let bad = app.decide(&id, "MAYBE", "x").await;
-    assert_eq!(bad.status(), 422);
+    let (status, bad) = app.decide(&id, "MAYBE", "x").await;
+    assert_eq!(status, 422, "{bad}");
     let not_json = app
         .http
         .post(app.url(&format!("/api/v1/sigma/operator/submissions/{id}/decision")))
@@ -273,28 +263,27 @@ async fn split_votes_escalate_and_the_operator_decides() {
         not_json.json::<Value>().await.unwrap()["code"],
         "invalid_json"
     );
-    let wrong_plane = app
-        .http
-        .post(app.url(&format!("/api/v1/sigma/operator/submissions/{id}/decision")))
-        .bearer_auth(&app.developer_token)
-        .json(&serde_json::json!({"decision": "APPROVED", "reason": "self-approval"}))
-        .send()
-        .await
-        .unwrap();
+    let (status, _) = app
+        .operator(&app.developer_token)
+        .call(
+            reqwest::Method::POST,
+            &format!("/submissions/{id}/decision"),
+            Some(&serde_json::json!({"decision": "APPROVED", "reason": "self-approval"})),
+        )
+        .await;
     assert_eq!(
-        wrong_plane.status(),
-        401,
+        status, 401,
         "a developer token never opens the operator plane"
     );
 
-    let decided = app
+    let (status, decided) = app
         .decide(
             &id,
             "APPROVED",
             "reviewed the UNSAFE findings: false positives",
         )
         .await;
-    assert_eq!(decided.status(), 200, "{}", decided.text().await.unwrap());
+    assert_eq!(status, 200, "{decided}");
     let done = app.wait_for_stage(&id, "DONE", WAIT).await;
     assert_eq!(done["outcome"], "APPROVED");
     assert_eq!(
@@ -318,12 +307,8 @@ async fn split_votes_escalate_and_the_operator_decides() {
         app_operator_name(&app).await
     );
 
-    let again = app.decide(&id, "REJECTED", "changed my mind").await;
-    assert_eq!(
-        again.status(),
-        409,
-        "a decided submission cannot be decided again"
-    );
+    let (again, _) = app.decide(&id, "REJECTED", "changed my mind").await;
+    assert_eq!(again, 409, "a decided submission cannot be decided again");
     app.shutdown().await;
 }
 
@@ -387,10 +372,9 @@ async fn an_escalation_nobody_decides_is_rejected_at_the_deadline() {
             .contains("no operator decision within"),
         "{done}"
     );
-    let late = app.decide(&id, "APPROVED", "too late").await;
+    let (late, _) = app.decide(&id, "APPROVED", "too late").await;
     assert_eq!(
-        late.status(),
-        409,
+        late, 409,
         "a decision after the deadline is refused, not silently ignored"
     );
     let decided_by: String =

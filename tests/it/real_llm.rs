@@ -90,12 +90,10 @@ async fn a_real_local_model_audits_to_a_recorded_schema_valid_outcome() {
         );
     }
     if settled["stage"] == "AWAITING_OPERATOR" {
-        assert_eq!(
-            app.decide(&id, "REJECTED", "the real model's votes did not agree")
-                .await
-                .status(),
-            200
-        );
+        let (status, decided) = app
+            .decide(&id, "REJECTED", "the real model's votes did not agree")
+            .await;
+        assert_eq!(status, 200, "{decided}");
         let done = app
             .wait_for_stage(&id, "DONE", Duration::from_secs(60))
             .await;

@@ -97,12 +97,10 @@ async fn fresh_histories_of_every_path_replay_and_can_be_recorded() {
     let escalated = app.submit_ok(bundle::weather_skill_variant(7)).await;
     app.wait_for_stage(&escalated, "AWAITING_OPERATOR", Duration::from_secs(60))
         .await;
-    assert_eq!(
-        app.decide(&escalated, "REJECTED", "confirmed the UNSAFE finding")
-            .await
-            .status(),
-        200
-    );
+    let (status, decided) = app
+        .decide(&escalated, "REJECTED", "confirmed the UNSAFE finding")
+        .await;
+    assert_eq!(status, 200, "{decided}");
     app.wait_for_stage(&escalated, "DONE", Duration::from_secs(60))
         .await;
     // A provider down: its validator is replaced from the spare ones, a draw that must replay.

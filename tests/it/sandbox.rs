@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use reqwest::Method;
 use serde_json::json;
 use sigma_testkit::bundle::{self, FORECAST_PY, SKILL_MD};
 use sigma_testkit::{Options, Reply, TestApp, model_of};
@@ -79,23 +80,18 @@ async fn a_git_submission_is_fetched_once_reviewed_and_bound_to_its_bytes() {
     app.llm.script(&model_of("v2"), vec![Reply::safe()]);
 
     let request = json!({"category": "SKILL_CODE", "repository": "acme/weather", "ref": commit});
-    let send = |key: &'static str| {
-        app.http
-            .post(app.url("/api/v1/sigma/dev/submissions/git"))
-            .bearer_auth(&app.developer_token)
-            .header("Idempotency-Key", key)
-            .json(&request)
-            .send()
-    };
-    let first = send("git-1").await.unwrap();
-    assert_eq!(first.status(), 202);
-    let first: serde_json::Value = first.json().await.unwrap();
+    let keyed = app
+        .dev(&app.developer_token)
+        .with_header("Idempotency-Key", "git-1");
+    let first: serde_json::Value = keyed.post("/submissions/git", &request, 202).await;
     assert!(
         first.get("bundleSha256").is_none(),
         "unknown until fetched: {first}"
     );
     let id = first["id"].as_str().unwrap().to_owned();
-    let again: serde_json::Value = send("git-1").await.unwrap().json().await.unwrap();
+    let (_, again) = keyed
+        .call(Method::POST, "/submissions/git", Some(&request))
+        .await;
     assert_eq!(
         again["id"], first["id"],
         "the same key answers with the same submission"
@@ -119,9 +115,8 @@ async fn a_git_submission_is_fetched_once_reviewed_and_bound_to_its_bytes() {
     assert_eq!(row.git_repository.as_deref(), Some("acme/weather"));
     assert_eq!(row.source_ref.as_deref(), Some(commit));
 
-    let certificate = app
-        .public_json(&format!("/api/v1/public/certificates/{id}"))
-        .await;
+    let certificate: serde_json::Value =
+        app.public().get(&format!("/certificates/{id}"), 200).await;
     let source = &certificate["sealed"]["source"];
     assert_eq!(source["sourceRef"], commit);
     assert_eq!(source["bundleSha256"], row.bundle_sha256);
@@ -142,12 +137,13 @@ async fn a_git_submission_is_fetched_once_reviewed_and_bound_to_its_bytes() {
 async fn a_missing_repository_or_ref_is_rejected_with_the_reason_and_bad_input_is_422() {
     let host = GitHost::default();
     let app = spawn_with_git_host(&host).await;
+    let dev = app.dev(&app.developer_token);
     let post = |body: serde_json::Value| {
-        app.http
-            .post(app.url("/api/v1/sigma/dev/submissions/git"))
-            .bearer_auth(&app.developer_token)
-            .json(&body)
-            .send()
+        let dev = dev.clone();
+        async move {
+            dev.call(Method::POST, "/submissions/git", Some(&body))
+                .await
+        }
     };
     for (body, code) in [
         (
@@ -172,19 +168,18 @@ async fn a_missing_repository_or_ref_is_rejected_with_the_reason_and_bad_input_i
             "invalid_field",
         ),
     ] {
-        let response = post(body.clone()).await.unwrap();
-        assert_eq!(response.status(), 422, "{body}");
-        let error: serde_json::Value = response.json().await.unwrap();
+        let (status, error) = post(body.clone()).await;
+        assert_eq!(status, 422, "{body}: {error}");
         assert_eq!(error["code"], code, "{body}: {error}");
     }
-    let response = post(json!({"category": "SKILL", "repository": "acme/ghost", "ref": "v9.9.9"}))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let id = response.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let accepted: serde_json::Value = dev
+        .post(
+            "/submissions/git",
+            &json!({"category": "SKILL", "repository": "acme/ghost", "ref": "v9.9.9"}),
+            202,
+        )
+        .await;
+    let id = accepted["id"].as_str().unwrap().to_owned();
     let done = app.wait_for_stage(&id, "DONE", WAIT).await;
     assert_eq!(done["outcome"], "REJECTED", "{done}");
     assert!(done["reasons"].to_string().contains("404"), "{done}");

@@ -447,7 +447,7 @@ const IMPLEMENTED_METHODS: [PaymentMethod; 3] = [
 #[utoipa::path(put, path = "/payment-methods/{method}", tag = "operator", security(("operator_session" = [])),
     params(("method" = PaymentMethod, Path)), request_body = Toggle,
     responses((status = 200, body = PaymentMethodView), (status = 404, body = ErrorBody),
-        (status = 422, description = "The rail is not available on this deployment yet", body = ErrorBody)))]
+        (status = 409, description = "The rail is not available on this deployment yet", body = ErrorBody)))]
 async fn set_payment_method(
     State(state): State<AppState>,
     operator: OperatorAuth,
