@@ -218,19 +218,10 @@ async fn the_plugin_cache_holds_for_a_minute_unless_invalidated() {
     .await;
     let engine = Arc::new(PluginEngine::new(app.db.clone()));
     tokio::spawn(engine.clone().follow_changes());
-    // The feed is live once its connection has issued LISTEN in this test's database.
-    let start = std::time::Instant::now();
-    while sqlx::query_scalar::<_, i64>(
-        "select count(*) from pg_stat_activity where datname = current_database() and query ilike 'listen%'",
-    )
-    .fetch_one(&app.db)
-    .await
-    .unwrap()
-        == 0
-    {
-        assert!(start.elapsed() < Duration::from_secs(5), "the change feed never listened");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Once the feed is live, every write is seen (and what was cached before is gone).
+    tokio::time::timeout(Duration::from_secs(5), engine.following())
+        .await
+        .expect("the change feed never went live");
     assert_eq!(engine.for_validator("v1").await.unwrap().plugins.len(), 1);
 
     // A change outside the plugin tables is not seen while the entry is cached...
@@ -288,7 +279,11 @@ async fn validators_whose_provider_is_down_or_times_out_are_replaced() {
     let app = TestApp::spawn_with(Options {
         validators: vec!["v1", "v2", "v3", "v4"],
         panel_size: 1,
-        tweak: Arc::new(|s| s.pipeline.llm_timeout_secs = 1),
+        tweak: Arc::new(|s| {
+            s.pipeline.llm_timeout_secs = 1;
+            // Two tries per vote are enough to show a retry before the replacement.
+            s.pipeline.activity_max_attempts = 2;
+        }),
         ..Default::default()
     })
     .await

@@ -28,7 +28,9 @@ async fn an_audit_worker_killed_mid_vote_is_replaced_and_one_certificate_is_issu
         validators: vec!["v1", "v2"],
         panel_size: 1,
         queues: vec![Queue::Sandbox, Queue::Ops],
-        ..Default::default()
+        // The second phase's first call waits out this timeout (its answer is delayed like the
+        // killed one's): short, so the test does not sit through the default 20 s.
+        tweak: std::sync::Arc::new(|s| s.pipeline.llm_timeout_secs = 5),
     })
     .await
     .unwrap();

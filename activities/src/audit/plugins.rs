@@ -221,6 +221,8 @@ impl ValidatorPlugins {
 pub struct PluginEngine {
     cache: moka::future::Cache<String, Arc<ValidatorPlugins>>,
     db: PgPool,
+    /// True while the change feed is live (after it dropped what was cached before it).
+    following: tokio::sync::watch::Sender<bool>,
 }
 
 impl PluginEngine {
@@ -231,7 +233,13 @@ impl PluginEngine {
                 .time_to_live(CACHE_TTL)
                 .build(),
             db,
+            following: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Resolves once the change feed is live: from then on every plugin write is seen.
+    pub async fn following(&self) {
+        let _ = self.following.subscribe().wait_for(|live| *live).await;
     }
 
     pub async fn for_validator(&self, validator_id: &str) -> anyhow::Result<Arc<ValidatorPlugins>> {
@@ -293,12 +301,14 @@ impl PluginEngine {
                 continue;
             }
             self.cache.invalidate_all();
+            self.following.send_replace(true);
             loop {
                 match listener.try_recv().await {
                     Ok(Some(n)) => self.drop_cached(n.payload()).await,
                     Ok(None) => self.cache.invalidate_all(),
                     Err(e) => {
                         tracing::warn!(error = %e, "plugin change feed failed; reconnecting");
+                        self.following.send_replace(false);
                         break;
                     }
                 }

@@ -113,7 +113,7 @@ async fn a_credit_voucher_is_redeemed_once_per_account_and_no_more_than_its_uses
     let other = app.login(&unique_email("second")).await;
     assert_eq!(
         redeem(&app, &other, "TOPUP-500-CREDITS").await.0,
-        422,
+        409,
         "used up"
     );
     assert_eq!(balance(&app, &session).await, 500);
