@@ -132,8 +132,15 @@ mod tests {
         assert_eq!(page.after_time, Some(at));
         assert_eq!(page.after_id.as_deref(), Some("97e79d874a12451fabeca6ab"));
         assert!(page.after_uuid().is_err(), "not a UUID key");
+        // An empty cursor asks for the first page, as no cursor does.
+        let first = ListParams {
+            limit: None,
+            cursor: Some(String::new()),
+        }
+        .page()
+        .unwrap();
+        assert!(first.after_time.is_none() && first.after_id.is_none());
         for bad in [
-            "",
             "%%%",
             "bm90LWEtY3Vyc29y",
             "MTox",
