@@ -26,6 +26,14 @@ use tokio::sync::watch;
 pub use client::PlaneClient;
 pub use llm::{Reply, ScriptedLlm};
 
+/// Where a shared test server is: `start_test_servers` (scripts/lib.sh) picks free ports and
+/// exports them; there is no fixed default to collide with another run.
+fn server_env(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).with_context(|| {
+        format!("{name} is not set: run the tests through scripts/test.sh, or source scripts/lib.sh and call start_test_servers first")
+    })
+}
+
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
@@ -275,12 +283,12 @@ impl TestApp {
         );
         settings.database.url = SecretString::from(db_url);
         settings.database.max_connections = 5;
-        settings.blob.endpoint = env_or("SIGMA_TEST_S3_ENDPOINT", "http://127.0.0.1:8114");
+        settings.blob.endpoint = server_env("SIGMA_TEST_S3_ENDPOINT")?;
         settings.blob.access_key = env_or("SIGMA_TEST_S3_ACCESS_KEY", "sigma");
         settings.blob.secret_key =
             SecretString::from(env_or("SIGMA_TEST_S3_SECRET_KEY", "sigma-test-secret"));
         settings.blob.bucket = format!("t-{}", &run_id[..20]);
-        settings.smtp.port = env_or("SIGMA_TEST_SMTP_PORT", "1125").parse()?;
+        settings.smtp.port = server_env("SIGMA_TEST_SMTP_PORT")?.parse()?;
         settings.pipeline.panel_size = options.panel_size;
         settings.pipeline.llm_timeout_secs = 20;
         settings.pipeline.llm_answer_attempts = 2;
@@ -358,7 +366,7 @@ impl TestApp {
             developer_email,
             developer_token,
             operator_token,
-            maildev_url: env_or("SIGMA_TEST_MAILDEV_URL", "http://127.0.0.1:1180"),
+            maildev_url: server_env("SIGMA_TEST_MAILDEV_URL")?,
             workers,
             env,
             db_name,

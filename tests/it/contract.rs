@@ -345,51 +345,57 @@ async fn owned_resources_answer_only_their_owner_and_ids_are_typed() {
 
     // Closed sets are typed: an unknown value is refused naming the field (JSON) or the
     // parameter (queries, 400), and an unknown path value is the resource's 404.
-    let answer = send_raw(
-        &app,
-        Method::POST,
-        &format!("{DEV}/drafts"),
-        Some(&owner),
-        Some(r#"{"category": "SMART_CONTRACT"}"#),
-    )
-    .await;
-    assert_error(&answer, 422, "invalid_field", "`category`");
-    let answer = send_raw(
-        &app,
-        Method::PUT,
-        &format!("{OPS}/support/tickets/{ticket}/status"),
-        Some(&console),
-        Some(r#"{"status": "SOLVED"}"#),
-    )
-    .await;
-    assert_error(&answer, 422, "invalid_field", "`status`");
-    let answer = send_raw(
-        &app,
-        Method::GET,
-        &format!("{OPS}/flags?status=GONE"),
-        Some(&console),
-        None,
-    )
-    .await;
-    assert_error(&answer, 400, "invalid_query", "`status`");
-    let answer = send_raw(
-        &app,
-        Method::GET,
-        &format!("{OPS}/support/tickets?status=open"),
-        Some(&console),
-        None,
-    )
-    .await;
-    assert_error(&answer, 400, "invalid_query", "`status`");
-    let answer = send_raw(
-        &app,
-        Method::PUT,
-        &format!("{OPS}/payment-methods/barter"),
-        Some(&console),
-        Some(r#"{"enabled": false}"#),
-    )
-    .await;
-    assert_error(&answer, 404, "not_found", "payment method");
+    let cases = [
+        (
+            Method::POST,
+            format!("{DEV}/drafts"),
+            owner.as_str(),
+            Some(r#"{"category": "SMART_CONTRACT"}"#),
+            422,
+            "invalid_field",
+            "`category`",
+        ),
+        (
+            Method::PUT,
+            format!("{OPS}/support/tickets/{ticket}/status"),
+            console.as_str(),
+            Some(r#"{"status": "SOLVED"}"#),
+            422,
+            "invalid_field",
+            "`status`",
+        ),
+        (
+            Method::GET,
+            format!("{OPS}/flags?status=GONE"),
+            console.as_str(),
+            None,
+            400,
+            "invalid_query",
+            "`status`",
+        ),
+        (
+            Method::GET,
+            format!("{OPS}/support/tickets?status=open"),
+            console.as_str(),
+            None,
+            400,
+            "invalid_query",
+            "`status`",
+        ),
+        (
+            Method::PUT,
+            format!("{OPS}/payment-methods/barter"),
+            console.as_str(),
+            Some(r#"{"enabled": false}"#),
+            404,
+            "not_found",
+            "payment method",
+        ),
+    ];
+    for (method, path, token, body, status, code, mentions) in cases {
+        let answer = send_raw(&app, method, &path, Some(token), body).await;
+        assert_error(&answer, status, code, mentions);
+    }
 
     // One cursor format on every plane: a developer list's cursor is not a certificate's
     // (its id is a UUID), and a made-up one is refused alike.

@@ -11,6 +11,22 @@ use super::{
     wait_for_stage,
 };
 
+/// Submits every quoted draft at once; the answers and how many were accepted (202).
+async fn submit_all(
+    app: &TestApp,
+    session: &str,
+    drafts: &[(String, String)],
+) -> (Vec<(u16, Value)>, usize) {
+    let answers = futures::future::join_all(
+        drafts
+            .iter()
+            .map(|(draft, intent)| submit(app, session, draft, intent)),
+    )
+    .await;
+    let accepted = answers.iter().filter(|(s, _)| *s == 202).count();
+    (answers, accepted)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_submits_against_credits_for_ten_debit_exactly_ten() {
     let app = TestApp::spawn().await.unwrap();
@@ -19,13 +35,7 @@ async fn fifty_concurrent_submits_against_credits_for_ten_debit_exactly_ten() {
     let me = developer_id(&app, &session).await;
     assert_eq!(grant(&app, &console, &me, 10 * 900, "ten").await.0, 201);
     let drafts = quoted_drafts(&app, &session, 50).await;
-    let answers = futures::future::join_all(
-        drafts
-            .iter()
-            .map(|(draft, intent)| submit(&app, &session, draft, intent)),
-    )
-    .await;
-    let accepted = answers.iter().filter(|(s, _)| *s == 202).count();
+    let (answers, accepted) = submit_all(&app, &session, &drafts).await;
     let refused = answers
         .iter()
         .filter(|(s, b)| *s == 402 && b["code"] == "insufficient_credits")
@@ -60,13 +70,7 @@ async fn a_first_n_campaign_never_oversells_under_concurrency() {
     let me = developer_id(&app, &session).await;
     assert_eq!(grant(&app, &console, &me, 100_000, "plenty").await.0, 201);
     let drafts = quoted_drafts(&app, &session, 12).await;
-    let answers = futures::future::join_all(
-        drafts
-            .iter()
-            .map(|(draft, intent)| submit(&app, &session, draft, intent)),
-    )
-    .await;
-    let accepted = answers.iter().filter(|(s, _)| *s == 202).count();
+    let (answers, accepted) = submit_all(&app, &session, &drafts).await;
     let sold_out = answers
         .iter()
         .filter(|(s, b)| *s == 409 && b["code"] == "campaign_ended")
