@@ -244,59 +244,46 @@ BINDINGS = [
 
 
 # What this system answers by design and no schema can express. Keep this list short: everything
-# else the runs report is a finding. Each is (why, operation path, method, settings); schemathesis
-# applies the first [[operations]] entry that matches an operation, so each allowance is written
-# first, together with that operation's parameter bindings.
-SERVER_ERROR_502 = 'checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "502"]'
-# The CLI's --checks list wins over `enabled = false` here, so the allowance widens what counts as
-# accepted for that one operation instead (every other check still runs).
-UPSTREAM_502 = 'checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "429", "502"]'
-# A page cursor is an opaque token the API issued: a generated one is refused (400
-# `invalid_cursor`, which the integration tests cover) and no schema can describe the accepted
-# ones; 422 and every other check still count on these lists.
-CURSOR_400 = 'checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429"]'
-NO_POSITIVE_CHECK = 'checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "413", "415", "422", "429"]'
+# else the runs report is a finding. The summary applies it to each failure schemathesis reports
+# (operation, check, status, error code) and prints what it allowed; per-operation check settings
+# in schemathesis's own config leak into other operations in 4.32.5, so none are written there.
+# Each entry: (why, "METHOD path" or a regex over it, check id, allowed statuses, allowed codes
+# or None for any).
 ALLOWANCES = [
-    ("No LLM runs here: the manifest assistant is unreachable by design, answered 502 "
-     "`assistant_unavailable` (a documented status, but a 5xx for the server-error check).",
-     "/api/v1/sigma/dev/drafts/{id}/manifest", "POST", [SERVER_ERROR_502]),
-    ("Nothing leaves the machine here, so a dry-run of a repository source cannot fetch its "
-     "archive: 502 `dry_run_unavailable`, the answer when a dependency fails.",
-     "/api/v1/sigma/dev/drafts/{id}/validate", "POST", [SERVER_ERROR_502, UPSTREAM_502]),
-    ("A quote runs the same dry-run first.", "/api/v1/sigma/dev/drafts/{id}/quote", "POST",
-     [SERVER_ERROR_502, UPSTREAM_502]),
-    ("Nor can a comparison fetch SKILL.md from GitHub: 502 `upstream_unavailable`.",
-     "/api/v1/public/certificates/{id}/compare-skill-from-github", "POST",
-     [SERVER_ERROR_502, UPSTREAM_502]),
-    *[("Lists take an opaque page cursor.", path, "GET", [CURSOR_400]) for path in (
-        "/api/v1/public/certificates",
-        "/api/v1/sigma/dev/drafts",
-        "/api/v1/sigma/dev/submissions",
-        "/api/v1/sigma/dev/payments",
-        "/api/v1/sigma/dev/credits/ledger",
-        "/api/v1/sigma/dev/support/tickets",
-        "/api/v1/sigma/operator/support/tickets",
-    )],
-    # Rules between fields, or on content, that JSON Schema as utoipa writes it cannot state; the
-    # handler checks each and answers 422 naming the rule. For these operations a 4xx counts as
-    # an answer to a schema-valid request; every other check still runs.
-    ("A draft's entry point depends on its category (SKILL.md for skills, never for code), and "
-     "its advisory note may not instruct the reviewers.",
-     "/api/v1/sigma/dev/drafts", "POST", [NO_POSITIVE_CHECK]),
-    ("As above, for a draft's changes.", "/api/v1/sigma/dev/drafts/{id}", "PATCH", [NO_POSITIVE_CHECK]),
-    ("An uploaded bundle must be a readable zip or tar.gz archive within the unpacking limits.",
-     "/api/v1/sigma/dev/drafts/{id}/bundle", "PUT", [NO_POSITIVE_CHECK]),
-    ("As above, for a direct upload.", "/api/v1/sigma/dev/submissions", "POST", [NO_POSITIVE_CHECK]),
-    ("A voucher's credits depend on its kind (CREDITS: 1 to 10,000,000; FREE_SUBMISSION: none).",
-     "/api/v1/sigma/operator/vouchers", "POST", [NO_POSITIVE_CHECK]),
-    ("A campaign's fields depend on its kind (FIRST_N needs limitN; WINDOW needs startsAt or "
-     "endsAt and no limitN), and startsAt comes before endsAt.",
-     "/api/v1/sigma/operator/pricing/campaigns", "POST", [NO_POSITIVE_CHECK]),
+    ("No LLM runs here: the manifest assistant is unreachable by design (502).",
+     r"^POST /api/v1/sigma/dev/drafts/\{id\}/manifest$", ("ST101", "ST202"), {"502"}, {"assistant_unavailable"}),
+    ("Nothing leaves the machine, so a repository archive cannot be fetched for a dry-run or a "
+     "quote, nor SKILL.md from GitHub (502, the answer when a dependency fails).",
+     r"^POST /api/v1/(sigma/dev/drafts/\{id\}/(validate|quote)|public/certificates/\{id\}/compare-skill-from-github)$",
+     ("ST101", "ST202"), {"502"}, {"dry_run_unavailable", "upstream_unavailable"}),
+    ("A page cursor is an opaque token the API issued; a generated one is refused (covered by "
+     "the integration tests).", r"^GET ", ("ST202",), {"400"}, {"invalid_cursor"}),
+    # Rules between fields, or on content, that JSON Schema as utoipa writes it cannot state;
+    # the handler checks each and answers 422 naming the rule.
+    ("A draft's entry point depends on its category, and its advisory note may not instruct "
+     "the reviewers.", r"^(POST /api/v1/sigma/dev/drafts|PATCH /api/v1/sigma/dev/drafts/\{id\})$",
+     ("ST202",), {"422"}, {"invalid_entry", "advisory_note_refused"}),
+    ("An uploaded bundle must be a readable zip or tar.gz archive (and a multipart form well formed).",
+     r"^(PUT /api/v1/sigma/dev/drafts/\{id\}/bundle|POST /api/v1/sigma/dev/submissions)$",
+     ("ST202",), {"400", "422"}, {"unsupported_bundle", "corrupt_archive", "invalid_multipart", "empty_bundle", "bundle_limits"}),
+    ("A voucher's credits depend on its kind.", r"^POST /api/v1/sigma/operator/vouchers$",
+     ("ST202",), {"422"}, {"invalid_voucher"}),
+    ("A campaign's fields depend on its kind, and startsAt comes before endsAt.",
+     r"^POST /api/v1/sigma/operator/pricing/campaigns$", ("ST202",), {"422"}, {"invalid_campaign"}),
     ("A rule names a tier exactly when it is a COMPLEXITY_TIER rule.",
-     "/api/v1/sigma/operator/pricing/rules", "POST", [NO_POSITIVE_CHECK]),
+     r"^POST /api/v1/sigma/operator/pricing/rules$", ("ST202",), {"422"}, {"invalid_rule"}),
     ("A grant is never 0 credits, and a correction never takes the balance below zero.",
-     "/api/v1/sigma/operator/developers/{id}/credits", "POST", [NO_POSITIVE_CHECK]),
+     r"^POST /api/v1/sigma/operator/developers/\{id\}/credits$", ("ST202",), {"422"}, {"invalid_grant"}),
 ]
+
+
+def allowed(op: str, check: str, status: str, code: str):
+    """The reason a reported failure is allowed, or None."""
+    for why, where, checks, statuses, codes in ALLOWANCES:
+        if re.search(where, op or "") and check.split()[0] in checks and status in statuses \
+                and (codes is None or code in codes):
+            return why
+    return None
 
 
 def binding_lines(path: str, method: str | None, ids: dict) -> list[str]:
@@ -327,12 +314,6 @@ def write_config(path: Path, ids: dict) -> None:
     ]
     used = set()
     ops = []
-    for why, op_path, method, settings in ALLOWANCES:
-        entry = [f"# {why}", "[[operations]]", f"include-path-regex = {toml_str('^' + re.escape(op_path) + '$')}"]
-        if method:
-            entry.append(f"include-method = {toml_str(method)}")
-        entry += settings + binding_lines(op_path, method, ids)
-        ops.append("\n".join(entry))
     for regex, only, never, param, dictionary in BINDINGS:
         if not ids.get(dictionary):
             continue
@@ -390,7 +371,7 @@ def summary(report_dir: Path, wall: float) -> int:
             checks[f["title"]] = checks.get(f["title"], 0) + f["count"]
             per_check[f["title"]] = per_check.get(f["title"], 0) + f["count"]
         errors = sum(e["count"] for e in d.get("errors", []))
-        if d.get("exit_code", 1) != 0 or checks or errors:
+        if errors:
             failed = True
         desc = ", ".join(f"{k}: {v}" for k, v in sorted(checks.items())) or "none"
         if errors:
@@ -402,11 +383,24 @@ def summary(report_dir: Path, wall: float) -> int:
     # The same refusal on several operations and runs is one finding: grouped by check, status
     # and error code, with the runs and operations it was seen on and one reproduction.
     groups: dict = {}
+    allowances: dict = {}
     for log in sorted(report_dir.parent.glob("*.log")):
         for op, check, status, code, body, curl in failures(log):
+            why = allowed(op, check, status, code)
+            if why:
+                allowances.setdefault(why, set()).add(f"{op} ({status} {code})")
+                continue
             g = groups.setdefault((check, status, code), {"ops": set(), "runs": set(), "body": body, "curl": curl})
             g["ops"].add(op)
             g["runs"].add(log.stem)
+    if allowances:
+        print(f"\nallowed by a stated rule ({sum(len(v) for v in allowances.values())} operation answers):")
+        for why, seen in sorted(allowances.items()):
+            print(f"  - {why}")
+            for item in sorted(seen):
+                print(f"      {item}")
+    if groups:
+        failed = True
     if groups:
         print(f"\n{len(groups)} distinct failures (check, status, error code):")
         for (check, status, code), g in sorted(groups.items()):
