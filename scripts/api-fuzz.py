@@ -436,15 +436,6 @@ def register_hooks() -> None:
     for media_type in samples:
         schemathesis.serializer(media_type)(archive(media_type))
 
-    @schemathesis.hook
-    def map_query(ctx, query):
-        # A page cursor is an opaque token the API issued: a generated one is always refused
-        # (400 `invalid_cursor`, covered by the integration tests), and no schema can describe
-        # the ones it accepts. Generated requests go without one.
-        if isinstance(query, dict):
-            query.pop("cursor", None)
-        return query
-
 
 def log_errors(log: Path) -> int:
     """Prints the distinct ERROR events of a JSON log (message and error), with counts."""
