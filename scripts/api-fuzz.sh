@@ -110,7 +110,7 @@ start_temporal() {
   TEMPORAL_PORT=$1
   start temporal 60 "$TEMPORAL_CLI operator cluster health --address 127.0.0.1:$1 | grep -q SERVING" \
     "$TEMPORAL_CLI" server start-dev --headless --ip 127.0.0.1 --port "$1" --http-port "$2" \
-    --metrics-port "$3" --log-level warn
+    --metrics-port "$3" --log-level warn $(temporal_dynamic_config)
 }
 start_s3() {
   S3_PORT=$1

@@ -7,6 +7,15 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sigma/target}"
 export PATH="$SIGMA_TOOLS/bin:$SIGMA_TOOLS/venv/bin:$SIGMA_TOOLS/maildev/node_modules/.bin:$PATH"
 export TEMPORAL_CLI="$SIGMA_TOOLS/venv/bin/temporal"
 
+# `--dynamic-config-value KEY=VALUE` for each line of temporal/dev-server.dynamic-config (why: there).
+temporal_dynamic_config() {
+  local line
+  while IFS= read -r line; do
+    [[ -z "$line" || "$line" == \#* ]] && continue
+    printf -- '--dynamic-config-value\n%s\n' "$line"
+  done <"$SIGMA_ROOT/temporal/dev-server.dynamic-config"
+}
+
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 # PostgreSQL: use the server on 127.0.0.1:5432 when one answers, else install and start one.
@@ -68,7 +77,7 @@ _start_temporal() {
   local http_port; http_port=$(free_port)
   start_owned temporal 60 '"$TEMPORAL_CLI" operator cluster health --address 127.0.0.1:$SIGMA_TEST_TEMPORAL_PORT' -- \
     "$TEMPORAL_CLI" server start-dev --headless --ip 127.0.0.1 --port "$SIGMA_TEST_TEMPORAL_PORT" \
-    --http-port "$http_port" --log-level warn
+    --http-port "$http_port" --log-level warn "${SIGMA_TEMPORAL_DYNAMIC_CONFIG[@]}"
 }
 _start_s3() {
   SIGMA_TEST_S3_PORT=$(free_port)
@@ -95,6 +104,7 @@ start_test_servers() {
   local with_llm=0
   [[ "${1:-}" == "--with-llm" ]] && with_llm=1
   SIGMA_TEST_WORK=$(mktemp -d /tmp/sigma-test.XXXXXX)
+  mapfile -t SIGMA_TEMPORAL_DYNAMIC_CONFIG < <(temporal_dynamic_config)
   SIGMA_TEST_PIDS=()
   trap 'drop_run_databases; for pid in "${SIGMA_TEST_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$SIGMA_TEST_WORK"' EXIT
   step "starting test servers (Temporal, s3s-fs, maildev$([[ $with_llm == 1 ]] && echo ', SmolLM2') on free ports)"

@@ -1,5 +1,7 @@
 //! Content-addressed blob storage on any S3-compatible server (s3s-fs locally).
 
+use std::sync::{Arc, Mutex};
+
 use anyhow::Context;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Credentials, Region};
@@ -14,6 +16,43 @@ use crate::domain::Sha256Hex;
 pub struct BlobStore {
     client: Client,
     bucket: String,
+    /// Content-addressed objects this process stored or read, shared by its clones.
+    cache: Arc<Mutex<ContentCache>>,
+}
+
+/// Recently stored or read content-addressed objects (keys with `/sha256/`): their key is derived
+/// from their bytes, so a cached copy can never be stale. A submission's sandbox report is read
+/// by each of its votes and by its certificate; with this cache a worker process reads it from
+/// storage at most once, and not at all when it wrote it.
+struct ContentCache {
+    entries: lru::LruCache<String, Bytes>,
+    bytes: usize,
+}
+
+/// What the cache holds at most, in all and per object (bundles and large reports are left out).
+const CACHE_BYTES: usize = 32 << 20;
+const CACHE_MAX_OBJECT: usize = 1 << 20;
+
+impl ContentCache {
+    fn cacheable(key: &str, len: usize) -> bool {
+        key.contains("/sha256/") && len <= CACHE_MAX_OBJECT
+    }
+
+    fn insert(&mut self, key: &str, bytes: &Bytes) {
+        if !Self::cacheable(key, bytes.len()) {
+            return;
+        }
+        if let Some(old) = self.entries.put(key.to_owned(), bytes.clone()) {
+            self.bytes -= old.len();
+        }
+        self.bytes += bytes.len();
+        while self.bytes > CACHE_BYTES {
+            match self.entries.pop_lru() {
+                Some((_, evicted)) => self.bytes -= evicted.len(),
+                None => break,
+            }
+        }
+    }
 }
 
 /// Blob key layout. Content-addressed keys are derived from the bytes, so writing the same
@@ -47,6 +86,10 @@ impl BlobStore {
         Self {
             client: Client::from_conf(config),
             bucket: settings.bucket.clone(),
+            cache: Arc::new(Mutex::new(ContentCache {
+                entries: lru::LruCache::unbounded(),
+                bytes: 0,
+            })),
         }
     }
 
@@ -98,10 +141,11 @@ impl BlobStore {
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
-            .body(ByteStream::from(bytes))
+            .body(ByteStream::from(bytes.clone()))
             .send()
             .await
             .with_context(|| format!("cannot store blob {key}"))?;
+        self.cache.lock().expect("blob cache").insert(key, &bytes);
         Ok(())
     }
 
@@ -122,10 +166,17 @@ impl BlobStore {
             .send()
             .await
             .with_context(|| format!("cannot delete blob {key}"))?;
+        let mut cache = self.cache.lock().expect("blob cache");
+        if let Some(old) = cache.entries.pop(key) {
+            cache.bytes -= old.len();
+        }
         Ok(())
     }
 
     pub async fn get(&self, key: &str) -> anyhow::Result<Bytes> {
+        if let Some(bytes) = self.cache.lock().expect("blob cache").entries.get(key) {
+            return Ok(bytes.clone());
+        }
         let object = self
             .client
             .get_object()
@@ -139,12 +190,60 @@ impl BlobStore {
             .collect()
             .await
             .with_context(|| format!("cannot read blob body {key}"))?;
-        Ok(data.into_bytes())
+        let bytes = data.into_bytes();
+        self.cache.lock().expect("blob cache").insert(key, &bytes);
+        Ok(bytes)
     }
 
     pub async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> anyhow::Result<T> {
         let bytes = self.get(key).await?;
         serde_json::from_slice(&bytes)
             .with_context(|| format!("blob {key} is not the expected JSON"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> ContentCache {
+        ContentCache {
+            entries: lru::LruCache::unbounded(),
+            bytes: 0,
+        }
+    }
+
+    #[test]
+    fn only_small_content_addressed_objects_are_kept() {
+        let mut c = cache();
+        c.insert("reports/sandbox/sha256/ab.json", &Bytes::from_static(b"{}"));
+        c.insert("uploads/draft-1", &Bytes::from_static(b"mutable"));
+        c.insert(
+            "bundles/sha256/cd",
+            &Bytes::from(vec![0u8; CACHE_MAX_OBJECT + 1]),
+        );
+        assert_eq!(c.entries.len(), 1);
+        assert!(c.entries.contains("reports/sandbox/sha256/ab.json"));
+        assert_eq!(c.bytes, 2);
+    }
+
+    #[test]
+    fn the_least_recently_used_go_first_when_the_budget_is_spent() {
+        let mut c = cache();
+        let object = Bytes::from(vec![7u8; CACHE_MAX_OBJECT]);
+        let n = CACHE_BYTES / CACHE_MAX_OBJECT;
+        for i in 0..n {
+            c.insert(&format!("k/sha256/{i}"), &object);
+        }
+        // Touch the oldest, then overflow by one object: the second oldest is evicted.
+        assert!(c.entries.get("k/sha256/0").is_some());
+        c.insert("k/sha256/new", &object);
+        assert_eq!(c.entries.len(), n);
+        assert!(c.bytes <= CACHE_BYTES);
+        assert!(c.entries.contains("k/sha256/0"));
+        assert!(!c.entries.contains("k/sha256/1"));
+        // The same key again replaces its entry without counting it twice.
+        c.insert("k/sha256/new", &object);
+        assert_eq!(c.bytes, n * CACHE_MAX_OBJECT);
     }
 }

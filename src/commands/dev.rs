@@ -84,7 +84,10 @@ fn server_specs(
             "warn".into(),
             "--db-filename".into(),
             db.clone(),
-        ],
+        ]
+        .into_iter()
+        .chain(sigma_workflows::dev_server::dynamic_config_args())
+        .collect(),
         ports: vec![
             temporal_grpc,
             temporal_ui,

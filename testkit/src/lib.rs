@@ -162,6 +162,7 @@ async fn start_own_temporal() -> anyhow::Result<(WorkflowEnvironment<LocalServer
             LocalWorkflowEnvironmentOptions::builder()
                 .server_executable(EphemeralExe::ExistingPath(cli.clone()))
                 .port(port)
+                .extra_args(sigma_workflows::dev_server::dynamic_config_args())
                 .build(),
         )
         .await;

@@ -1,6 +1,7 @@
 //! Deterministic orchestration: the submission workflow and the worker that hosts each task queue.
 //! Workflow code here does no I/O; time, randomness and concurrency come from the Temporal SDK.
 
+pub mod dev_server;
 pub mod panel;
 pub mod portal;
 pub mod search;

@@ -272,19 +272,6 @@ impl AuditActivities {
                 }
             }
         }
-        let response_key = match &last_raw {
-            Some(raw) => Some(self.deps.blob.put_json("responses/audit", raw).await?),
-            None => None,
-        };
-        let verdict_key = match &outcome {
-            Ok(v) => Some(
-                self.deps
-                    .blob
-                    .put_json("verdicts/audit", &serde_json::to_value(v)?)
-                    .await?,
-            ),
-            Err(_) => None,
-        };
         let transcript = json!({
             "promptVersion": prompt::PROMPT_VERSION,
             "promptSha256": prompt_sha256,
@@ -296,11 +283,28 @@ impl AuditActivities {
             "request": llm::request_body(&ChatRequest { messages: &conversation, ..request }),
             "answers": attempts,
         });
-        let transcript_key = self
-            .deps
-            .blob
-            .put_json("transcripts/audit", &transcript)
-            .await?;
+        // The three records are independent objects: stored side by side, not one after another.
+        let verdict_json = outcome
+            .as_ref()
+            .ok()
+            .map(serde_json::to_value)
+            .transpose()?;
+        let blob = &self.deps.blob;
+        let (response_key, verdict_key, transcript_key) = tokio::try_join!(
+            async {
+                match &last_raw {
+                    Some(raw) => blob.put_json("responses/audit", raw).await.map(Some),
+                    None => Ok(None),
+                }
+            },
+            async {
+                match &verdict_json {
+                    Some(v) => blob.put_json("verdicts/audit", v).await.map(Some),
+                    None => Ok(None),
+                }
+            },
+            blob.put_json("transcripts/audit", &transcript),
+        )?;
         let result = self
             .record(
                 input,

@@ -112,13 +112,14 @@ impl SubmissionWorkflow {
         let operator = ctx
             .state(|s| s.progress.operator_decision.clone())
             .expect("a decision is set once the wait ends");
-        ctx.execute_activity(
+        Self::ops_step(
+            ctx,
+            &input.policy,
             VerdictActivities::record_decision,
             DecisionRecord {
                 submission_id: input.submission_id.clone(),
                 decision: operator.clone(),
             },
-            ops(ctx.task_queue(), &input.policy),
         )
         .await
         .explained()?;

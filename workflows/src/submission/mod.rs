@@ -18,9 +18,12 @@ use sigma_activities::verdict::VerdictActivities;
 use sigma_shared::config::{PipelineSettings, SandboxLimits};
 use sigma_shared::consensus::Decision;
 use sigma_shared::domain::{Category, Outcome, RiskLevel, Stage};
+use temporalio_common::ActivityDefinition;
+use temporalio_common::data_converters::TemporalDeserializable;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
+    ActivityExecutionError, ActivityOptions, SyncWorkflowContext, WorkflowContext,
+    WorkflowContextView, WorkflowResult,
 };
 
 use crate::{panel, search};
@@ -274,12 +277,7 @@ impl SubmissionWorkflow {
         }
 
         // Audit: two phases, fresh panel in phase 2.
-        let validators = ctx
-            .execute_activity(
-                OpsActivities::eligible_validators,
-                (),
-                ops(ctx.task_queue(), policy),
-            )
+        let validators = Self::ops_step(ctx, policy, OpsActivities::eligible_validators, ())
             .await
             .explained()?;
         let round_id = format!("rnd_{}", ctx.uuid4().replace("-", ""));
@@ -295,7 +293,9 @@ impl SubmissionWorkflow {
             s.progress.round_id = Some(round_id.clone());
             s.progress.panel = panels.clone();
         });
-        ctx.execute_activity(
+        Self::ops_step(
+            ctx,
+            policy,
             OpsActivities::start_round,
             RoundStart {
                 submission_id: input.submission_id.clone(),
@@ -303,7 +303,6 @@ impl SubmissionWorkflow {
                 panel: panels.clone(),
                 candidates: validators.clone(),
             },
-            ops(ctx.task_queue(), policy),
         )
         .await
         .explained()?;
@@ -395,19 +394,19 @@ impl SubmissionWorkflow {
         )
         .await?;
         let votes = ctx.state(|s| s.progress.votes.clone());
-        let decision = ctx
-            .execute_activity(
-                VerdictActivities::assemble_verdict,
-                VerdictInput {
-                    submission_id: input.submission_id.clone(),
-                    round_id: round_id.clone(),
-                    signals: sandbox.signals.clone(),
-                    votes,
-                },
-                ops(ctx.task_queue(), policy),
-            )
-            .await
-            .explained()?;
+        let decision = Self::ops_step(
+            ctx,
+            policy,
+            VerdictActivities::assemble_verdict,
+            VerdictInput {
+                submission_id: input.submission_id.clone(),
+                round_id: round_id.clone(),
+                signals: sandbox.signals.clone(),
+                votes,
+            },
+        )
+        .await
+        .explained()?;
         ctx.state_mut(|s| s.progress.consensus = Some(decision.clone()));
 
         let (outcome, reasons) = match decision.outcome {
@@ -425,22 +424,22 @@ impl SubmissionWorkflow {
                 },
             )
             .await?;
-            let issued = ctx
-                .execute_activity(
-                    OpsActivities::issue_certificate,
-                    CertificateInput {
-                        submission_id: input.submission_id.clone(),
-                        round_id: round_id.clone(),
-                        decision: Decision {
-                            outcome,
-                            reasons: reasons.clone(),
-                            policy_version: decision.policy_version.clone(),
-                        },
+            let issued = Self::ops_step(
+                ctx,
+                policy,
+                OpsActivities::issue_certificate,
+                CertificateInput {
+                    submission_id: input.submission_id.clone(),
+                    round_id: round_id.clone(),
+                    decision: Decision {
+                        outcome,
+                        reasons: reasons.clone(),
+                        policy_version: decision.policy_version.clone(),
                     },
-                    ops(ctx.task_queue(), policy),
-                )
-                .await
-                .explained()?;
+                },
+            )
+            .await
+            .explained()?;
             ctx.state_mut(|s| s.progress.certificate = Some(issued.clone()));
             Some(issued.certificate_id)
         } else {
@@ -469,18 +468,18 @@ impl SubmissionWorkflow {
             },
         )
         .await?;
-        let notified = ctx
-            .execute_activity(
-                OpsActivities::notify_developer,
-                NotifyInput {
-                    submission_id: input.submission_id.clone(),
-                    outcome,
-                    reasons: reasons.clone(),
-                    certificate_id: certificate_id.clone(),
-                },
-                ops(ctx.task_queue(), &input.policy),
-            )
-            .await;
+        let notified = Self::ops_step(
+            ctx,
+            &input.policy,
+            OpsActivities::notify_developer,
+            NotifyInput {
+                submission_id: input.submission_id.clone(),
+                outcome,
+                reasons: reasons.clone(),
+                certificate_id: certificate_id.clone(),
+            },
+        )
+        .await;
         if let Err(e) = notified {
             // The outcome stands; the undelivered email stays visible in the notification table
             // (last_error) and in this run's history.
@@ -501,6 +500,29 @@ impl SubmissionWorkflow {
             reasons,
             certificate_id,
         })
+    }
+
+    /// One bookkeeping step of the ops queue. In runs that carry `LOCAL_OPS_PATCH` it is a local
+    /// activity in this worker, with the same timeout and retries: no task for the server to
+    /// dispatch and no workflow task after it (each such hop cost two dispatches). Older histories
+    /// replay the remote activity they recorded.
+    async fn ops_step<AD>(
+        ctx: &WorkflowContext<Self>,
+        policy: &PipelineSettings,
+        activity: AD,
+        input: AD::Input,
+    ) -> Result<AD::Output, ActivityExecutionError>
+    where
+        AD: ActivityDefinition,
+        AD::Output: TemporalDeserializable,
+    {
+        if ctx.patched(LOCAL_OPS_PATCH) {
+            ctx.execute_local_activity(activity, input, local_ops(policy))
+                .await
+        } else {
+            ctx.execute_activity(activity, input, ops(ctx.task_queue(), policy))
+                .await
+        }
     }
 
     /// Moves to a stage: workflow state, search attribute, UI details, then the projection.

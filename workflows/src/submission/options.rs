@@ -46,8 +46,12 @@ pub(super) fn ops(own_queue: &str, policy: &PipelineSettings) -> ActivityOptions
 /// Marks histories whose projection writes are local activities (see `enter`).
 pub(super) const LOCAL_PROJECTION_PATCH: &str = "local-projection-activities";
 
-/// Projection writes run as local activities in the workflow's own worker: same retries, no
-/// round trip through the server per stage (about half of a submission's hops).
+/// Marks histories whose other ops-queue steps (validator lookup, round start, verdict, operator
+/// decision record, certificate, email) are local activities too (see `SubmissionWorkflow::ops_step`).
+pub(super) const LOCAL_OPS_PATCH: &str = "local-ops-activities";
+
+/// Bookkeeping runs as local activities in the workflow's own worker (which serves the ops queue
+/// anyway): same timeout and retries, no round trip through the server per step.
 pub(super) fn local_ops(policy: &PipelineSettings) -> LocalActivityOptions {
     LocalActivityOptions::builder()
         .start_to_close_timeout(Duration::from_secs(30))
