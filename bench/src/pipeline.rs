@@ -90,7 +90,10 @@ async fn split_processes(
     sigma: &str,
 ) -> anyhow::Result<Vec<tokio::process::Child>> {
     let (api, api_url) = app
-        .spawn_api_process(sigma, &[("SIGMA__LOG__FILTER", "warn")])
+        .spawn_api_process(
+            sigma,
+            &[("SIGMA__LOG__FILTER", "warn,sigma_api=info,tower_http=warn")],
+        )
         .await?;
     app.base_url = api_url;
     let mut children = vec![api];
@@ -142,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
         Options::default()
     };
     let mut app = TestApp::spawn_with(options).await?;
-    let _processes = match &args.split {
+    let processes = match &args.split {
         Some(sigma) => split_processes(&mut app, sigma).await?,
         None => Vec::new(),
     };
@@ -222,6 +225,8 @@ async fn main() -> anyhow::Result<()> {
             ms(percentile(&all, 95.0))
         );
     }
+    // The worker processes go first: they would otherwise retry against a dropped database.
+    drop(processes);
     app.shutdown().await;
     Ok(())
 }
