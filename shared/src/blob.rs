@@ -20,10 +20,11 @@ pub struct BlobStore {
     cache: Arc<Mutex<ContentCache>>,
 }
 
-/// Recently stored or read content-addressed objects (keys with `/sha256/`): their key is derived
-/// from their bytes, so a cached copy can never be stale. A submission's sandbox report is read
-/// by each of its votes and by its certificate; with this cache a worker process reads it from
-/// storage at most once, and not at all when it wrote it.
+/// Recently stored or read content-addressed JSON documents (`{kind}/sha256/{digest}.json`): their
+/// key is derived from their bytes, so a cached copy can never be stale. A submission's sandbox
+/// report is read by each of its votes and by its certificate; with this cache a worker process
+/// reads it from storage at most once, and not at all when it wrote it. Bundles are always read
+/// from storage: the bytes under review are the stored ones.
 struct ContentCache {
     entries: lru::LruCache<String, Bytes>,
     bytes: usize,
@@ -35,7 +36,7 @@ const CACHE_MAX_OBJECT: usize = 1 << 20;
 
 impl ContentCache {
     fn cacheable(key: &str, len: usize) -> bool {
-        key.contains("/sha256/") && len <= CACHE_MAX_OBJECT
+        key.contains("/sha256/") && key.ends_with(".json") && len <= CACHE_MAX_OBJECT
     }
 
     fn insert(&mut self, key: &str, bytes: &Bytes) {
@@ -218,8 +219,9 @@ mod tests {
         let mut c = cache();
         c.insert("reports/sandbox/sha256/ab.json", &Bytes::from_static(b"{}"));
         c.insert("uploads/draft-1", &Bytes::from_static(b"mutable"));
+        c.insert("bundles/sha256/cd", &Bytes::from_static(b"archive"));
         c.insert(
-            "bundles/sha256/cd",
+            "reports/sandbox/sha256/ef.json",
             &Bytes::from(vec![0u8; CACHE_MAX_OBJECT + 1]),
         );
         assert_eq!(c.entries.len(), 1);
@@ -233,17 +235,17 @@ mod tests {
         let object = Bytes::from(vec![7u8; CACHE_MAX_OBJECT]);
         let n = CACHE_BYTES / CACHE_MAX_OBJECT;
         for i in 0..n {
-            c.insert(&format!("k/sha256/{i}"), &object);
+            c.insert(&format!("k/sha256/{i}.json"), &object);
         }
         // Touch the oldest, then overflow by one object: the second oldest is evicted.
-        assert!(c.entries.get("k/sha256/0").is_some());
-        c.insert("k/sha256/new", &object);
+        assert!(c.entries.get("k/sha256/0.json").is_some());
+        c.insert("k/sha256/new.json", &object);
         assert_eq!(c.entries.len(), n);
         assert!(c.bytes <= CACHE_BYTES);
-        assert!(c.entries.contains("k/sha256/0"));
-        assert!(!c.entries.contains("k/sha256/1"));
+        assert!(c.entries.contains("k/sha256/0.json"));
+        assert!(!c.entries.contains("k/sha256/1.json"));
         // The same key again replaces its entry without counting it twice.
-        c.insert("k/sha256/new", &object);
+        c.insert("k/sha256/new.json", &object);
         assert_eq!(c.bytes, n * CACHE_MAX_OBJECT);
     }
 }

@@ -18,7 +18,7 @@ mod tests {
     #[test]
     fn every_setting_is_a_key_and_a_json_value() {
         let args = super::dynamic_config_args();
-        assert!(args.len() >= 2 && args.len() % 2 == 0);
+        assert!(args.len() >= 2 && args.len().is_multiple_of(2));
         for pair in args.chunks(2) {
             assert_eq!(pair[0], "--dynamic-config-value");
             let (key, value) = pair[1].split_once('=').expect("KEY=VALUE");
