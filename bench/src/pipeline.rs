@@ -7,7 +7,8 @@
 //! `--split SIGMA_BIN` runs the API and each queue's worker as separate `sigma` processes (the
 //! scale-out shape); otherwise they run inside this process.
 //!
-//! Usage: pipeline-bench [--sequential 20] [--clients 4,16] [--seconds 15] [--split SIGMA_BIN]
+//! Usage: pipeline-bench [--sequential 20] [--clients 4,16] [--seconds 15] [--poll-ms 50]
+//!                       [--split SIGMA_BIN]
 //! Run through `bench/run.sh`, which starts the servers this needs.
 
 use std::time::{Duration, Instant};
@@ -37,9 +38,9 @@ async fn submit_and_wait(app: &TestApp, n: usize, poll: Duration) -> anyhow::Res
 /// How often a client asks for its submission's status: often when one submission is measured
 /// alone; less under load, where sixteen clients asking every 10 ms would send 1,600 requests a
 /// second, more work than the submissions themselves (the latency figures then carry up to 50 ms
-/// of polling delay).
+/// of polling delay). `--poll-ms` sets the latter.
 const ALONE_POLL: Duration = Duration::from_millis(10);
-const LOADED_POLL: Duration = Duration::from_millis(50);
+const LOADED_POLL_MS: u64 = 50;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
@@ -54,6 +55,7 @@ struct Args {
     sequential: usize,
     clients: Vec<usize>,
     seconds: u64,
+    poll: Duration,
     split: Option<String>,
 }
 
@@ -62,6 +64,7 @@ fn parse_args() -> anyhow::Result<Args> {
         sequential: 20,
         clients: vec![4, 16],
         seconds: 15,
+        poll: Duration::from_millis(LOADED_POLL_MS),
         split: None,
     };
     let mut it = std::env::args().skip(1);
@@ -76,6 +79,7 @@ fn parse_args() -> anyhow::Result<Args> {
                     .collect::<Result<_, _>>()?
             }
             "--seconds" => args.seconds = value()?.parse()?,
+            "--poll-ms" => args.poll = Duration::from_millis(value()?.parse()?),
             "--split" => args.split = Some(value()?),
             other => anyhow::bail!("unknown argument {other}"),
         }
@@ -196,13 +200,14 @@ async fn main() -> anyhow::Result<()> {
     for &clients in &args.clients {
         let window = Duration::from_secs(args.seconds);
         let start = Instant::now();
+        let poll = args.poll;
         let runs = (0..clients).map(|c| {
             let app = &app;
             let first = next + c * 100_000;
             async move {
                 let mut done = Vec::new();
                 while start.elapsed() < window {
-                    done.push(submit_and_wait(app, first + done.len(), LOADED_POLL).await?);
+                    done.push(submit_and_wait(app, first + done.len(), poll).await?);
                 }
                 anyhow::Ok(done)
             }
@@ -217,7 +222,7 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "\nsustained with {clients} concurrent clients for {}s, polling every {} ms: {} completed pipelines in {:.1} s = {:.2} submissions/s (latency under load: median {:.0} ms, p95 {:.0} ms)",
             args.seconds,
-            LOADED_POLL.as_millis(),
+            args.poll.as_millis(),
             all.len(),
             elapsed.as_secs_f64(),
             all.len() as f64 / elapsed.as_secs_f64(),
