@@ -35,6 +35,19 @@ const CACHE_BYTES: usize = 32 << 20;
 const CACHE_MAX_OBJECT: usize = 1 << 20;
 
 impl ContentCache {
+    fn new() -> Self {
+        Self {
+            entries: lru::LruCache::unbounded(),
+            bytes: 0,
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.entries.pop(key) {
+            self.bytes -= old.len();
+        }
+    }
+
     fn cacheable(key: &str, len: usize) -> bool {
         key.contains("/sha256/") && key.ends_with(".json") && len <= CACHE_MAX_OBJECT
     }
@@ -87,10 +100,7 @@ impl BlobStore {
         Self {
             client: Client::from_conf(config),
             bucket: settings.bucket.clone(),
-            cache: Arc::new(Mutex::new(ContentCache {
-                entries: lru::LruCache::unbounded(),
-                bytes: 0,
-            })),
+            cache: Arc::new(Mutex::new(ContentCache::new())),
         }
     }
 
@@ -167,10 +177,7 @@ impl BlobStore {
             .send()
             .await
             .with_context(|| format!("cannot delete blob {key}"))?;
-        let mut cache = self.cache.lock().expect("blob cache");
-        if let Some(old) = cache.entries.pop(key) {
-            cache.bytes -= old.len();
-        }
+        self.cache.lock().expect("blob cache").remove(key);
         Ok(())
     }
 
@@ -207,16 +214,9 @@ impl BlobStore {
 mod tests {
     use super::*;
 
-    fn cache() -> ContentCache {
-        ContentCache {
-            entries: lru::LruCache::unbounded(),
-            bytes: 0,
-        }
-    }
-
     #[test]
     fn only_small_content_addressed_objects_are_kept() {
-        let mut c = cache();
+        let mut c = ContentCache::new();
         c.insert("reports/sandbox/sha256/ab.json", &Bytes::from_static(b"{}"));
         c.insert("uploads/draft-1", &Bytes::from_static(b"mutable"));
         c.insert("bundles/sha256/cd", &Bytes::from_static(b"archive"));
@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn the_least_recently_used_go_first_when_the_budget_is_spent() {
-        let mut c = cache();
+        let mut c = ContentCache::new();
         let object = Bytes::from(vec![7u8; CACHE_MAX_OBJECT]);
         let n = CACHE_BYTES / CACHE_MAX_OBJECT;
         for i in 0..n {
@@ -247,5 +247,9 @@ mod tests {
         // The same key again replaces its entry without counting it twice.
         c.insert("k/sha256/new.json", &object);
         assert_eq!(c.bytes, n * CACHE_MAX_OBJECT);
+        // A deleted object is forgotten, and its bytes with it.
+        c.remove("k/sha256/new.json");
+        assert!(!c.entries.contains("k/sha256/new.json"));
+        assert_eq!(c.bytes, (n - 1) * CACHE_MAX_OBJECT);
     }
 }
