@@ -7,6 +7,8 @@
   summary REPORT_DIR WALL_SECS   print the figures of every run's JSON report and the distinct
                                  failures of every run's log; exit 1 on a failure
   log-errors LOG                 print the distinct ERROR events of a JSON log
+  run-errors REPORT              print the titles of the errors (not check failures) schemathesis
+                                 hit in a run; exit 1 if there were any
 
 `seed` reads SIGMA_FUZZ_API (base URL), SIGMA_FUZZ_MAILDEV (maildev HTTP API), SIGMA_FUZZ_DEV_TOKEN,
 SIGMA_FUZZ_OP_TOKEN, SIGMA_FUZZ_CONSOLE_NAME and SIGMA_FUZZ_CONSOLE_PASSWORD.
@@ -464,6 +466,11 @@ def main() -> int:
         return 0
     if cmd == "log-errors":
         return log_errors(Path(sys.argv[2]))
+    if cmd == "run-errors":
+        errors = json.loads(Path(sys.argv[2]).read_text()).get("errors", [])
+        for e in errors:
+            print(f"{e['title']} x{e['count']}")
+        return 1 if errors else 0
     if cmd == "summary":
         return summary(Path(sys.argv[2]), float(sys.argv[3]))
     print(__doc__, file=sys.stderr)

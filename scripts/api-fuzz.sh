@@ -181,8 +181,19 @@ OP_SESSION=$OP_SESSION
 EOF
 
 # --- schemathesis --------------------------------------------------------------------------------
-# One run: NAME TOKEN ARGS...  (an empty TOKEN sends no credentials)
+# One run: NAME TOKEN ARGS...  (an empty TOKEN sends no credentials). A run in which schemathesis
+# itself errs (an error, not a check failure: seen once as a CPython SystemError inside its
+# coverage phase) runs once more with the same seed; an error that repeats is reported as before.
 fuzz() {
+  fuzz_once "$@"
+  local name=$1 errors
+  if [[ -s "$OUT/reports/$name.json" ]] && ! errors=$("${HELPER[@]}" run-errors "$OUT/reports/$name.json"); then
+    echo "  schemathesis erred ($errors); running $name once more with the same seed" >&2
+    mv "$OUT/$name.log" "$OUT/$name.erred.txt"
+    fuzz_once "$@"
+  fi
+}
+fuzz_once() {
   local name=$1 token=$2; shift 2
   local auth=()
   [[ -n "$token" ]] && auth=(-H "Authorization: Bearer $token")
