@@ -9,7 +9,8 @@ is given to one bucket, in this order of precedence:
                              local activities run inside it, so projections and the other local
                              steps are counted here
   waiting: activity task     an activity task is scheduled and no worker has it yet (Scheduled -> Started):
-                             the server's transfer queue, matching, and the poll
+                             the server's transfer queue, matching, and the poll (for a retried
+                             activity also its retry backoff: one ActivityTaskStarted per activity)
   waiting: workflow task     the same for a workflow task
   other                      none of the above (timers, an operator's decision)
 

@@ -516,7 +516,23 @@ impl SubmissionWorkflow {
         AD: ActivityDefinition,
         AD::Output: TemporalDeserializable,
     {
-        if ctx.patched(LOCAL_OPS_PATCH) {
+        Self::ops_step_since(ctx, LOCAL_OPS_PATCH, policy, activity, input).await
+    }
+
+    /// An ops step that is a local activity in runs carrying `patch`, and the remote activity it
+    /// was before in runs recorded without it.
+    async fn ops_step_since<AD>(
+        ctx: &WorkflowContext<Self>,
+        patch: &str,
+        policy: &PipelineSettings,
+        activity: AD,
+        input: AD::Input,
+    ) -> Result<AD::Output, ActivityExecutionError>
+    where
+        AD: ActivityDefinition,
+        AD::Output: TemporalDeserializable,
+    {
+        if ctx.patched(patch) {
             ctx.execute_local_activity(activity, input, local_ops(policy))
                 .await
         } else {
@@ -569,23 +585,15 @@ impl SubmissionWorkflow {
         });
         ctx.set_current_details(details);
         // Runs started before projections became local activities keep their recorded shape.
-        if ctx.patched(LOCAL_PROJECTION_PATCH) {
-            ctx.execute_local_activity(
-                OpsActivities::update_projection,
-                update,
-                local_ops(&input.policy),
-            )
-            .await
-            .explained()?;
-        } else {
-            ctx.execute_activity(
-                OpsActivities::update_projection,
-                update,
-                ops(ctx.task_queue(), &input.policy),
-            )
-            .await
-            .explained()?;
-        }
+        Self::ops_step_since(
+            ctx,
+            LOCAL_PROJECTION_PATCH,
+            &input.policy,
+            OpsActivities::update_projection,
+            update,
+        )
+        .await
+        .explained()?;
         Ok(())
     }
 }
