@@ -216,6 +216,24 @@ pub fn artifact(
     all_paths: &BTreeSet<&str>,
     out: &mut Vec<Finding>,
 ) {
+    if classified
+        .text
+        .as_deref()
+        .is_some_and(|t| t.starts_with("version https://git-lfs.github.com/spec/"))
+    {
+        // A Git LFS pointer: the real file was not in the archive. Nothing is hidden, but
+        // nothing of it can be reviewed either.
+        out.push(structural(
+            "ART-011",
+            RuleCategory::OpaqueArtifact,
+            Severity::Low,
+            path,
+            None,
+            "Git LFS pointer: the file's content is not in the bundle".into(),
+            "Ship the file itself; reviewers cannot check what is not there.",
+        ));
+        return;
+    }
     if classified.text.is_some() && classified.misleading_extension {
         out.push(structural(
             "ART-001",
@@ -340,7 +358,8 @@ pub fn typosquat_of(ecosystem: Ecosystem, name: &str) -> Option<&'static str> {
         Ecosystem::Pypi => (&*POPULAR_PYPI, normalise_pypi(name)),
         Ecosystem::Npm => (&*POPULAR_NPM, name.to_ascii_lowercase()),
     };
-    if list.contains(&name) {
+    // Type definitions are named after the package they describe (`@types/react`).
+    if list.contains(&name) || name.starts_with("@types/") {
         return None;
     }
     let squash = |s: &str| s.replace(['-', '_', '.'], "");

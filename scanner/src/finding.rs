@@ -81,6 +81,11 @@ pub enum MatchContext {
     Section,
     /// Documentation the agent does not follow (README, CHANGELOG, docs/).
     Documentation,
+    /// Named rather than used: a lone command, flag or path in inline code in a sentence
+    /// (`--yolo`, `~/.aws/credentials`), or a fenced block that is data, output or another
+    /// tool's rule language rather than code anyone runs. A SKILL.md code block is not a
+    /// mention: it is analysed as the code it is.
+    Mention,
     /// Hidden from a human reader (HTML comment, invisible characters).
     Hidden,
     /// A whole-file or whole-bundle fact rather than a match in text.

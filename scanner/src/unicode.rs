@@ -61,12 +61,18 @@ enum Script {
     Other,
 }
 
+/// Letters of other scripts that a reader takes for Latin ones (Unicode's confusables, the
+/// common subset). Greek and Cyrillic letters that look like nothing Latin (Δ, β, η, μ, σ, ж) are
+/// ordinary notation in scientific text, not disguise.
+const LATIN_LOOKALIKES: &str =
+    "аеорсухіјѕԁԛԝһӏԍɡвкмнтАВЕКМНОРСТХІЈЅԌԚԜҮοικνρυχΑΒΕΖΗΙΚΜΝΟΡΤΥΧօսցհոզ";
+
 fn script(c: char) -> Script {
     match c as u32 {
         0x41..=0x5A | 0x61..=0x7A => Script::Latin,
-        0x0400..=0x052F => Script::Cyrillic,
-        0x0370..=0x03FF => Script::Greek,
-        0x0530..=0x058F => Script::Armenian,
+        0x0400..=0x052F if LATIN_LOOKALIKES.contains(c) => Script::Cyrillic,
+        0x0370..=0x03FF if LATIN_LOOKALIKES.contains(c) => Script::Greek,
+        0x0530..=0x058F if LATIN_LOOKALIKES.contains(c) => Script::Armenian,
         0xFF21..=0xFF3A | 0xFF41..=0xFF5A => Script::FullwidthLatin,
         _ => Script::Other,
     }
@@ -163,7 +169,9 @@ pub fn scan(path: &str, map: &TextMap<'_>, out: &mut Vec<Finding>) {
     if let Some(first) = bidi.first() {
         let (severity, confidence) = if map.kind == FileKind::Code && !(only_marks && has_rtl) {
             (Severity::High, Confidence::High)
-        } else if has_rtl {
+        } else if has_rtl || (only_marks && bidi.len() == 1 && !inside_word(text, *first)) {
+            // One stray left-to-right mark in prose (pasted from a word processor) reorders
+            // nothing; overrides, isolates and marks placed around code-like text do.
             (Severity::Low, Confidence::Low)
         } else {
             (Severity::High, Confidence::Medium)
@@ -203,6 +211,18 @@ pub fn scan(path: &str, map: &TextMap<'_>, out: &mut Vec<Finding>) {
     padding(path, map, out);
 }
 
+/// Does the character at `offset` sit between two word characters?
+fn inside_word(text: &str, offset: usize) -> bool {
+    let before = text[..offset].chars().next_back();
+    let after = text[offset..].chars().nth(1);
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    word(before) && word(after)
+}
+
+fn latin_letters(word: &str) -> usize {
+    word.chars().filter(char::is_ascii_alphabetic).count()
+}
+
 /// Words that mix Latin letters with Cyrillic, Greek, Armenian or fullwidth lookalikes.
 fn lookalikes(path: &str, map: &TextMap<'_>, out: &mut Vec<Finding>) {
     let text = map.text;
@@ -214,7 +234,9 @@ fn lookalikes(path: &str, map: &TextMap<'_>, out: &mut Vec<Finding>) {
                  scripts: &[bool; 6],
                  out: &mut Vec<Finding>,
                  reported: &mut usize| {
-        let latin = scripts[0];
+        // A disguised name is mostly Latin (`pаypal`); a symbol with a subscript (`ρ_s`) is
+        // notation.
+        let latin = latin_letters(&text[start..end]) >= 3;
         let foreign = scripts[1] || scripts[2] || scripts[3] || scripts[4];
         if latin && foreign && *reported < 10 {
             *reported += 1;
