@@ -483,6 +483,161 @@ pub fn code_hosts(
     }
 }
 
+/// Domains people trust on sight, whose near-misses are registered to be mistaken for them.
+const TRUSTED_DOMAINS: &[&str] = &[
+    "github.com",
+    "githubusercontent.com",
+    "gitlab.com",
+    "bitbucket.org",
+    "pypi.org",
+    "pythonhosted.org",
+    "npmjs.com",
+    "npmjs.org",
+    "yarnpkg.com",
+    "crates.io",
+    "rubygems.org",
+    "docker.com",
+    "docker.io",
+    "openai.com",
+    "anthropic.com",
+    "claude.ai",
+    "google.com",
+    "googleapis.com",
+    "gstatic.com",
+    "microsoft.com",
+    "azure.com",
+    "windows.net",
+    "live.com",
+    "office.com",
+    "apple.com",
+    "icloud.com",
+    "amazon.com",
+    "amazonaws.com",
+    "cloudflare.com",
+    "huggingface.co",
+    "slack.com",
+    "discord.com",
+    "telegram.org",
+    "stripe.com",
+    "paypal.com",
+    "coinbase.com",
+    "binance.com",
+    "metamask.io",
+    "phantom.app",
+    "solana.com",
+    "ethereum.org",
+    "polymarket.com",
+    "vercel.com",
+    "netlify.com",
+    "heroku.com",
+    "digitalocean.com",
+    "sentry.io",
+    "atlassian.com",
+    "notion.so",
+    "dropbox.com",
+    "zoom.us",
+    "linkedin.com",
+    "twitter.com",
+    "x.com",
+    "facebook.com",
+    "instagram.com",
+    "youtube.com",
+    "whatsapp.com",
+    "openclaw.ai",
+    "clawhub.ai",
+    "clawhub.com",
+    "anthropic.ai",
+];
+
+/// The registrable part of a host (`api.github.com` → `github.com`; `x.co.uk` → `x.co.uk`).
+fn registrable(host: &str) -> &str {
+    let labels: Vec<&str> = host.split('.').collect();
+    let keep = if labels.len() >= 3
+        && labels[labels.len() - 1].len() == 2
+        && ["co", "com", "org", "net", "gov", "ac", "edu"].contains(&labels[labels.len() - 2])
+    {
+        3
+    } else {
+        2
+    };
+    let skip = labels.len().saturating_sub(keep);
+    let at: usize = labels[..skip].iter().map(|l| l.len() + 1).sum();
+    &host[at..]
+}
+
+/// How a host imitates a trusted domain, if it does: a one- or two-letter slip of its name
+/// (`githb.com`, `pypl.org`), or the trusted name worn as labels of another domain
+/// (`github.com.cdn-files.io`).
+fn imitates(host: &str) -> Option<(&'static str, &'static str)> {
+    let own = registrable(host);
+    if TRUSTED_DOMAINS.contains(&own) {
+        return None;
+    }
+    let name = own.split('.').next().unwrap_or(own);
+    for trusted in TRUSTED_DOMAINS {
+        let trusted_name = trusted.split('.').next().unwrap_or(trusted);
+        // Typosquats keep the first letter and the length roughly: one slip for names of five
+        // letters or more, two for long ones (`rates` is not `crates`).
+        if name.len() >= 4 && name.chars().next() == trusted_name.chars().next() {
+            let distance = strsim::damerau_levenshtein(name, trusted_name);
+            let slips = match trusted_name.len() {
+                0..=4 => 0,
+                5..=8 => 1,
+                _ => 2,
+            };
+            if (1..=slips).contains(&distance) {
+                return Some((trusted, "a near-miss spelling of"));
+            }
+        }
+        let worn = host.len() > trusted.len()
+            && (host.starts_with(&format!("{trusted}."))
+                || host.contains(&format!(".{trusted}."))
+                || host.contains(&format!("{trusted}-")));
+        if worn {
+            return Some((trusted, "dressed as"));
+        }
+    }
+    None
+}
+
+/// URLs whose host imitates a trusted domain. Weighed like behaviour: named in a warning or a
+/// teaching text it is low; in instructions or code it is what the skill will contact.
+pub fn lookalike_hosts(path: &str, map: &crate::context::TextMap<'_>, out: &mut Vec<Finding>) {
+    let mut seen = BTreeSet::new();
+    for c in URL_IN_STRING.captures_iter(map.text) {
+        let host = c[1].to_ascii_lowercase();
+        if host.parse::<std::net::Ipv4Addr>().is_ok() || !seen.insert(host.clone()) {
+            continue;
+        }
+        let Some((trusted, how)) = imitates(&host) else {
+            continue;
+        };
+        let m = c.get(0).expect("group 0");
+        let context = map.context(m.start());
+        let (severity, confidence) = crate::context::weigh(
+            crate::rules::Intent::Behaviour,
+            Severity::High,
+            context,
+            map.role,
+        );
+        out.push(Finding {
+            rule_id: "NET-008".into(),
+            category: RuleCategory::SuspiciousDestination,
+            severity,
+            confidence,
+            context,
+            file: path.into(),
+            line: Some(map.line(m.start())),
+            snippet: Some(snippet(&host)),
+            message: format!("`{host}` is {how} `{trusted}`"),
+            remediation: Some(
+                "Use the real domain; lookalike domains exist to be mistaken for it.".into(),
+            ),
+            blocks: false,
+        });
+    }
+}
+
 /// Which capability names in a manifest cover which detected capability.
 fn declared_capabilities(manifest: &Manifest) -> BTreeSet<&'static str> {
     let mut declared = BTreeSet::new();
@@ -529,8 +684,18 @@ fn declared_capabilities(manifest: &Manifest) -> BTreeSet<&'static str> {
 
 /// Declared versus actual: hosts contacted but not declared (and declared but never used), and
 /// capabilities used but not declared. Each is one manifest mismatch.
+static OFFLINE_CLAIM: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b(works?\s+(fully\s+|entirely\s+|completely\s+)?offline|(fully|entirely|completely|100%)\s+(offline|local)|offline[- ]only|local[- ]only|no\s+network\s+(access|calls?|connections?|requests?)|(does\s+not|doesn't|never|won't|will\s+not)\s+(makes?\s+(any\s+)?network|connects?\s+to\s+the\s+(internet|network)|sends?\s+(any\s+)?(data|information)\s+(anywhere|externally|over\s+the\s+network|to\s+(any|external|third[- ]party)\s+(servers?|services?|hosts?))|access(es)?\s+the\s+(internet|network))|no\s+data\s+(ever\s+)?leaves\s+your\s+(machine|device|computer))").unwrap()
+});
+
+/// "Does not work offline", "cannot run local-only", "requires …": not a claim of locality.
+static CLAIM_NEGATED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)(\bnot|n't|\bnever|\bcannot|\bunless|\bif|\bwhen|\brequires?|\bneeds?)\s+(\w+\s+){0,2}$").unwrap()
+});
+
 pub fn declared_vs_actual(
     manifest: &Manifest,
+    claims: &str,
     used_hosts: &BTreeMap<String, (String, usize)>,
     used_capabilities: &BTreeMap<&'static str, (String, usize)>,
     has_code: bool,
@@ -581,13 +746,50 @@ pub fn declared_vs_actual(
             }
         }
     }
+    // "Works offline", "never sends data anywhere": a claim the code contradicts is a lie a
+    // reviewer would otherwise trust.
+    let claim = OFFLINE_CLAIM.find_iter(claims).find(|m| {
+        let mut from = m.start().saturating_sub(40);
+        while !claims.is_char_boundary(from) {
+            from += 1;
+        }
+        !CLAIM_NEGATED.is_match(&claims[from..m.start()])
+    });
+    if let Some(claim) = claim {
+        let contact = used_hosts
+            .iter()
+            .map(|(host, (file, line))| (format!("contacts `{host}`"), file, *line))
+            .chain(
+                used_capabilities
+                    .get("network")
+                    .map(|(file, line)| ("makes network calls".to_owned(), file, *line)),
+            )
+            .next();
+        if let Some((what, file, line)) = contact {
+            out.push(structural(
+                "DECL-004",
+                RuleCategory::ManifestMismatch,
+                Severity::High,
+                file,
+                Some(line),
+                format!(
+                    "SKILL.md claims \"{}\", but the skill {what}",
+                    snippet(claim.as_str())
+                ),
+                "Describe what the skill really does, and declare every host it calls.",
+            ));
+        }
+    }
     let declared = declared_capabilities(manifest);
     let declares_any = !manifest.capabilities.is_empty() || !manifest.allowed_tools.is_empty();
     for (capability, (file, line)) in used_capabilities {
         if !declared.contains(capability) {
+            // Commands in SKILL.md's own code blocks run through the agent's tools, which the
+            // agent's permissions already govern: a mismatch, not a hidden capability.
+            let in_instructions = file.ends_with(".md");
             let severity = match (declares_any, *capability) {
                 (false, _) => Severity::Low,
-                (true, "shell" | "wallet") => Severity::High,
+                (true, "shell" | "wallet") if !in_instructions => Severity::High,
                 (true, _) => Severity::Medium,
             };
             out.push(structural(
@@ -752,5 +954,42 @@ mod loop_tests {
             ids("while (true) {\n  if (x) { return; }\n}\n", "javascript"),
             0
         );
+    }
+
+    #[test]
+    fn lookalike_hosts_and_their_real_neighbours() {
+        assert_eq!(imitates("api.githb.com").map(|t| t.0), Some("github.com"));
+        assert_eq!(
+            imitates("pypl.org"),
+            None,
+            "four letters: too short to judge"
+        );
+        assert_eq!(
+            imitates("raw.githubusercontent.com.cdn-files.io").map(|t| t.0),
+            Some("githubusercontent.com")
+        );
+        assert_eq!(
+            imitates("github.com-login.net").map(|t| t.0),
+            Some("github.com")
+        );
+        for real in [
+            "api.github.com",
+            "files.pythonhosted.org",
+            "rates.io",
+            "gitlab.example.org",
+            "docs.anthropic.com",
+            "github.io",
+        ] {
+            assert_eq!(imitates(real), None, "{real}");
+        }
+    }
+
+    #[test]
+    fn offline_claims_and_their_negations() {
+        assert!(OFFLINE_CLAIM.is_match("Works fully offline."));
+        assert!(OFFLINE_CLAIM.is_match("No data ever leaves your machine."));
+        assert!(OFFLINE_CLAIM.is_match("This skill never sends data to external servers."));
+        let claim = OFFLINE_CLAIM.find("It does not work offline.").unwrap();
+        assert!(CLAIM_NEGATED.is_match(&"It does not work offline."[..claim.start()]));
     }
 }

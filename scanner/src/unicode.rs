@@ -169,9 +169,14 @@ pub fn scan(path: &str, map: &TextMap<'_>, out: &mut Vec<Finding>) {
     if let Some(first) = bidi.first() {
         let (severity, confidence) = if map.kind == FileKind::Code && !(only_marks && has_rtl) {
             (Severity::High, Confidence::High)
-        } else if has_rtl || (only_marks && bidi.len() == 1 && !inside_word(text, *first)) {
-            // One stray left-to-right mark in prose (pasted from a word processor) reorders
-            // nothing; overrides, isolates and marks placed around code-like text do.
+        } else if has_rtl
+            || (only_marks
+                && (bidi.len() == 1 && !inside_word(text, *first)
+                    || bidi.iter().all(|at| at_line_edge(text, *at))))
+        {
+            // A stray left-to-right mark in prose, or marks at the very start or end of lines
+            // (pasted from a word processor), reorder nothing; overrides, isolates and marks
+            // placed inside code-like text do.
             (Severity::Low, Confidence::Low)
         } else {
             (Severity::High, Confidence::Medium)
@@ -217,6 +222,13 @@ fn inside_word(text: &str, offset: usize) -> bool {
     let after = text[offset..].chars().nth(1);
     let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
     word(before) && word(after)
+}
+
+/// Is the character at `offset` the first or last of its line?
+fn at_line_edge(text: &str, offset: usize) -> bool {
+    let before = text[..offset].chars().next_back();
+    let after = text[offset..].chars().nth(1);
+    matches!(before, None | Some('\n')) || matches!(after, None | Some('\n' | '\r'))
 }
 
 fn latin_letters(word: &str) -> usize {
