@@ -18,11 +18,13 @@ import argparse
 import collections
 import concurrent.futures
 import csv
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -156,6 +158,9 @@ def main() -> int:
     parser.add_argument("--source", action="append", help="only these sources")
     parser.add_argument("--errors", action="store_true", help="list misses and false positives (dev part only)")
     parser.add_argument("--json", type=Path, help="write every result here")
+    parser.add_argument("--sample", type=int, metavar="N", help="at most N skills per source and label (a fixed, hash-ordered stratified sample)")
+    parser.add_argument("--cisco-cache", type=Path, default=Path.home() / ".cache/sigma/eval/cisco-results.jsonl",
+                        help="Cisco results by skill id, appended as they come and reused (the scanner takes seconds per skill)")
     parser.add_argument("--batch", metavar="BIN", help="scan with scanner/examples/scan_many (tuning loop) instead of `sigma scan`")
     args = parser.parse_args()
     if args.errors and args.split != "dev":
@@ -165,6 +170,15 @@ def main() -> int:
 
     rows = [r for r in csv.DictReader((HERE / "labels.csv").open())
             if args.split in ("all", r["split"]) and (not args.source or r["source"] in args.source)]
+    if args.sample:
+        order = sorted(rows, key=lambda r: hashlib.sha256(r["id"].encode()).hexdigest())
+        taken = collections.Counter()
+        rows = []
+        for r in order:
+            if taken[(r["source"], r["label"])] < args.sample:
+                taken[(r["source"], r["label"])] += 1
+                rows.append(r)
+        rows.sort(key=lambda r: r["id"])
     missing = [r["id"] for r in rows if not (args.skills / r["id"]).is_dir()]
     if missing:
         parser.error(f"{len(missing)} skills are not built (first: {missing[0]}): python3 eval/build.py")
@@ -174,7 +188,24 @@ def main() -> int:
         scanners = {"sigma (scan_many)": None}
     if args.cisco:
         exe = cisco_binary(args.tools)
-        scanners[f"cisco skill-scanner {CISCO_VERSION}"] = lambda folder: scan_cisco(exe, folder)
+        cache = {}
+        if args.cisco_cache.exists():
+            for line in args.cisco_cache.read_text().splitlines():
+                entry = json.loads(line)
+                cache[entry["id"]] = entry["result"]
+        lock = threading.Lock()
+
+        def cisco(folder: Path) -> dict:
+            sid = str(folder.relative_to(args.skills))
+            if sid in cache:
+                return cache[sid]
+            result = scan_cisco(exe, folder)
+            if "error" not in result:
+                with lock, args.cisco_cache.open("a") as out:
+                    out.write(json.dumps({"id": sid, "version": CISCO_VERSION, "result": result}) + "\n")
+            return result
+
+        scanners[f"cisco skill-scanner {CISCO_VERSION}"] = cisco
     summary = {"split": args.split, "skills": len(rows), "scanners": {}}
     all_results = {}
     for name, scan in scanners.items():
