@@ -161,6 +161,8 @@ def main() -> int:
     parser.add_argument("--sample", type=int, metavar="N", help="at most N skills per source and label (a fixed, hash-ordered stratified sample)")
     parser.add_argument("--cisco-cache", type=Path, default=Path.home() / ".cache/sigma/eval/cisco-results.jsonl",
                         help="Cisco results by skill id, appended as they come and reused (the scanner takes seconds per skill)")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="with --cisco: only the skills Cisco's scanner has already been run on (a partial comparison)")
     parser.add_argument("--batch", metavar="BIN", help="scan with scanner/examples/scan_many (tuning loop) instead of `sigma scan`")
     args = parser.parse_args()
     if args.errors and args.split != "dev":
@@ -178,7 +180,12 @@ def main() -> int:
             if taken[(r["source"], r["label"])] < args.sample:
                 taken[(r["source"], r["label"])] += 1
                 rows.append(r)
-        rows.sort(key=lambda r: r["id"])
+        # Hash order, not id order: a run stopped early still covers every source.
+    if args.cached_only:
+        done = set()
+        if args.cisco_cache.exists():
+            done = {json.loads(line)["id"] for line in args.cisco_cache.read_text().splitlines()}
+        rows = [r for r in rows if r["id"] in done]
     missing = [r["id"] for r in rows if not (args.skills / r["id"]).is_dir()]
     if missing:
         parser.error(f"{len(missing)} skills are not built (first: {missing[0]}): python3 eval/build.py")

@@ -121,6 +121,27 @@ struct Tainted {
     cred_calls: BTreeSet<String>,
 }
 
+/// What a call's arguments carry, the strongest taint first.
+enum Carried {
+    Environment,
+    Credentials,
+    Value(String),
+}
+
+fn carried(args: &str, t: &Tainted) -> Option<Carried> {
+    if ENV_HARVEST.is_match(args) || mentions(args, &t.harvest).is_some() {
+        Some(Carried::Environment)
+    } else if CRED_SOURCE.is_match(args) || mentions(args, &t.cred).is_some() {
+        Some(Carried::Credentials)
+    } else {
+        ENV_SOURCE
+            .find(args)
+            .map(|m| m.as_str().to_owned())
+            .or_else(|| mentions(args, &t.env))
+            .map(Carried::Value)
+    }
+}
+
 /// Is `var` passed in an auth header or the query string of the call whose arguments are
 /// `args`? (`params=params` counts: the keyword names it.)
 fn sent_as_credential(args: &str, var: &str) -> bool {
@@ -390,36 +411,43 @@ pub fn scan(
         });
     };
     let all = t;
+    // The taint visible where a sink sits: module-level names and its functions' own.
+    let view_at = |offset: usize| {
+        let chain = chains.get(map.line(offset).saturating_sub(1));
+        all.scoped(chain.map_or(&[][..], Vec::as_slice), &params)
+    };
     for m in SINK.find_iter(text) {
-        let line_index = map.line(m.start()).saturating_sub(1);
-        let t = all.scoped(
-            chains.get(line_index).map_or(&[][..], Vec::as_slice),
-            &params,
-        );
+        let t = view_at(m.start());
         let args = call_args(text, m.end() - 1);
         let call = &text[m.start()..m.end() - 1 + args.len()];
-        if ENV_HARVEST.is_match(args) || mentions(args, &t.harvest).is_some() {
-            report(
-                m.start(),
-                Severity::Critical,
-                "TAINT-001",
-                "the whole environment is sent over the network".into(),
-                call,
-                out,
-            );
-        } else if CRED_SOURCE.is_match(args) || mentions(args, &t.cred).is_some() {
-            report(
-                m.start(),
-                Severity::Critical,
-                "TAINT-002",
-                "credential file contents flow into a network call".into(),
-                call,
-                out,
-            );
-        } else if let Some(var) = ENV_SOURCE
-            .find(args)
-            .map(|m| m.as_str().to_owned())
-            .or_else(|| mentions(args, &t.env))
+        let var = match carried(args, &t) {
+            None => continue,
+            Some(Carried::Environment) => {
+                let message = "the whole environment is sent over the network".into();
+                report(
+                    m.start(),
+                    Severity::Critical,
+                    "TAINT-001",
+                    message,
+                    call,
+                    out,
+                );
+                continue;
+            }
+            Some(Carried::Credentials) => {
+                let message = "credential file contents flow into a network call".into();
+                report(
+                    m.start(),
+                    Severity::Critical,
+                    "TAINT-002",
+                    message,
+                    call,
+                    out,
+                );
+                continue;
+            }
+            Some(Carried::Value(var)) => var,
+        };
         {
             let hosts: Vec<String> = URL_HOST
                 .captures_iter(args)
@@ -491,44 +519,27 @@ pub fn scan(
         if !NETWORK_COMMAND.is_match(args) {
             continue;
         }
-        let line_index = map.line(m.start()).saturating_sub(1);
-        let t = all.scoped(
-            chains.get(line_index).map_or(&[][..], Vec::as_slice),
-            &params,
-        );
+        let t = view_at(m.start());
         let call = &text[m.start()..m.end() - 1 + args.len()];
-        if ENV_HARVEST.is_match(args) || mentions(args, &t.harvest).is_some() {
-            report(
-                m.start(),
+        let (severity, id, message) = match carried(args, &t) {
+            None => continue,
+            Some(Carried::Environment) => (
                 Severity::Critical,
                 "TAINT-001",
-                "the whole environment is passed to a network command".into(),
-                call,
-                out,
-            );
-        } else if CRED_SOURCE.is_match(args) || mentions(args, &t.cred).is_some() {
-            report(
-                m.start(),
+                "the whole environment is passed to a network command".to_owned(),
+            ),
+            Some(Carried::Credentials) => (
                 Severity::Critical,
                 "TAINT-002",
-                "credential file contents are passed to a network command".into(),
-                call,
-                out,
-            );
-        } else if let Some(var) = ENV_SOURCE
-            .find(args)
-            .map(|m| m.as_str().to_owned())
-            .or_else(|| mentions(args, &t.env))
-        {
-            report(
-                m.start(),
+                "credential file contents are passed to a network command".to_owned(),
+            ),
+            Some(Carried::Value(var)) => (
                 Severity::High,
                 "TAINT-003",
                 format!("environment value `{var}` is passed to a network command"),
-                call,
-                out,
-            );
-        }
+            ),
+        };
+        report(m.start(), severity, id, message, call, out);
     }
     shell_flows(
         text,
