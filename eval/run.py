@@ -34,8 +34,14 @@ CISCO_VERSION = "2.3.2"
 
 
 def default_sigma() -> str:
-    target = os.environ.get("CARGO_TARGET_DIR", str(Path.home() / ".cache/sigma/target"))
-    return str(Path(target) / "release" / "sigma")
+    """The newest release `sigma` among $CARGO_TARGET_DIR, the project's shared target dir and
+    the checkout's own `target/` (a build without the scripts' environment lands there)."""
+    dirs = [os.environ.get("CARGO_TARGET_DIR"), str(Path.home() / ".cache/sigma/target"), str(HERE.parent / "target")]
+    found = [Path(d) / "release" / "sigma" for d in dirs if d]
+    found = [p for p in found if p.exists()]
+    if not found:
+        return str(Path(dirs[0] or dirs[1]) / "release" / "sigma")
+    return str(max(found, key=lambda p: p.stat().st_mtime))
 
 
 def scan_sigma(sigma: str, folder: Path) -> dict:
