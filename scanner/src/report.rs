@@ -572,13 +572,12 @@ pub fn scan(request: ScanRequest<'_>) -> Report {
                 }
             }
             detect::code_hosts(&map, &mut used_hosts, path);
-            decoded.extend(detect::blobs(
-                path,
-                &view.text,
-                |o| map.line(o),
-                true,
-                &mut findings,
-            ));
+            // The prose pass already decoded the block's large blobs: rescan each text once.
+            for blob in detect::blobs(path, &view.text, |o| map.line(o), true, &mut findings) {
+                if !decoded.iter().any(|d| d.name == blob.name) {
+                    decoded.push(blob);
+                }
+            }
         }
     }
     for blob in decoded {
