@@ -1,12 +1,15 @@
 //! Every side effect of the pipeline, as Temporal activities grouped by task queue:
 //! [`intake::IntakeActivities`] (the first, local step of each submission run),
 //! [`sandbox::SandboxActivities`] (`sandbox`), [`audit::AuditActivities`] (`audit`),
-//! [`verdict::VerdictActivities`] (`ops`: consensus and operator decisions) and
-//! [`ops::OpsActivities`] (`ops`: projections, rounds, certificates, email). Each activity is
+//! [`verdict::VerdictActivities`] (`ops`: consensus and operator decisions),
+//! [`ops::OpsActivities`] (`ops`: projections, rounds, certificates, email) and
+//! [`lifecycle::LifecycleActivities`] (`ops`: renewals and what else a certificate lives through
+//! after issuance). Each activity is
 //! idempotent: retries and replays write the same rows and blobs again, never twice.
 
 pub mod audit;
 pub mod intake;
+pub mod lifecycle;
 pub mod ops;
 pub mod portal;
 pub mod sandbox;

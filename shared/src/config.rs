@@ -28,7 +28,71 @@ pub struct Settings {
     /// Sessions, login codes, quotes and the manifest assistant of the developer plane.
     #[serde(default)]
     pub portal: PortalSettings,
+    /// The Ops worker's periodic work (Temporal Schedules) and what certificates live through
+    /// after issuance.
+    #[serde(default)]
+    pub ops: OpsSettings,
     pub log: LogSettings,
+}
+
+/// Periodic jobs and post-issuance policy. Intervals are seconds; each job is one Temporal
+/// Schedule (`sigma temporal-setup` creates or updates them).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct OpsSettings {
+    pub renewal_sweep_interval_secs: u64,
+    pub monitor_sweep_interval_secs: u64,
+    pub model_sync_interval_secs: u64,
+    pub reconcile_interval_secs: u64,
+    /// How long one scheduled run may take before Temporal times it out (it is then retried by
+    /// the next firing, never overlapping: the schedules skip while a run is open).
+    pub scheduled_run_timeout_secs: u64,
+    /// A certificate is due for renewal this long before it expires.
+    pub renewal_window_secs: i64,
+    /// The sweep starts a certificate's renewal (and emails the reminder) this long before it is due.
+    pub renewal_reminder_lead_secs: i64,
+    /// An unpaid renewal is retried this often until the certificate expires.
+    pub renewal_payment_retry_secs: u64,
+    /// Items a sweep handles per run before it continues as new (keeps histories short).
+    pub sweep_items_per_run: u32,
+    /// Rows one page of a sweep reads from Postgres.
+    pub sweep_page_size: u32,
+    /// Tier, family and prices of models by id prefix, for model-tier sync (the first matching
+    /// entry wins; a provider's own listed prices win over these).
+    pub model_tiers: Vec<ModelTier>,
+    /// How long one provider's `GET /models` may take.
+    pub model_sync_timeout_secs: u64,
+}
+
+/// One line of the model catalog's configuration.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct ModelTier {
+    /// Model ids starting with this (after any `vendor/` part) get this entry.
+    pub prefix: String,
+    pub family: String,
+    pub tier: String,
+    pub price_in_per_mtok: Option<f64>,
+    pub price_out_per_mtok: Option<f64>,
+}
+
+impl Default for OpsSettings {
+    fn default() -> Self {
+        const DAY: i64 = 24 * 3600;
+        Self {
+            renewal_sweep_interval_secs: 3600,
+            monitor_sweep_interval_secs: 6 * 3600,
+            model_sync_interval_secs: 3600,
+            reconcile_interval_secs: 600,
+            scheduled_run_timeout_secs: 1800,
+            renewal_window_secs: 30 * DAY,
+            renewal_reminder_lead_secs: 14 * DAY,
+            renewal_payment_retry_secs: DAY as u64,
+            sweep_items_per_run: 500,
+            sweep_page_size: 100,
+            model_tiers: Vec::new(),
+            model_sync_timeout_secs: 20,
+        }
+    }
 }
 
 /// The developer and operator front doors.
@@ -120,6 +184,11 @@ pub struct PublicSettings {
     pub read_burst: u32,
     /// Flags per client IP per hour.
     pub flags_per_hour: u32,
+    /// Reports awaiting triage one certificate may carry; past it new reports are refused until
+    /// an operator triages or dismisses some.
+    pub max_open_reports_per_certificate: i64,
+    /// Reports awaiting triage one reporter may have open, over all certificates.
+    pub max_open_reports_per_reporter: i64,
     /// Take the client IP from the last `X-Forwarded-For` hop (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
     /// Where `compare-skill-from-github` reads raw files: `{base}/{owner}/{repo}/{ref}/{path}`.
@@ -138,6 +207,8 @@ impl Default for PublicSettings {
             reads_per_minute: 1200,
             read_burst: 300,
             flags_per_hour: 10,
+            max_open_reports_per_certificate: 50,
+            max_open_reports_per_reporter: 5,
             trust_forwarded_for: false,
             github_raw_base_url: "https://raw.githubusercontent.com".into(),
             validity_days: 365,
@@ -364,6 +435,7 @@ impl Default for Settings {
             public: PublicSettings::default(),
             council: Default::default(),
             portal: PortalSettings::default(),
+            ops: OpsSettings::default(),
             log: LogSettings {
                 format: "json".into(),
                 filter: "info,sqlx=warn,temporalio_sdk_core=warn".into(),

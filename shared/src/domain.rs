@@ -535,6 +535,11 @@ mod git_tests {
 /// Flags in these states are unresolved and make a certificate not valid.
 pub const UNRESOLVED_FLAGS: [&str; 3] = ["OPEN", "TRIAGED", "REAUDIT"];
 
+/// A public report still waiting on an operator: counted apart (`openReportCount`), never
+/// enough on its own to make a certificate invalid. Escalations (a REAUDIT an operator ordered,
+/// or an unresolved flag the monitor raised) are what `activeFlagCount` counts.
+pub const OPEN_REPORTS: [&str; 2] = ["OPEN", "TRIAGED"];
+
 string_enum! {
     /// Where a public flag on a certificate stands: OPEN, TRIAGED and REAUDIT are unresolved
     /// (the certificate does not verify as valid), UPHELD and DISMISSED resolved.
@@ -560,6 +565,7 @@ string_enum! {
         Suspended => "SUSPENDED",
         Revoked => "REVOKED",
         Superseded => "SUPERSEDED",
+        Expired => "EXPIRED",
     }
 }
 

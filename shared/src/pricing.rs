@@ -127,6 +127,9 @@ pub enum RuleKind {
     AuthenticatedEndpoint,
     MutatingEndpoint,
     Package,
+    /// The price of renewing a certificate: the category's base price scaled by
+    /// `multiplier_bps`, plus `amount_credits`. Not part of a submission's quote.
+    Renewal,
 }
 
 impl std::str::FromStr for RuleKind {
@@ -232,6 +235,20 @@ pub struct Priced {
     pub registry_savings_credits: i64,
 }
 
+/// What renewing a certificate of `catalog`'s category costs: the category's own RENEWAL line if
+/// it has one, else the catalog-wide one (rules are listed category first), else nothing.
+pub fn renewal_price(catalog: &Catalog) -> Option<(i64, String)> {
+    let rule = catalog.rules.iter().find(|r| r.kind == RuleKind::Renewal)?;
+    let scaled = rule
+        .multiplier_bps
+        .map(|bps| catalog.base_credits.saturating_mul(i64::from(bps)) / 10_000)
+        .unwrap_or(0);
+    Some((
+        scaled.saturating_add(rule.amount_credits),
+        rule.label.clone(),
+    ))
+}
+
 /// Prices `facts` against `catalog` at `now` (saturating: no catalog can overflow a quote). `certified` holds the packages the registry already
 /// certified (free for everyone).
 pub fn price(
@@ -283,6 +300,7 @@ pub fn price(
                     ));
                 }
             }
+            RuleKind::Renewal => {}
             RuleKind::Package => {
                 let unique: BTreeSet<&String> = facts.packages.iter().collect();
                 let (known, unknown): (Vec<&String>, Vec<&String>) =

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sigma_activities::Deps;
 use sigma_shared::Settings;
 use sigma_shared::blob::BlobStore;
+use sigma_workflows::schedules;
 use sigma_workflows::worker::{self, Queue};
 
 #[derive(Parser)]
@@ -123,6 +124,9 @@ impl Cli {
                     "search attributes registered on namespace {}",
                     settings.temporal.namespace
                 );
+                for (id, ensured) in schedules::ensure_schedules(&client, &settings).await? {
+                    println!("schedule {id}: {ensured:?}");
+                }
                 Ok(())
             }
             Command::Setup => {
@@ -147,6 +151,7 @@ pub(crate) async fn setup(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
     BlobStore::new(&settings.blob).ensure_bucket().await?;
     let client = worker::connect(&settings.temporal, &identity("setup")).await?;
     worker::ensure_search_attributes(&client, &settings.temporal.namespace).await?;
+    schedules::ensure_schedules(&client, settings).await?;
     Ok(pool)
 }
 

@@ -335,6 +335,7 @@ impl TestApp {
         settings.portal.manifest_response_format = "json_schema".into();
         settings.portal.secure_cookies = false;
         for id in &options.validators {
+            llm.list_model(&model_of(id));
             sqlx::query("insert into validator (validator_id, display_name, model, provider_url, response_format) values ($1, $1, $2, $3, 'json_schema')")
                 .bind(id)
                 .bind(model_of(id))

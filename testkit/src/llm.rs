@@ -50,6 +50,8 @@ struct Script {
     queued: HashMap<String, VecDeque<Reply>>,
     fallback: HashMap<String, Reply>,
     requests: Vec<(String, Value)>,
+    /// What `GET /v1/models` lists.
+    listed: std::collections::BTreeSet<String>,
 }
 
 #[derive(Clone)]
@@ -65,6 +67,7 @@ impl ScriptedLlm {
         let base_url = format!("http://{}/v1", listener.local_addr()?);
         let app = axum::Router::new()
             .route("/v1/chat/completions", axum::routing::post(complete))
+            .route("/v1/models", axum::routing::get(models))
             .with_state(script.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(Self { base_url, script })
@@ -87,6 +90,16 @@ impl ScriptedLlm {
             .unwrap()
             .fallback
             .insert(model.into(), reply);
+    }
+
+    /// Adds `model` to what `GET /v1/models` lists.
+    pub fn list_model(&self, model: &str) {
+        self.script.lock().unwrap().listed.insert(model.into());
+    }
+
+    /// Removes `model` from what `GET /v1/models` lists (it still answers chat requests).
+    pub fn unlist_model(&self, model: &str) {
+        self.script.lock().unwrap().listed.remove(model);
     }
 
     pub fn requests_for(&self, model: &str) -> Vec<Value> {
@@ -120,6 +133,14 @@ impl ScriptedLlm {
         }
         Ok(())
     }
+}
+
+async fn models(State(script): State<Arc<Mutex<Script>>>) -> Json<Value> {
+    let listed = script.lock().unwrap().listed.clone();
+    Json(json!({
+        "object": "list",
+        "data": listed.iter().map(|id| json!({"id": id, "object": "model", "owned_by": "scripted"})).collect::<Vec<_>>(),
+    }))
 }
 
 async fn complete(State(script): State<Arc<Mutex<Script>>>, Json(body): Json<Value>) -> Response {

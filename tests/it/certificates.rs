@@ -238,7 +238,8 @@ async fn flags_and_revocation_show_on_every_replica_within_a_second() {
         wait_until_verify(base, &id, http, |v| v["valid"] == true).await;
     }
 
-    // A flag raised on the replica invalidates the first instance's cache at once.
+    // A report raised on the replica shows on the first instance at once, as a report: it does
+    // not make the certificate invalid by itself.
     let flag = |reason: &'static str| {
         http.post(format!("{replica}/api/v1/public/certificates/{id}/flags"))
             .json(&json!({"reason": reason, "evidence": "forecast.py posts the city to a third host"}))
@@ -247,14 +248,18 @@ async fn flags_and_revocation_show_on_every_replica_within_a_second() {
     let created = flag("undeclared data sharing").await.unwrap();
     assert_eq!(created.status(), 201);
     let created: Value = created.json().await.unwrap();
-    assert_eq!(created["activeFlagCount"], 1);
+    assert_eq!(
+        (&created["activeFlagCount"], &created["openReportCount"]),
+        (&json!(0), &json!(1)),
+        "{created}"
+    );
     let elapsed = wait_until_verify(&app.base_url, &id, http, |v| {
-        v["valid"] == false && v["activeFlagCount"] == 1 && v["status"] == "APPROVED"
+        v["openReportCount"] == 1 && v["activeFlagCount"] == 0 && v["valid"] == true
     })
     .await;
     assert!(
         elapsed < Duration::from_secs(1),
-        "flag took {elapsed:?} to show"
+        "report took {elapsed:?} to show"
     );
     // The same reporter repeating the same reason gets the same flag.
     let again = flag("undeclared data sharing").await.unwrap();
@@ -266,17 +271,44 @@ async fn flags_and_revocation_show_on_every_replica_within_a_second() {
         .public()
         .get(&format!("/certificates/{id}/live-status"), 200)
         .await;
-    assert_eq!(live["activeFlagCount"], 1, "{live}");
+    assert_eq!(
+        (
+            &live["activeFlagCount"],
+            &live["openReportCount"],
+            &live["valid"]
+        ),
+        (&json!(0), &json!(1), &json!(true)),
+        "{live}"
+    );
 
-    // The operator dismisses it: valid again everywhere.
+    // An operator escalates it to a re-audit: now every replica says not valid, within a second.
     let operator = app.operator(&app.operator_token);
     let flags: Value = operator
         .get(&format!("/flags?certificate_id={id}"), 200)
         .await;
     assert_eq!(flags["items"].as_array().unwrap().len(), 1, "{flags}");
+    assert_eq!(flags["items"][0]["raisedBy"], "PUBLIC", "{flags}");
+    let flag_path = format!("/flags/{}", created["flagId"].as_str().unwrap());
+    let _escalated: Value = operator
+        .post(
+            &flag_path,
+            &json!({"status": "REAUDIT", "note": "looks real: re-audit"}),
+            200,
+        )
+        .await;
+    let elapsed = wait_until_verify(&replica, &id, http, |v| {
+        v["valid"] == false && v["activeFlagCount"] == 1 && v["status"] == "APPROVED"
+    })
+    .await;
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "escalation took {elapsed:?} to show"
+    );
+
+    // The operator dismisses it: valid again everywhere.
     let _dismissed: Value = operator
         .post(
-            &format!("/flags/{}", created["flagId"].as_str().unwrap()),
+            &flag_path,
             &json!({"status": "DISMISSED", "note": "the third host is the declared CDN"}),
             200,
         )
@@ -299,6 +331,28 @@ async fn flags_and_revocation_show_on_every_replica_within_a_second() {
         let (operator, path) = (operator.clone(), status_path.clone());
         async move { operator.call(Method::POST, &path, Some(&body)).await }
     };
+    // Upholding a report suspends the certificate, with the operator's note as the reason;
+    // lifting the suspension makes it valid again.
+    let second = flag("still sends the city elsewhere").await.unwrap();
+    assert_eq!(second.status(), 201);
+    let second: Value = second.json().await.unwrap();
+    let upheld: Value = operator
+        .post(
+            &format!("/flags/{}", second["flagId"].as_str().unwrap()),
+            &json!({"status": "UPHELD", "note": "confirmed by a second look"}),
+            200,
+        )
+        .await;
+    assert_eq!(upheld["certificateSuspended"], true, "{upheld}");
+    wait_until_verify(&replica, &id, http, |v| {
+        v["status"] == "SUSPENDED"
+            && v["valid"] == false
+            && v["statusReason"] == "flag upheld: confirmed by a second look"
+    })
+    .await;
+    assert_eq!(status("APPROVED").await.0, 200);
+    wait_until_verify(&replica, &id, http, |v| v["valid"] == true).await;
+
     assert_eq!(status("SUSPENDED").await.0, 200);
     wait_until_verify(&replica, &id, http, |v| v["status"] == "SUSPENDED").await;
     assert_eq!(status("REVOKED").await.0, 200);
@@ -658,8 +712,11 @@ async fn compare_matches_uploads_and_github_refs_after_normalising_line_endings(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flags_expiry_and_discovery_change_what_is_advertised() {
-    let (app, id, alphas, betas) =
-        listed_app(std::sync::Arc::new(|s| s.public.flags_per_hour = 3)).await;
+    let (app, id, alphas, betas) = listed_app(std::sync::Arc::new(|s| {
+        s.public.flags_per_hour = 4;
+        s.public.max_open_reports_per_reporter = 2;
+    }))
+    .await;
     // Flags: validated, then limited per client.
     let flag = |body: Value| {
         app.http
@@ -682,7 +739,8 @@ async fn flags_expiry_and_discovery_change_what_is_advertised() {
             .status(),
         422
     );
-    for n in 0..3 {
+    // Two reports awaiting triage per reporter: the third is refused until an operator acts.
+    for n in 0..2 {
         assert_eq!(
             flag(json!({"reason": format!("reason {n}")}))
                 .await
@@ -691,6 +749,47 @@ async fn flags_expiry_and_discovery_change_what_is_advertised() {
             201
         );
     }
+    let capped = flag(json!({"reason": "reason 2"})).await.unwrap();
+    assert_eq!(capped.status(), 429);
+    assert_eq!(
+        capped.json::<Value>().await.unwrap()["code"],
+        "open_report_limit"
+    );
+    let (_, reported) = get(&app, &format!("/certificates/{}/verify", alphas[0])).await;
+    assert_eq!(
+        (
+            reported["valid"].clone(),
+            reported["activeFlagCount"].clone(),
+            reported["openReportCount"].clone()
+        ),
+        (json!(true), json!(0), json!(2)),
+        "reports alone leave the certificate valid: {reported}"
+    );
+    // The operator sees the source and dismisses its reports in one call.
+    let operator = app.operator(&app.operator_token);
+    let listed: Value = operator
+        .get(&format!("/flags?certificate_id={}", alphas[0]), 200)
+        .await;
+    let reporter = listed["items"][0]["reporterHash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dismissed: Value = operator
+        .post(
+            "/flags/dismiss",
+            &json!({"reporterHash": reporter, "note": "spam from one address"}),
+            200,
+        )
+        .await;
+    assert_eq!(dismissed["dismissed"], 2, "{dismissed}");
+    let _: Value = operator
+        .post("/flags/dismiss", &json!({"note": "no selector"}), 422)
+        .await;
+    let escalate = flag(json!({"reason": "exfiltrates the city"}))
+        .await
+        .unwrap();
+    assert_eq!(escalate.status(), 201);
+    let escalate: Value = escalate.json().await.unwrap();
     let limited = flag(json!({"reason": "one too many"})).await.unwrap();
     assert_eq!(limited.status(), 429);
     assert!(limited.headers().contains_key("retry-after"));
@@ -698,11 +797,19 @@ async fn flags_expiry_and_discovery_change_what_is_advertised() {
         limited.json::<Value>().await.unwrap()["code"],
         "rate_limited"
     );
-    let (_, flagged) = get(&app, &format!("/certificates/{}/verify", alphas[0])).await;
-    assert_eq!(
-        (flagged["valid"].clone(), flagged["activeFlagCount"].clone()),
-        (json!(false), json!(3))
-    );
+    // Escalated to a re-audit, it is no longer valid and no longer advertised.
+    let _: Value = operator
+        .post(
+            &format!("/flags/{}", escalate["flagId"].as_str().unwrap()),
+            &json!({"status": "REAUDIT", "note": "re-audit"}),
+            200,
+        )
+        .await;
+    let elapsed = wait_until_verify(&app.base_url, &alphas[0], &app.http, |v| {
+        v["valid"] == false && v["activeFlagCount"] == 1 && v["openReportCount"] == 0
+    })
+    .await;
+    assert!(elapsed < Duration::from_secs(1));
 
     // Verify: the API disclaimer follows the network rules on every call.
     let (_, verify) = get(&app, &format!("/certificates/{id}/verify")).await;

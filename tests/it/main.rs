@@ -7,6 +7,7 @@ mod contract;
 mod council;
 mod durability;
 mod intake;
+mod lifecycle;
 mod login_page;
 mod pipeline;
 mod portal;

@@ -8,11 +8,14 @@ pub const SUBMISSION_ID: SearchAttributeKey<String> =
 pub const STAGE: SearchAttributeKey<String> = SearchAttributeKey::keyword("SigmaStage");
 pub const CATEGORY: SearchAttributeKey<String> = SearchAttributeKey::keyword("SigmaCategory");
 pub const OUTCOME: SearchAttributeKey<String> = SearchAttributeKey::keyword("SigmaOutcome");
+/// The periodic job a scheduled run belongs to, e.g. `SigmaJob = "renewal-sweep"`.
+pub const JOB: SearchAttributeKey<String> = SearchAttributeKey::keyword("SigmaJob");
 
 /// Names to register on the namespace (all keywords).
-pub const KEYWORDS: [&str; 4] = [
+pub const KEYWORDS: [&str; 5] = [
     "SigmaSubmissionId",
     "SigmaStage",
     "SigmaCategory",
     "SigmaOutcome",
+    "SigmaJob",
 ];

@@ -7,6 +7,7 @@ use anyhow::Context;
 use sigma_activities::Deps;
 use sigma_activities::audit::AuditActivities;
 use sigma_activities::intake::IntakeActivities;
+use sigma_activities::lifecycle::LifecycleActivities;
 use sigma_activities::ops::OpsActivities;
 use sigma_activities::portal::PortalActivities;
 use sigma_activities::queues::QueueNames;
@@ -23,7 +24,10 @@ use temporalio_common::protos::temporal::api::operatorservice::v1::{
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 use crate::search;
-use crate::{DraftCheckWorkflow, ManifestWorkflow, SubmissionWorkflow, SupportEmailWorkflow};
+use crate::{
+    DraftCheckWorkflow, ManifestWorkflow, ModelSyncWorkflow, RenewalSweepWorkflow, RenewalWorkflow,
+    SubmissionWorkflow, SupportEmailWorkflow,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Queue {
@@ -134,7 +138,11 @@ pub fn worker_options(queue: Queue, deps: Deps) -> anyhow::Result<WorkerOptions>
             .register_workflow::<DraftCheckWorkflow>()?
             .register_workflow::<ManifestWorkflow>()?
             .register_workflow::<SupportEmailWorkflow>()?
+            .register_workflow::<RenewalSweepWorkflow>()?
+            .register_workflow::<RenewalWorkflow>()?
+            .register_workflow::<ModelSyncWorkflow>()?
             .register_activities(IntakeActivities::new(deps.clone()))
+            .register_activities(LifecycleActivities::new(deps.clone()))
             .register_activities(OpsActivities::new(deps.clone()))
             .register_activities(VerdictActivities::new(deps.clone()))
             .register_activities(PortalActivities::new(deps))

@@ -32,9 +32,15 @@ pub(crate) async fn refund(deps: &Deps, input: RefundInput) -> anyhow::Result<Re
     .await
     .context("Failed to load the charged submission")?;
     let Some(intent) = row.payment_intent_id else {
-        return Ok(RefundOutcome {
-            refunded_credits: 0,
-        });
+        // A charge without an intent (a renewal's debit): the ledger's one REFUND per reference
+        // makes it happen once.
+        return refund_direct_charge(
+            tx,
+            row.developer_id,
+            row.charged_credits,
+            &input.submission_id,
+        )
+        .await;
     };
     let first = sqlx::query_scalar!(
         "update payment_intent set status = 'REFUNDED' where intent_id = $1 and status = 'CONSUMED' returning intent_id",
@@ -90,5 +96,47 @@ pub(crate) async fn refund(deps: &Deps, input: RefundInput) -> anyhow::Result<Re
     tracing::info!(credits = row.charged_credits, "charge refunded");
     Ok(RefundOutcome {
         refunded_credits: row.charged_credits,
+    })
+}
+
+async fn refund_direct_charge(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    developer_id: Uuid,
+    credits: i64,
+    submission_id: &str,
+) -> anyhow::Result<RefundOutcome> {
+    if credits > 0 {
+        let balance = sqlx::query_scalar!(
+            "update developer set credit_balance = credit_balance + $2 where developer_id = $1 returning credit_balance",
+            developer_id,
+            credits
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .context("Failed to credit the refund")?;
+        let recorded = sqlx::query!(
+            r#"insert into credit_ledger (developer_id, kind, amount_credits, balance_after, reference, note)
+               values ($1, 'REFUND', $2, $3, $4, 'the platform could not complete the audit')
+               on conflict (developer_id, kind, reference) do nothing"#,
+            developer_id,
+            credits,
+            balance,
+            submission_id
+        )
+        .execute(&mut *tx)
+        .await
+        .context("Failed to record the refund")?;
+        if recorded.rows_affected() == 0 {
+            // Refunded by an earlier attempt: undo this attempt's credit.
+            tx.rollback().await?;
+            return Ok(RefundOutcome {
+                refunded_credits: credits,
+            });
+        }
+    }
+    tx.commit().await?;
+    tracing::info!(credits, "charge refunded");
+    Ok(RefundOutcome {
+        refunded_credits: credits,
     })
 }

@@ -39,7 +39,7 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
     }
     let s = sqlx::query!(
         r#"select s.developer_id, s.category, s.skill_name, s.skill_version, s.source_url, s.source_ref, s.bundle_sha256,
-                  s.draft_snapshot, r.report_key, r.analyzed_at, d.decided_by as "decided_by?", d.reason as "decision_reason?"
+                  s.draft_snapshot, s.renewal_of, r.report_key, r.analyzed_at, d.decided_by as "decided_by?", d.reason as "decision_reason?"
            from submission s join sandbox_report r using (submission_id)
            left join operator_decision d on d.submission_id = s.submission_id
            where s.submission_id = $1"#,
@@ -102,6 +102,11 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
             declared.push(url.to_owned());
         }
     }
+    let round_type = if s.renewal_of.is_some() {
+        "RENEWAL"
+    } else {
+        "INITIAL_AUDIT"
+    };
     let issued_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let sealed = json!({
         "schemaVersion": CERTIFICATE_SCHEMA,
@@ -139,7 +144,9 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
             "observedUrls": report.scan.external_hosts,
         },
         "roundId": input.round_id,
-        "roundType": "INITIAL_AUDIT",
+        "roundType": round_type,
+        // A renewal names the certificate it renews: the chain is part of what is signed.
+        "renews": s.renewal_of,
         "votes": votes.iter().map(|v| json!({
             "phase": v.phase, "validatorId": v.validator_id, "model": v.model,
             "status": v.status, "verdict": v.verdict, "severity": v.severity,
@@ -172,12 +179,23 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
     let bundle_digest = report.scan.bundle_digest.clone().unwrap_or_default();
     let skill_name = sealed["skillName"].as_str().map(str::to_owned);
     let validity = chrono::Duration::days(deps.settings.public.validity_days);
+    let renewal_window = chrono::Duration::seconds(deps.settings.ops.renewal_window_secs);
+    let interval = |d: chrono::Duration| -> anyhow::Result<sqlx::postgres::types::PgInterval> {
+        sqlx::postgres::types::PgInterval::try_from(d.to_std()?).map_err(|e| anyhow::anyhow!("{e}"))
+    };
     let mut tx = db.begin().await?;
     // The primary key makes a concurrent or retried issue a no-op; we then return the winner.
     let inserted = sqlx::query!(
-        r#"insert into certificate (certificate_id, status, sealed, payload_hash, hash_algorithm, skill_md_sha256,
-               bundle_digest, snapshot_key, envelope, signing_key_id, developer_id, expires_at)
-           values ($1, 'APPROVED', $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + $11::interval)
+        r#"with expiry as (
+               -- A renewal extends the renewed certificate's term; a first certificate starts one now.
+               select greatest(now(), coalesce((select expires_at from certificate where certificate_id = $12), now()))
+                      + $11::interval as expires_at)
+           insert into certificate (certificate_id, status, sealed, payload_hash, hash_algorithm, skill_md_sha256,
+               bundle_digest, snapshot_key, envelope, signing_key_id, developer_id, expires_at, renewal_due_at,
+               renews, round_type)
+           select $1, 'APPROVED', $2, $3, $4, $5, $6, $7, $8, $9, $10, e.expires_at, e.expires_at - $13::interval,
+                  $12, $14
+           from expiry e
            on conflict (certificate_id) do nothing"#,
         input.submission_id,
         sealed,
@@ -189,12 +207,28 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
         serde_json::to_value(&envelope)?,
         key_id,
         s.developer_id,
-        sqlx::postgres::types::PgInterval::try_from(validity.to_std()?)
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        interval(validity)?,
+        s.renewal_of,
+        interval(renewal_window)?,
+        round_type,
     )
     .execute(&mut *tx)
     .await
     .context("Failed to store the certificate")?;
+    if inserted.rows_affected() == 1
+        && let Some(renewed) = &s.renewal_of
+    {
+        sqlx::query!(
+            r#"update certificate set status = 'SUPERSEDED', superseded_by = $1, status_changed_at = now(),
+                   status_changed_by = 'renewal', status_reason = 'renewed by ' || $1
+               where certificate_id = $2 and status in ('APPROVED', 'EXPIRED')"#,
+            input.submission_id,
+            renewed,
+        )
+        .execute(&mut *tx)
+        .await
+        .context("Failed to supersede the renewed certificate")?;
+    }
     if inserted.rows_affected() == 1 {
         // A newer certificate of the same developer's same skill replaces the older ones; they stay
         // readable but no longer verify as valid.

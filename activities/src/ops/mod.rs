@@ -223,7 +223,7 @@ impl OpsActivities {
         // one that reaches another outcome does.
         let kind = format!("OUTCOME_{}", input.outcome);
         let row = sqlx::query!(
-            r#"select d.email, s.skill_name, s.category from submission s join developer d using (developer_id)
+            r#"select d.email, s.skill_name, s.category, s.renewal_of from submission s join developer d using (developer_id)
                where s.submission_id = $1"#,
             input.submission_id
         )
@@ -232,46 +232,14 @@ impl OpsActivities {
         .context("Failed to load the submission's developer")?;
         let base = self.deps.settings.api.public_base_url.trim_end_matches('/');
         let name = row.skill_name.unwrap_or_else(|| row.category.clone());
+        let what = match &row.renewal_of {
+            Some(_) => format!("the renewal of {name}"),
+            None => name.clone(),
+        };
         let subject = format!(
-            "SIGMA: {name} was {}",
+            "SIGMA: {what} was {}",
             input.outcome.as_str().to_lowercase()
         );
-        sqlx::query!(
-            r#"insert into notification (submission_id, kind, recipient, subject) values ($1, $2, $3, $4)
-               on conflict (submission_id, kind) do nothing"#,
-            input.submission_id,
-            kind,
-            row.email,
-            subject,
-        )
-        .execute(&self.deps.db)
-        .await?;
-        // Claim the email so that two attempts (one timed out but still running) cannot both send.
-        let claimed = sqlx::query_scalar!(
-            r#"update notification set claimed_at = now(), claim_token = gen_random_uuid(), attempts = attempts + 1
-               where submission_id = $1 and kind = $2 and sent_at is null
-                 and (claimed_at is null or claimed_at < now() - interval '2 minutes')
-               returning claim_token as "claim_token!""#,
-            input.submission_id,
-            kind,
-        )
-        .fetch_optional(&self.deps.db)
-        .await?;
-        let Some(claim) = claimed else {
-            let sent = sqlx::query_scalar!(
-                "select sent_at is not null from notification where submission_id = $1 and kind = $2",
-                input.submission_id,
-                kind
-            )
-            .fetch_one(&self.deps.db)
-            .await?;
-            anyhow::ensure!(
-                sent == Some(true),
-                "another attempt is sending this email; will check again"
-            );
-            tracing::info!("outcome email already sent");
-            return Ok(());
-        };
         let status_url = format!(
             "{base}/api/v1/sigma/dev/submissions/{}",
             input.submission_id
@@ -283,53 +251,124 @@ impl OpsActivities {
         for reason in &input.reasons {
             text.push_str(&format!("- {reason}\n"));
         }
+        if let Some(renewed) = &row.renewal_of {
+            text.push_str(&format!(
+                "\nThis was the renewal audit of certificate {renewed}.{}\n",
+                if input.certificate_id.is_some() {
+                    " The new certificate below supersedes it."
+                } else {
+                    " It stays valid until its expiry date and then expires."
+                }
+            ));
+        }
         text.push_str(&format!("\nStatus: {status_url}\n"));
         if let Some(cert) = &input.certificate_id {
             text.push_str(&format!(
                 "Certificate: {base}/api/v1/public/certificates/{cert}/verify\n"
             ));
         }
-        let html = format!(
-            "<pre>{}</pre>",
-            text.replace('&', "&amp;").replace('<', "&lt;")
-        );
-        let email = Email {
-            to: row.email.clone(),
+        email_once(
+            &self.deps,
+            &input.submission_id,
+            &kind,
+            &row.email,
             subject,
             text,
-            html,
-            // A stable Message-ID lets mail systems drop the duplicate a crash after sending can cause.
-            message_id: Some(format!(
-                "<{}.{}@sigma>",
-                input.submission_id,
-                kind.to_lowercase()
-            )),
-        };
-        match self.deps.mailer.send(email).await {
-            Ok(()) => {
-                sqlx::query!(
-                    "update notification set sent_at = now(), last_error = null where submission_id = $1 and kind = $2 and claim_token = $3",
-                    input.submission_id,
-                    kind,
-                    claim,
-                )
-                .execute(&self.deps.db)
-                .await?;
-                tracing::info!(to = %row.email, outcome = %input.outcome, "outcome email sent");
-                Ok(())
-            }
-            Err(e) => {
-                sqlx::query!(
-                    "update notification set last_error = $3, claimed_at = null, claim_token = null where submission_id = $1 and kind = $2 and claim_token = $4",
-                    input.submission_id,
-                    kind,
-                    format!("{e:#}"),
-                    claim,
-                )
-                .execute(&self.deps.db)
-                .await?;
-                Err(e)
-            }
+        )
+        .await
+    }
+}
+
+/// Sends one email per (submission, kind), whatever the retries: the `notification` row records
+/// it, a claim keeps two concurrent attempts (one timed out but still running) from both
+/// sending, and a stable Message-ID lets mail systems drop the duplicate a crash right after
+/// sending can cause. A failure is recorded on the row (`last_error`) and returned for a retry.
+pub(crate) async fn email_once(
+    deps: &Deps,
+    submission_id: &str,
+    kind: &str,
+    recipient: &str,
+    subject: String,
+    text: String,
+) -> anyhow::Result<()> {
+    let db = &deps.db;
+    sqlx::query!(
+        r#"insert into notification (submission_id, kind, recipient, subject) values ($1, $2, $3, $4)
+           on conflict (submission_id, kind) do nothing"#,
+        submission_id,
+        kind,
+        recipient,
+        subject,
+    )
+    .execute(db)
+    .await
+    .context("Failed to record the email")?;
+    let claimed = sqlx::query_scalar!(
+        r#"update notification set claimed_at = now(), claim_token = gen_random_uuid(), attempts = attempts + 1
+           where submission_id = $1 and kind = $2 and sent_at is null
+             and (claimed_at is null or claimed_at < now() - interval '2 minutes')
+           returning claim_token as "claim_token!""#,
+        submission_id,
+        kind,
+    )
+    .fetch_optional(db)
+    .await?;
+    let Some(claim) = claimed else {
+        let sent = sqlx::query_scalar!(
+            "select sent_at is not null from notification where submission_id = $1 and kind = $2",
+            submission_id,
+            kind
+        )
+        .fetch_one(db)
+        .await?;
+        anyhow::ensure!(
+            sent == Some(true),
+            "another attempt is sending this email; will check again"
+        );
+        tracing::info!(kind, "email already sent");
+        return Ok(());
+    };
+    let html = format!(
+        "<pre>{}</pre>",
+        text.replace('&', "&amp;").replace('<', "&lt;")
+    );
+    let email = Email {
+        to: recipient.to_owned(),
+        subject,
+        text,
+        html,
+        message_id: Some(format!(
+            "<{submission_id}.{}@sigma>",
+            kind.to_lowercase().replace(
+                |c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-',
+                "."
+            )
+        )),
+    };
+    match deps.mailer.send(email).await {
+        Ok(()) => {
+            sqlx::query!(
+                "update notification set sent_at = now(), last_error = null where submission_id = $1 and kind = $2 and claim_token = $3",
+                submission_id,
+                kind,
+                claim,
+            )
+            .execute(db)
+            .await?;
+            tracing::info!(to = %recipient, kind, "email sent");
+            Ok(())
+        }
+        Err(e) => {
+            sqlx::query!(
+                "update notification set last_error = $3, claimed_at = null, claim_token = null where submission_id = $1 and kind = $2 and claim_token = $4",
+                submission_id,
+                kind,
+                format!("{e:#}"),
+                claim,
+            )
+            .execute(db)
+            .await?;
+            Err(e)
         }
     }
 }

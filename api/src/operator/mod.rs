@@ -3,6 +3,8 @@
 
 pub mod console;
 pub mod developers;
+pub mod flags;
+pub mod models;
 pub mod pricing;
 pub mod support;
 pub mod vouchers;
@@ -12,9 +14,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use sigma_activities::types::OperatorDecision;
-use sigma_shared::domain::{
-    Category, CertificateId, CertificateStatus, FlagId, FlagStatus, Outcome, SubmissionId,
-};
+use sigma_shared::domain::{Category, CertificateId, CertificateStatus, Outcome, SubmissionId};
 use sigma_workflows::{SubmissionProgress, SubmissionWorkflow};
 use temporalio_client::errors::WorkflowUpdateError;
 use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowExecutionStatus};
@@ -25,7 +25,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::auth::OperatorAuth;
 use crate::core::submission_run::{self, workflow_status};
-use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody, stored};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody};
 use sigma_activities::intake::{IntakeOutcome, RetryIntake};
 
 /// A decision's reason is sealed into the signed certificate: it stays short.
@@ -41,8 +41,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(decide_submission))
         .routes(routes!(retry_submission))
         .routes(routes!(set_certificate_status))
-        .routes(routes!(list_flags))
-        .routes(routes!(resolve_flag))
+        .merge(flags::routes())
+        .merge(models::routes())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -298,82 +298,6 @@ async fn set_certificate_status(
     })))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct FlagQuery {
-    /// Unresolved ones (OPEN, TRIAGED, REAUDIT) when absent.
-    #[param(inline)]
-    status: Option<FlagStatus>,
-    certificate_id: Option<String>,
-}
-
-/// Flags raised by the public, oldest first (at most 500).
-#[utoipa::path(get, path = "/flags", tag = "operator", security(("operator_token" = [])), params(FlagQuery),
-    responses((status = 200, body = Object)))]
-async fn list_flags(
-    State(state): State<AppState>,
-    _operator: OperatorAuth,
-    ApiQuery(query): ApiQuery<FlagQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let states: Vec<String> = match query.status {
-        None => unresolved_flag_states(),
-        Some(s) => vec![s.as_str().to_owned()],
-    };
-    let rows = sqlx::query!(
-        r#"select flag_id, certificate_id, reason, evidence, contact, status, resolution_note, resolved_by,
-                  created_at, resolved_at
-           from certificate_flag where status = any($1) and ($2::text is null or certificate_id = $2)
-           order by created_at limit 500"#,
-        &states,
-        query.certificate_id,
-    )
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(serde_json::json!({
-        "items": rows.iter().map(|r| serde_json::json!({
-            "flagId": r.flag_id.to_string(), "certificateId": r.certificate_id, "reason": r.reason,
-            "evidence": r.evidence, "contact": r.contact, "status": r.status,
-            "resolutionNote": r.resolution_note, "resolvedBy": r.resolved_by,
-            "createdAt": r.created_at, "resolvedAt": r.resolved_at,
-        })).collect::<Vec<_>>(),
-    })))
-}
-
-fn unresolved_flag_states() -> Vec<String> {
-    sigma_shared::domain::UNRESOLVED_FLAGS
-        .map(String::from)
-        .to_vec()
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FlagResolution {
-    pub status: FlagMove,
-    pub note: String,
-}
-
-/// Where an operator moves a flag: TRIAGED or REAUDIT (still unresolved), UPHELD or DISMISSED
-/// (resolved). A flag is never moved back to OPEN.
-#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum FlagMove {
-    Triaged,
-    Reaudit,
-    Upheld,
-    Dismissed,
-}
-
-impl FlagMove {
-    fn status(self) -> FlagStatus {
-        match self {
-            Self::Triaged => FlagStatus::Triaged,
-            Self::Reaudit => FlagStatus::Reaudit,
-            Self::Upheld => FlagStatus::Upheld,
-            Self::Dismissed => FlagStatus::Dismissed,
-        }
-    }
-}
-
 /// What an operator makes of a certificate: SUSPENDED (reversible), REVOKED (final) or
 /// APPROVED (lifts a suspension).
 #[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
@@ -392,52 +316,4 @@ impl CertificateStatusChange {
             Self::Approved => CertificateStatus::Approved,
         }
     }
-}
-
-/// Move a flag along: triage it, send the certificate to re-audit, uphold or dismiss it. Upheld
-/// flags usually go with suspending or revoking the certificate (a separate call).
-#[utoipa::path(post, path = "/flags/{flag_id}", tag = "operator", security(("operator_token" = [])),
-    params(("flag_id" = uuid::Uuid, Path, description = "Flag id")), request_body = FlagResolution,
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
-#[tracing::instrument(name = "resolve_flag", skip_all, fields(operator = %operator.name, flag_id = %flag_id))]
-async fn resolve_flag(
-    State(state): State<AppState>,
-    operator: OperatorAuth,
-    ApiPath(flag_id): ApiPath<FlagId>,
-    ApiJson(request): ApiJson<FlagResolution>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let flag_id = flag_id.uuid();
-    let status = request.status.status();
-    let resolved = status.is_resolved();
-    let row = sqlx::query!(
-        r#"update certificate_flag set status = $2, resolution_note = $3, resolved_by = $4,
-               resolved_at = case when $5 then now() end
-           where flag_id = $1 and status in ('OPEN', 'TRIAGED', 'REAUDIT')
-           returning certificate_id"#,
-        flag_id,
-        status.as_str(),
-        request.note,
-        operator.name,
-        resolved,
-    )
-    .fetch_optional(&state.db)
-    .await?;
-    let Some(row) = row else {
-        let found = sqlx::query_scalar!(
-            "select status from certificate_flag where flag_id = $1",
-            flag_id
-        )
-        .fetch_optional(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::not_found("flag"))?;
-        return Err(ApiError::conflict(
-            "flag_resolved",
-            format!("the flag is already {}", stored::<FlagStatus>(&found)?),
-        ));
-    };
-    state.public.cache.invalidate(&row.certificate_id).await;
-    Ok(Json(
-        serde_json::json!({"flagId": flag_id.to_string(), "certificateId": row.certificate_id, "status": status}),
-    ))
 }

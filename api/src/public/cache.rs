@@ -16,7 +16,7 @@ use sqlx::postgres::PgListener;
 
 pub const CHANNEL: &str = "sigma_certificate";
 
-pub use sigma_shared::domain::UNRESOLVED_FLAGS;
+pub use sigma_shared::domain::{OPEN_REPORTS, UNRESOLVED_FLAGS};
 
 /// One certificate as the public plane serves it.
 pub struct Certificate {
@@ -28,7 +28,14 @@ pub struct Certificate {
     pub superseded_by: Option<String>,
     pub issued_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Escalations: re-audits ordered by an operator, and unresolved flags the monitor raised.
     pub open_flags: i64,
+    /// Public reports no operator has escalated or resolved yet.
+    pub open_reports: i64,
+    pub renewal_due_at: Option<DateTime<Utc>>,
+    /// The newest renewal's state (SCHEDULED, UNPAID, IN_PROGRESS, RENEWED, LAPSED, NOT_NEEDED).
+    pub renewal_status: Option<String>,
+    pub renews: Option<String>,
     pub sealed: Value,
     pub envelope: Option<Value>,
     pub signing_key_id: Option<String>,
@@ -66,11 +73,17 @@ impl Certificate {
     pub fn summary(&self, now: DateTime<Utc>) -> String {
         let name = self.skill_name();
         match self.status(now) {
-            "APPROVED" if self.open_flags == 0 => {
+            "APPROVED" if self.open_flags == 0 && self.open_reports == 0 => {
                 format!("{name} is certified: approved by the SIGMA council with no open flags.")
             }
+            "APPROVED" if self.open_flags == 0 => format!(
+                "{name} is certified: approved by the SIGMA council. {} public report(s) await an \
+                 operator's triage; a report alone does not change the certificate.",
+                self.open_reports
+            ),
             "APPROVED" => format!(
-                "{name} was approved, but {} open flag(s) are under review; do not rely on it until they are resolved.",
+                "{name} was approved, but {} escalated flag(s) are under review (re-audit or monitor); \
+                 do not rely on it until they are resolved.",
                 self.open_flags
             ),
             "EXPIRED" => format!("The certificate of {name} expired; it needs a renewal."),
@@ -98,10 +111,14 @@ impl Certificate {
             ("status", json!(self.status(now))),
             ("valid", json!(self.valid(now))),
             ("activeFlagCount", json!(self.open_flags)),
+            ("openReportCount", json!(self.open_reports)),
             ("statusReason", json!(self.status_reason)),
             ("statusChangedAt", json!(self.status_changed_at)),
             ("supersededBy", json!(self.superseded_by)),
             ("expiresAt", json!(self.expires_at)),
+            ("renewalDueAt", json!(self.renewal_due_at)),
+            ("renewalStatus", json!(self.renewal_status)),
+            ("renews", json!(self.renews)),
             ("views", json!(self.views.load(Ordering::Relaxed))),
         ] {
             state.insert(key.into(), value);
@@ -155,6 +172,7 @@ impl Certificate {
         for (key, value) in [
             ("certificateId", json!(row.certificate_id)),
             ("activeFlagCount", json!(row.open_flags)),
+            ("openReportCount", json!(row.open_reports)),
             ("securityLevel", review["securityLevel"].clone()),
             ("sandboxRiskLevel", review["sandboxRiskLevel"].clone()),
             ("retainedWarnings", review["retainedWarnings"].clone()),
@@ -163,6 +181,8 @@ impl Certificate {
             ("skillVersion", sealed["skillVersion"].clone()),
             ("certificateIssuedAt", json!(row.issued_at)),
             ("expiresAt", json!(row.expires_at)),
+            ("renewalDueAt", json!(row.renewal_due_at)),
+            ("renews", json!(row.renews)),
             ("statusReason", json!(row.status_reason)),
             ("statusChangedAt", json!(row.status_changed_at)),
             ("supersededBy", json!(row.superseded_by)),
@@ -197,6 +217,10 @@ impl Certificate {
             issued_at: row.issued_at,
             expires_at: row.expires_at,
             open_flags: row.open_flags,
+            open_reports: row.open_reports,
+            renewal_due_at: row.renewal_due_at,
+            renewal_status: row.renewal_status,
+            renews: row.renews,
             envelope: row.envelope,
             signing_key_id: row.signing_key_id,
             payload_hash: row.payload_hash,
@@ -220,6 +244,10 @@ struct Row {
     issued_at: DateTime<Utc>,
     expires_at: Option<DateTime<Utc>>,
     open_flags: i64,
+    open_reports: i64,
+    renewal_due_at: Option<DateTime<Utc>>,
+    renewal_status: Option<String>,
+    renews: Option<String>,
     sealed: Value,
     envelope: Option<Value>,
     signing_key_id: Option<String>,
@@ -273,11 +301,16 @@ impl CertificateCache {
                       c.issued_at, c.expires_at, c.sealed, c.envelope, c.signing_key_id, c.payload_hash,
                       c.hash_algorithm, c.skill_md_sha256, c.bundle_digest,
                       coalesce((select views from certificate_view w where w.certificate_id = c.certificate_id), 0) as "view_count!",
-                      (select count(*) from certificate_flag f
-                        where f.certificate_id = c.certificate_id and f.status = any($2)) as "open_flags!"
+                      c.renewal_due_at, c.renews,
+                      (select r.status from renewal r where r.certificate_id = c.certificate_id
+                        order by r.due_at desc limit 1) as renewal_status,
+                      (select count(*) from certificate_flag f where f.certificate_id = c.certificate_id
+                        and (f.status = 'REAUDIT' or (f.raised_by = 'MONITOR' and f.status = any($2)))) as "open_flags!",
+                      (select count(*) from certificate_flag f where f.certificate_id = c.certificate_id
+                        and f.raised_by = 'PUBLIC' and f.status = any($2)) as "open_reports!"
                from certificate c where c.certificate_id = $1"#,
             id,
-            &UNRESOLVED_FLAGS.map(String::from)[..],
+            &OPEN_REPORTS.map(String::from)[..],
         )
         .fetch_optional(&self.db)
         .await?;

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::cache::{Certificate, UNRESOLVED_FLAGS};
+use super::cache::{Certificate, OPEN_REPORTS};
 use super::{
     KEYS_PATH, NO_STORE, REVALIDATE, SHORT, find, json_response, json_with_etag, now, public_url,
 };
@@ -49,7 +49,7 @@ pub struct ListQuery {
 pub struct CertificateListItem {
     #[serde(flatten)]
     certificate: ListRow,
-    /// No unresolved flags (listed certificates are approved and unexpired).
+    /// No escalated flags (listed certificates are approved and unexpired).
     valid: bool,
     verify_url: String,
 }
@@ -100,8 +100,12 @@ pub struct ListRow {
     pub(super) payload_hash: String,
     pub(super) skill_md_sha256: Option<String>,
     pub(super) bundle_digest: String,
+    /// Escalations under review (an operator's re-audit, a monitor's flag).
     #[serde(rename = "activeFlagCount")]
     pub(super) open_flags: i64,
+    /// Public reports awaiting triage; they do not change `valid`.
+    #[serde(rename = "openReportCount")]
+    pub(super) open_reports: i64,
 }
 
 /// Approved, unexpired certificates, newest first, after the one issued at that time with
@@ -117,8 +121,10 @@ pub(super) async fn approved(
                   c.sealed ->> 'skillVersion' as skill_version, c.sealed ->> 'category' as category,
                   c.sealed #>> '{review,securityLevel}' as security_level, c.issued_at, c.expires_at,
                   c.payload_hash, c.skill_md_sha256, c.bundle_digest,
-                  (select count(*) from certificate_flag f
-                    where f.certificate_id = c.certificate_id and f.status = any($5)) as "open_flags!"
+                  (select count(*) from certificate_flag f where f.certificate_id = c.certificate_id
+                    and (f.status = 'REAUDIT' or (f.raised_by = 'MONITOR' and f.status = any($5)))) as "open_flags!",
+                  (select count(*) from certificate_flag f where f.certificate_id = c.certificate_id
+                    and f.raised_by = 'PUBLIC' and f.status = any($5)) as "open_reports!"
            from certificate c
            where c.status = 'APPROVED' and (c.expires_at is null or c.expires_at > now())
              and c.search_text like all($1)
@@ -129,7 +135,7 @@ pub(super) async fn approved(
         after.as_ref().map(|(at, _)| *at),
         after.as_ref().map(|(_, id)| id.as_str()).unwrap_or(""),
         limit,
-        &UNRESOLVED_FLAGS.map(String::from)[..],
+        &OPEN_REPORTS.map(String::from)[..],
     )
     .fetch_all(&state.db)
     .await?;
@@ -149,6 +155,7 @@ pub(super) async fn approved(
                 skill_md_sha256: r.skill_md_sha256,
                 bundle_digest: r.bundle_digest,
                 open_flags: r.open_flags,
+                open_reports: r.open_reports,
             })
         })
         .collect()
@@ -243,9 +250,11 @@ async fn get_certificate(
 }
 
 /// Verify a certificate before invoking a skill. `valid` is true only for an APPROVED certificate
-/// with no unresolved flags that is not revoked, suspended, expired or superseded. The body holds
-/// the verification summary and every sealed certificate field; `apiDisclaimer` is recomputed on
-/// each call. Counts a view.
+/// with no escalated flag (`activeFlagCount`: a re-audit an operator ordered, or a monitor's
+/// flag) that is not revoked, suspended, expired or superseded. Public reports awaiting triage
+/// are counted in `openReportCount` and do not change `valid`. The body holds the verification
+/// summary and every sealed certificate field; `apiDisclaimer` is recomputed on each call.
+/// Counts a view.
 #[utoipa::path(get, path = "/certificates/{id}/verify", tag = "public",
     params(("id" = String, Path, description = "Certificate id (the submission id)")),
     responses((status = 200, description = "Verification summary and sealed certificate", body = Object),
@@ -265,8 +274,8 @@ async fn verify_certificate(
     ))
 }
 
-/// Mutable post-issuance state: status, open flags, monitoring, views. Prefer it to the sealed
-/// record for freshness.
+/// Mutable post-issuance state: status, escalated flags and open reports, renewal, monitoring,
+/// views. Prefer it to the sealed record for freshness.
 #[utoipa::path(get, path = "/certificates/{id}/live-status", tag = "public",
     params(("id" = String, Path, description = "Certificate id")),
     responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]

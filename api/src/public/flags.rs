@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::cache::UNRESOLVED_FLAGS;
+use super::cache::{OPEN_REPORTS, UNRESOLVED_FLAGS};
 use super::find;
 use crate::AppState;
 use crate::core::client_ip::ClientIp;
@@ -42,15 +42,19 @@ pub struct FlagRequest {
 pub struct FlagCreated {
     flag_id: String,
     status: FlagStatus,
-    /// The certificate's unresolved flags, this one included.
+    /// The certificate's escalated flags (re-audits, monitor flags): what makes `valid` false.
     active_flag_count: i64,
+    /// Public reports on the certificate awaiting triage, this one included.
+    open_report_count: i64,
     /// False when the same reporter had already raised the same reason; that flag is returned.
     created: bool,
 }
 
-/// Flag a certificate. The open flag count rises at once and the certificate stops verifying as
-/// valid until an operator resolves the flag. Rate-limited per client; the same reporter raising
-/// the same reason again gets the flag it already made.
+/// Report a problem with a certificate. A report is not a verdict: it is counted at once in
+/// `openReportCount`, and the certificate stays valid unless an operator escalates it (a
+/// re-audit) or upholds it (a suspension). Rate-limited per client, with caps on reports awaiting
+/// triage per client and per certificate; the same reporter raising the same reason again gets
+/// the report it already made.
 #[utoipa::path(post, path = "/certificates/{id}/flags", tag = "public",
     params(("id" = String, Path, description = "Certificate id")), request_body = FlagRequest,
     responses((status = 201, body = FlagCreated), (status = 200, description = "Already flagged by this reporter", body = FlagCreated),
@@ -88,43 +92,89 @@ async fn flag_certificate(
     }
     state.public.limits.check_flag(client)?;
     let reporter = hex::encode(Sha256::digest(format!("sigma-flag-reporter:{client}")));
-    let flag_id = sqlx::types::Uuid::new_v4();
     let mut tx = state.db.begin().await?;
-    let inserted = sqlx::query_scalar!(
-        r#"insert into certificate_flag (flag_id, certificate_id, reason, evidence, contact, reporter_hash)
-           values ($1, $2, $3, $4, $5, $6)
-           on conflict (certificate_id, reporter_hash, md5(reason)) where status in ('OPEN', 'TRIAGED', 'REAUDIT')
-           do nothing returning flag_id"#,
-        flag_id,
+    // One reporter's reports are counted and inserted one at a time, and so are one
+    // certificate's: the caps hold under concurrency.
+    sqlx::query_scalar!(
+        r#"select 1 as "locked!" from pg_advisory_xact_lock(hashtextextended($1, 0))"#,
+        reporter
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query_scalar!(
+        "select certificate_id from certificate where certificate_id = $1 for update",
+        c.id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let existing = sqlx::query!(
+        r#"select flag_id, status from certificate_flag
+           where certificate_id = $1 and reporter_hash = $2 and md5(reason) = md5($3)
+             and status = any($4)"#,
         c.id,
-        reason,
-        request.evidence,
-        request.contact,
         reporter,
+        reason,
+        &UNRESOLVED_FLAGS.map(String::from)[..],
     )
     .fetch_optional(&mut *tx)
     .await?;
-    let (flag_id, status, created) = match inserted {
-        Some(id) => (id, FlagStatus::Open, true),
+    let (flag_id, status, created) = match existing {
+        Some(existing) => (existing.flag_id, stored(&existing.status)?, false),
         None => {
-            let existing = sqlx::query!(
-                r#"select flag_id, status from certificate_flag
-                   where certificate_id = $1 and reporter_hash = $2 and md5(reason) = md5($3)
-                     and status = any($4)"#,
+            let open = sqlx::query!(
+                r#"select count(*) filter (where certificate_id = $1) as "on_certificate!",
+                          count(*) filter (where reporter_hash = $2) as "by_reporter!"
+                   from certificate_flag
+                   where (certificate_id = $1 or reporter_hash = $2) and raised_by = 'PUBLIC' and status = any($3)"#,
                 c.id,
                 reporter,
-                reason,
-                &UNRESOLVED_FLAGS.map(String::from)[..],
+                &OPEN_REPORTS.map(String::from)[..],
             )
             .fetch_one(&mut *tx)
             .await?;
-            (existing.flag_id, stored(&existing.status)?, false)
+            let limits = &state.settings.public;
+            if open.by_reporter >= limits.max_open_reports_per_reporter {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "open_report_limit",
+                    format!(
+                        "this client already has {} reports awaiting triage; wait for an operator to look at them",
+                        open.by_reporter
+                    ),
+                ));
+            }
+            if open.on_certificate >= limits.max_open_reports_per_certificate {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "open_report_limit",
+                    format!(
+                        "this certificate already has {} reports awaiting triage; wait for an operator to look at them",
+                        open.on_certificate
+                    ),
+                ));
+            }
+            let flag_id = sqlx::types::Uuid::new_v4();
+            sqlx::query!(
+                r#"insert into certificate_flag (flag_id, certificate_id, reason, evidence, contact, reporter_hash)
+                   values ($1, $2, $3, $4, $5, $6)"#,
+                flag_id,
+                c.id,
+                reason,
+                request.evidence,
+                request.contact,
+                reporter,
+            )
+            .execute(&mut *tx)
+            .await?;
+            (flag_id, FlagStatus::Open, true)
         }
     };
-    let open = sqlx::query_scalar!(
-        r#"select count(*) as "n!" from certificate_flag where certificate_id = $1 and status = any($2)"#,
+    let counts = sqlx::query!(
+        r#"select count(*) filter (where status = 'REAUDIT' or (raised_by = 'MONITOR' and status = any($2))) as "escalated!",
+                  count(*) filter (where raised_by = 'PUBLIC' and status = any($2)) as "reports!"
+           from certificate_flag where certificate_id = $1"#,
         c.id,
-        &UNRESOLVED_FLAGS.map(String::from)[..],
+        &OPEN_REPORTS.map(String::from)[..],
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -141,7 +191,8 @@ async fn flag_certificate(
         axum::Json(FlagCreated {
             flag_id: flag_id.to_string(),
             status,
-            active_flag_count: open,
+            active_flag_count: counts.escalated,
+            open_report_count: counts.reports,
             created,
         }),
     ))

@@ -136,13 +136,15 @@ fn render(state: &AppState, c: &Certificate, now: DateTime<Utc>) -> Markup {
                     div.tiles {
                         (tile("Status", if valid { "Valid" } else { "Not valid" },
                             if valid { "approved and no open flag escalations" } else { badge }))
-                        (tile("Open flags", &c.open_flags.to_string(), "unresolved reports"))
+                        (tile("Open flags", &c.open_flags.to_string(), "escalations under review"))
+                        (tile("Reports", &c.open_reports.to_string(), "awaiting triage"))
                         (tile("Security level", &text(&sealed["review"]["securityLevel"]), "council and sandbox"))
                         (tile("Sandbox risk", &text(&sealed["review"]["sandboxRiskLevel"]), "static analysis"))
                         (tile("Version", &text(&sealed["skillVersion"]), "certified version"))
                         (tile("Views", &c.views.load(std::sync::atomic::Ordering::Relaxed).to_string(), "verify API calls"))
                         (tile("Issued", &day(Some(c.issued_at)), &time_of_day(Some(c.issued_at))))
                         (tile("Expires", &day(c.expires_at), "unless renewed"))
+                        (tile("Renewal due", &day(c.renewal_due_at), c.renewal_status.as_deref().unwrap_or("not started")))
                     }
                     @if let Some(reason) = &c.status_reason {
                         section { h2 { "Status note" } p { (reason) " (" (when(c.status_changed_at)) ")" } }

@@ -108,8 +108,8 @@ mod audit;
 mod intake;
 mod options;
 
-pub(crate) use options::Explained;
 use options::*;
+pub(crate) use options::{Explained, failure_chain};
 
 #[workflow_methods]
 impl SubmissionWorkflow {

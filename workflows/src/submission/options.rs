@@ -61,7 +61,7 @@ pub(super) fn local_ops(policy: &PipelineSettings) -> LocalActivityOptions {
 
 /// The failure's message and every cause's, since the SDK's `Display` shows only the outer one
 /// ("Activity task failed") and the operator needs the root cause ("HTTP 503 …").
-pub(super) fn failure_chain(error: &temporalio_sdk::ActivityExecutionError) -> String {
+pub(crate) fn failure_chain(error: &temporalio_sdk::ActivityExecutionError) -> String {
     let mut parts = Vec::new();
     let mut failure = error.failure();
     while let Some(f) = failure {

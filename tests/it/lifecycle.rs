@@ -1,0 +1,556 @@
+//! Certificates after issuance: the Ops worker's schedules and renewals, end to end on real
+//! servers. "Time passes" by moving a certificate's due and expiry dates in its row; the
+//! schedule, the sweep, the renewal workflow, its timers, the audit and the emails are real.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sigma_shared::attestation::{self, Envelope, KeySet};
+use sigma_testkit::llm::Reply;
+use sigma_testkit::{Options, TestApp, bundle, model_of};
+use sigma_workflows::schedules::{self, Ensured};
+use temporalio_client::schedules::{
+    PauseScheduleOptions, ScheduleOverlapPolicy, TriggerScheduleOptions,
+};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+async fn approved(app: &TestApp) -> String {
+    let id = app.submit_ok(bundle::weather_skill()).await;
+    let done = app.wait_for_stage(&id, "DONE", WAIT).await;
+    assert_eq!(done["outcome"], "APPROVED", "{done}");
+    id
+}
+
+/// Moves a certificate's renewal due date and expiry to `due` and `expires` seconds from now.
+async fn make_due(app: &TestApp, certificate: &str, due: f64, expires: f64) {
+    sqlx::query(
+        "update certificate set renewal_due_at = now() + make_interval(secs => $2),
+             expires_at = now() + make_interval(secs => $3) where certificate_id = $1",
+    )
+    .bind(certificate)
+    .bind(due)
+    .bind(expires)
+    .execute(&app.db)
+    .await
+    .unwrap();
+}
+
+async fn set_balance(app: &TestApp, credits: i64) {
+    sqlx::query("update developer set credit_balance = $2 where email = $1")
+        .bind(&app.developer_email)
+        .bind(credits)
+        .execute(&app.db)
+        .await
+        .unwrap();
+}
+
+/// Fires the renewal sweep's schedule now, as "Trigger" in the Web UI does.
+async fn trigger_sweep(app: &TestApp) {
+    trigger(app, "renewal-sweep").await
+}
+
+/// Fires a job's schedule now (creating the schedules first).
+async fn trigger(app: &TestApp, job: &str) {
+    schedules::ensure_schedules(&app.temporal, &app.settings)
+        .await
+        .unwrap();
+    app.temporal
+        .get_schedule_handle(schedules::schedule_id(&app.settings, job))
+        .trigger(
+            ScheduleOverlapPolicy::AllowAll,
+            TriggerScheduleOptions::default(),
+        )
+        .await
+        .unwrap();
+}
+
+async fn renewal_row(
+    app: &TestApp,
+    certificate: &str,
+) -> Option<(String, Option<String>, Option<String>, Option<String>)> {
+    sqlx::query_as(
+        "select status, submission_id, new_certificate_id, reason from renewal where certificate_id = $1",
+    )
+    .bind(certificate)
+    .fetch_optional(&app.db)
+    .await
+    .unwrap()
+}
+
+async fn wait_for_renewal(
+    app: &TestApp,
+    certificate: &str,
+    status: &str,
+) -> (String, Option<String>, Option<String>, Option<String>) {
+    let start = Instant::now();
+    loop {
+        if let Some(row) = renewal_row(app, certificate).await
+            && row.0 == status
+        {
+            return row;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "renewal of {certificate} never reached {status}: {:?}",
+            renewal_row(app, certificate).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn subjects(app: &TestApp) -> Vec<String> {
+    app.emails_to(&app.developer_email)
+        .await
+        .iter()
+        .map(|m| m["subject"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+async fn wait_for_subject(app: &TestApp, needle: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        if let Some(mail) = app
+            .emails_to(&app.developer_email)
+            .await
+            .into_iter()
+            .find(|m| m["subject"].as_str().is_some_and(|s| s.contains(needle)))
+        {
+            return mail;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "no email with {needle:?}: {:?}",
+            subjects(app).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn verify(app: &TestApp, certificate: &str) -> Value {
+    app.public_json(&format!("/api/v1/public/certificates/{certificate}/verify"))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_are_created_once_updated_in_place_and_keep_an_operators_pause() {
+    let app = TestApp::spawn_with(Options::without_workers())
+        .await
+        .unwrap();
+    let first = schedules::ensure_schedules(&app.temporal, &app.settings)
+        .await
+        .unwrap();
+    let id = schedules::schedule_id(&app.settings, "renewal-sweep");
+    let sync = schedules::schedule_id(&app.settings, "model-tier-sync");
+    assert_eq!(
+        first,
+        vec![
+            (id.clone(), Ensured::Created),
+            (sync.clone(), Ensured::Created)
+        ]
+    );
+    assert!(id.ends_with("sigma-renewal-sweep"), "{id}");
+
+    let handle = app.temporal.get_schedule_handle(id.clone());
+    let described = handle.describe(Default::default()).await.unwrap();
+    let schedule = described.raw().schedule.clone().unwrap();
+    let policies = schedule.policies.unwrap();
+    assert_eq!(
+        policies.overlap_policy,
+        temporalio_common::protos::temporal::api::enums::v1::ScheduleOverlapPolicy::Skip as i32
+    );
+    let Some(temporalio_common::protos::temporal::api::schedule::v1::schedule_action::Action::StartWorkflow(run)) =
+        schedule.action.unwrap().action
+    else {
+        panic!("the schedule starts a workflow");
+    };
+    assert_eq!(run.workflow_type.unwrap().name, "RenewalSweepWorkflow");
+    assert_eq!(
+        run.task_queue.unwrap().name,
+        format!("{}ops", app.settings.temporal.task_queue_prefix)
+    );
+    assert_eq!(
+        run.workflow_execution_timeout.unwrap().seconds as u64,
+        app.settings.ops.scheduled_run_timeout_secs
+    );
+    assert_eq!(run.retry_policy.unwrap().maximum_attempts, 3);
+    assert!(run.memo.unwrap().fields.contains_key("job"));
+    assert!(
+        run.search_attributes
+            .unwrap()
+            .indexed_fields
+            .contains_key("SigmaJob")
+    );
+    assert_eq!(
+        schedule.spec.unwrap().interval[0].interval.unwrap().seconds as u64,
+        app.settings.ops.renewal_sweep_interval_secs
+    );
+
+    // An operator pauses it in the Web UI; running setup again updates it but keeps the pause.
+    handle
+        .pause(Some("maintenance"), PauseScheduleOptions::default())
+        .await
+        .unwrap();
+    let again = schedules::ensure_schedules(&app.temporal, &app.settings)
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        vec![
+            (id.clone(), Ensured::Updated),
+            (sync.clone(), Ensured::Updated)
+        ]
+    );
+    let described = handle.describe(Default::default()).await.unwrap();
+    assert!(described.paused(), "setup must not unpause a schedule");
+    handle.delete(Default::default()).await.unwrap();
+    app.temporal
+        .get_schedule_handle(sync)
+        .delete(Default::default())
+        .await
+        .unwrap();
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_certificate_is_reminded_charged_renewed_and_superseded_once() {
+    let app = TestApp::spawn().await.unwrap();
+    let old = approved(&app).await;
+    let issued = verify(&app, &old).await;
+    assert!(issued["renewalDueAt"].is_string(), "{issued}");
+    assert_eq!(issued["roundType"], "INITIAL_AUDIT");
+    set_balance(&app, 1000).await;
+    make_due(&app, &old, 6.0, 3600.0).await;
+
+    // Two overlapping firings of the schedule: one renewal, one reminder.
+    trigger_sweep(&app).await;
+    trigger_sweep(&app).await;
+    let reminder = wait_for_subject(&app, "due for renewal").await;
+    let text = reminder["text"].as_str().unwrap_or_default();
+    assert!(text.contains("450 credits"), "{text}");
+    let (status, submission, ..) = wait_for_renewal(&app, &old, "RENEWED").await;
+    assert_eq!(status, "RENEWED");
+    let submission = submission.unwrap();
+    let renewal_runs: i64 =
+        sqlx::query_scalar("select count(*) from renewal where certificate_id = $1")
+            .bind(&old)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(renewal_runs, 1);
+    let reminders = subjects(&app)
+        .await
+        .into_iter()
+        .filter(|s| s.contains("due for renewal"))
+        .count();
+    assert_eq!(reminders, 1);
+
+    // The renewal was a full audit round over the same bytes, paid from the balance.
+    let audit = app.wait_for_stage(&submission, "DONE", WAIT).await;
+    assert_eq!(audit["outcome"], "APPROVED", "{audit}");
+    let (balance, debit): (i64, i64) = sqlx::query_as(
+        "select d.credit_balance, l.amount_credits from developer d join credit_ledger l using (developer_id)
+         where d.email = $1 and l.kind = 'DEBIT_RENEWAL' and l.reference = $2",
+    )
+    .bind(&app.developer_email)
+    .bind(&submission)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!((balance, debit), (550, -450));
+
+    // The new certificate renews the old one; the old one says so and is no longer valid.
+    let new = submission;
+    let renewed = verify(&app, &new).await;
+    assert_eq!(renewed["valid"], true, "{renewed}");
+    assert_eq!(renewed["roundType"], "RENEWAL");
+    assert_eq!(renewed["renews"], old.as_str());
+    assert_eq!(renewed["skillMdSha256"], issued["skillMdSha256"]);
+    assert_eq!(renewed["bundleDigest"], issued["bundleDigest"]);
+    let old_now = verify(&app, &old).await;
+    assert_eq!(
+        (
+            &old_now["status"],
+            &old_now["supersededBy"],
+            &old_now["valid"]
+        ),
+        (&json!("SUPERSEDED"), &json!(new), &json!(false)),
+        "{old_now}"
+    );
+    // The term continues from the old expiry, and the next renewal is scheduled.
+    let live: Value = app
+        .public_json(&format!("/api/v1/public/certificates/{new}/live-status"))
+        .await;
+    assert!(live["renewalDueAt"].is_string(), "{live}");
+    let old_live: Value = app
+        .public_json(&format!("/api/v1/public/certificates/{old}/live-status"))
+        .await;
+    assert_eq!(old_live["renewalStatus"], "RENEWED", "{old_live}");
+
+    // Offline, with the published keys: the renewal's signature binds the same digests and names
+    // the renewed certificate.
+    let record: Value = app
+        .public_json(&format!("/api/v1/public/certificates/{new}"))
+        .await;
+    let keys: KeySet =
+        serde_json::from_value(app.public_json("/.well-known/sigma-keys.json").await).unwrap();
+    let envelope: Envelope = serde_json::from_value(record["envelope"].clone()).unwrap();
+    let (statement, _) = attestation::verify_envelope(&envelope, &keys).unwrap();
+    attestation::check_sealed(&statement, &record["sealed"]).unwrap();
+    assert_eq!(record["sealed"]["renews"], old.as_str());
+    assert_eq!(
+        attestation::subject_digest(&statement, "bundle"),
+        issued["bundleDigest"].as_str()
+    );
+
+    // A later sweep finds nothing to do for either certificate.
+    trigger_sweep(&app).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rows: i64 = sqlx::query_scalar("select count(*) from renewal")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaid_renewal_is_reminded_then_the_certificate_expires_on_its_date() {
+    let app = TestApp::spawn_with(Options {
+        tweak: std::sync::Arc::new(|s| s.ops.renewal_payment_retry_secs = 2),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let id = approved(&app).await;
+    set_balance(&app, 100).await;
+    make_due(&app, &id, 2.0, 12.0).await;
+    trigger_sweep(&app).await;
+    let reminder = wait_for_subject(&app, "due for renewal").await;
+    assert!(
+        reminder["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Top up"),
+        "{reminder}"
+    );
+    let unpaid = wait_for_subject(&app, "top up to renew").await;
+    assert!(
+        unpaid["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("100 credits"),
+        "{unpaid}"
+    );
+    let live: Value = app
+        .public_json(&format!("/api/v1/public/certificates/{id}/live-status"))
+        .await;
+    assert_eq!(live["renewalStatus"], "UNPAID", "{live}");
+    assert_eq!(live["valid"], true, "valid until its expiry date: {live}");
+
+    let (_, submission, _, reason) = wait_for_renewal(&app, &id, "LAPSED").await;
+    assert!(submission.is_none(), "nothing was charged or audited");
+    assert!(reason.unwrap().contains("unpaid"));
+    let stored: String =
+        sqlx::query_scalar("select status from certificate where certificate_id = $1")
+            .bind(&id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(stored, "EXPIRED");
+    let expired = verify(&app, &id).await;
+    assert_eq!(
+        (&expired["status"], &expired["valid"]),
+        (&json!("EXPIRED"), &json!(false)),
+        "{expired}"
+    );
+    wait_for_subject(&app, "expired").await;
+    let balance: i64 = sqlx::query_scalar("select credit_balance from developer where email = $1")
+        .bind(&app.developer_email)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(balance, 100, "an unpaid renewal takes nothing");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_renewal_keeps_its_charge_and_lets_the_certificate_lapse() {
+    let app = TestApp::spawn().await.unwrap();
+    let id = approved(&app).await;
+    set_balance(&app, 1000).await;
+    // The council now finds the same bytes unsafe.
+    for v in ["v1", "v2", "v3", "v4"] {
+        app.llm.fallback(&model_of(v), Reply::unsafe_());
+    }
+    make_due(&app, &id, 1.0, 25.0).await;
+    trigger_sweep(&app).await;
+    let (_, submission, _, _) = wait_for_renewal(&app, &id, "IN_PROGRESS").await;
+    let submission = submission.unwrap();
+    let audit = app.wait_for_stage(&submission, "DONE", WAIT).await;
+    assert_eq!(audit["outcome"], "REJECTED", "{audit}");
+    wait_for_subject(&app, "the renewal of").await;
+    // Still valid until its date, then EXPIRED.
+    assert_eq!(verify(&app, &id).await["valid"], true);
+    let (_, _, new, reason) = wait_for_renewal(&app, &id, "LAPSED").await;
+    assert!(new.is_none());
+    assert!(reason.unwrap().contains("REJECTED"));
+    let expired = verify(&app, &id).await;
+    assert_eq!(expired["status"], "EXPIRED", "{expired}");
+    let balance: i64 = sqlx::query_scalar("select credit_balance from developer where email = $1")
+        .bind(&app.developer_email)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(balance, 550, "the audit was done: its price is kept");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalated_renewal_waits_for_an_operator_who_renews_it() {
+    let app = TestApp::spawn_with(Options::one_per_phase()).await.unwrap();
+    let id = approved(&app).await;
+    set_balance(&app, 1000).await;
+    app.llm.fallback(&model_of("v1"), Reply::safe());
+    app.llm.fallback(&model_of("v2"), Reply::unsafe_());
+    make_due(&app, &id, 1.0, 3600.0).await;
+    trigger_sweep(&app).await;
+    let (_, submission, _, _) = wait_for_renewal(&app, &id, "IN_PROGRESS").await;
+    let submission = submission.unwrap();
+    app.wait_for_stage(&submission, "AWAITING_OPERATOR", WAIT)
+        .await;
+    let (status, body) = app
+        .decide(
+            &submission,
+            "APPROVED",
+            "the second finding is the declared API",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, _, new, _) = wait_for_renewal(&app, &id, "RENEWED").await;
+    assert_eq!(new.as_deref(), Some(submission.as_str()));
+    let renewed = verify(&app, &submission).await;
+    assert_eq!(
+        (&renewed["valid"], &renewed["renews"]),
+        (&json!(true), &json!(id)),
+        "{renewed}"
+    );
+    app.shutdown().await;
+}
+
+async fn validator_status(app: &TestApp, validator: &str) -> String {
+    sqlx::query_scalar("select status from validator where validator_id = $1")
+        .bind(validator)
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
+async fn wait_for_validator(app: &TestApp, validator: &str, status: &str) {
+    let start = Instant::now();
+    while validator_status(app, validator).await != status {
+        assert!(start.elapsed() < WAIT, "{validator} never became {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_sync_records_the_catalog_and_pauses_a_validator_whose_model_vanished() {
+    let app = TestApp::spawn_with(Options {
+        tweak: std::sync::Arc::new(|s| {
+            s.ops.model_tiers = vec![sigma_shared::config::ModelTier {
+                prefix: "model-v1".into(),
+                family: "alpha".into(),
+                tier: "premium".into(),
+                price_in_per_mtok: Some(2.0),
+                price_out_per_mtok: Some(8.0),
+            }];
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    trigger(&app, "model-tier-sync").await;
+    let start = Instant::now();
+    loop {
+        let synced: Option<bool> = sqlx::query_scalar("select ok from model_provider_sync limit 1")
+            .fetch_optional(&app.db)
+            .await
+            .unwrap();
+        if synced == Some(true) {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "model sync never ran");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let operator = app.operator(&app.operator_token);
+    let catalog: Value = operator.get("/models", 200).await;
+    let models = catalog["models"].as_array().unwrap();
+    assert_eq!(models.len(), 4, "{catalog}");
+    let v1 = models.iter().find(|m| m["modelId"] == "model-v1").unwrap();
+    assert_eq!(
+        (
+            &v1["family"],
+            &v1["tier"],
+            &v1["priceInPerMtok"],
+            &v1["priceSource"],
+            &v1["validators"]
+        ),
+        (
+            &json!("alpha"),
+            &json!("premium"),
+            &json!(2.0),
+            &json!("config"),
+            &json!(["v1"])
+        ),
+        "{v1}"
+    );
+    let (family, price): (Option<String>, f64) = sqlx::query_as(
+        "select model_family, price_in_per_mtok from validator where validator_id = 'v1'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!((family.as_deref(), price), (Some("alpha"), 2.0));
+
+    // The provider stops listing v2's model: v2 is paused and leaves the panels.
+    app.llm.unlist_model(&model_of("v2"));
+    trigger(&app, "model-tier-sync").await;
+    wait_for_validator(&app, "v2", "PAUSED").await;
+    let catalog: Value = operator.get("/models", 200).await;
+    assert_eq!(
+        catalog["pausedValidators"][0]["validatorId"], "v2",
+        "{catalog}"
+    );
+    let gone = catalog["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["modelId"] == "model-v2")
+        .unwrap();
+    assert_eq!(gone["available"], false);
+    let id = app.submit_ok(bundle::weather_skill()).await;
+    let done = app.wait_for_stage(&id, "DONE", WAIT).await;
+    let voters: Vec<String> = sqlx::query_scalar(
+        "select validator_id from audit_vote v join submission s on s.round_id = v.round_id where s.submission_id = $1",
+    )
+    .bind(&id)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert!(
+        !voters.is_empty() && !voters.contains(&"v2".to_owned()),
+        "{voters:?} {done}"
+    );
+
+    // It comes back: v2 is resumed. An operator's own pause is never lifted by the sync.
+    sqlx::query("update validator set status = 'PAUSED' where validator_id = 'v3'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    app.llm.list_model(&model_of("v2"));
+    trigger(&app, "model-tier-sync").await;
+    wait_for_validator(&app, "v2", "ACTIVE").await;
+    assert_eq!(validator_status(&app, "v3").await, "PAUSED");
+    app.shutdown().await;
+}

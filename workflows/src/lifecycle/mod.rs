@@ -1,0 +1,49 @@
+//! Certificates after issuance: the renewal sweep (started by a Temporal Schedule) and one
+//! renewal workflow per certificate and due date; and the model-tier sync of the council.
+
+mod models;
+mod renewal;
+mod sweep;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sigma_activities::queues::QueueNames;
+use temporalio_common::RetryPolicy;
+use temporalio_sdk::{ActivityOptions, WorkflowContext};
+
+pub use models::ModelSyncWorkflow;
+pub use renewal::{RenewalInput, RenewalProgress, RenewalWorkflow};
+pub use sweep::{RenewalSweepInput, RenewalSweepReport, RenewalSweepWorkflow};
+
+/// Lifecycle bookkeeping on the ops queue: remote activities, so each attempt shows in the Web
+/// UI; retried for hours (a database or SMTP outage must not end a renewal), never for ever.
+fn bookkeeping(own_queue: &str, attempts: u32) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+        .task_queue(QueueNames::of_workflow_queue(own_queue).ops())
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(300))
+                .maximum_attempts(attempts)
+                .build(),
+        )
+        .build()
+}
+
+/// The workflow's own clock (deterministic on replay).
+fn now<W>(ctx: &WorkflowContext<W>) -> DateTime<Utc> {
+    ctx.workflow_time()
+        .map(DateTime::<Utc>::from)
+        .unwrap_or_default()
+}
+
+/// Sleeps on a durable timer until `at` (at once when it has passed).
+async fn sleep_until<W>(ctx: &WorkflowContext<W>, at: DateTime<Utc>) {
+    if let Ok(wait) = (at - now(ctx)).to_std()
+        && !wait.is_zero()
+    {
+        ctx.timer(wait).await;
+    }
+}
