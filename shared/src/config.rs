@@ -62,6 +62,9 @@ pub struct OpsSettings {
     pub model_tiers: Vec<ModelTier>,
     /// How long one provider's `GET /models` may take.
     pub model_sync_timeout_secs: u64,
+    /// An untriaged public report past this is listed as overdue; an untriaged monitor flag
+    /// past it is sent to re-audit without waiting for an operator.
+    pub flag_triage_deadline_secs: u64,
 }
 
 /// One line of the model catalog's configuration.
@@ -91,6 +94,7 @@ impl Default for OpsSettings {
             sweep_page_size: 100,
             model_tiers: Vec::new(),
             model_sync_timeout_secs: 20,
+            flag_triage_deadline_secs: 3 * DAY as u64,
         }
     }
 }

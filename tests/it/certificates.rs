@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use sigma_shared::attestation::{self, Envelope, KeySet};
 use sigma_shared::domain::lf_normalised_sha256;
 use sigma_testkit::bundle::{self, FORECAST_PY, SKILL_MD};
+use sigma_testkit::llm::Reply;
 use sigma_testkit::{Options, TestApp};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -289,7 +290,17 @@ async fn flags_and_revocation_show_on_every_replica_within_a_second() {
     assert_eq!(flags["items"].as_array().unwrap().len(), 1, "{flags}");
     assert_eq!(flags["items"][0]["raisedBy"], "PUBLIC", "{flags}");
     let flag_path = format!("/flags/{}", created["flagId"].as_str().unwrap());
-    let _escalated: Value = operator
+    // The re-audit's votes take a few seconds, long enough to look at the escalation.
+    for v in ["v1", "v2", "v3", "v4"] {
+        app.llm.script(
+            &sigma_testkit::model_of(v),
+            [Reply::Delayed(
+                Duration::from_secs(3),
+                Box::new(Reply::safe()),
+            )],
+        );
+    }
+    let escalated: Value = operator
         .post(
             &flag_path,
             &json!({"status": "REAUDIT", "note": "looks real: re-audit"}),
@@ -305,15 +316,33 @@ async fn flags_and_revocation_show_on_every_replica_within_a_second() {
         "escalation took {elapsed:?} to show"
     );
 
-    // The operator dismisses it: valid again everywhere.
-    let _dismissed: Value = operator
-        .post(
+    assert_eq!(escalated["status"], "REAUDIT", "{escalated}");
+    // While the re-audit runs, its outcome decides: an operator's move is refused.
+    let (refused, body) = operator
+        .call(
+            Method::POST,
             &flag_path,
-            &json!({"status": "DISMISSED", "note": "the third host is the declared CDN"}),
-            200,
+            Some(&json!({"status": "DISMISSED", "note": "the third host is the declared CDN"})),
         )
         .await;
-    wait_until_verify(&replica, &id, http, |v| v["valid"] == true).await;
+    assert_eq!(refused, 409, "{body}");
+    // The re-audit approves it again: valid again everywhere, the flag dismissed by the re-audit.
+    let start = Instant::now();
+    loop {
+        let v: Value = app
+            .public()
+            .get(&format!("/certificates/{id}/verify"), 200)
+            .await;
+        if v["valid"] == true && v["activeFlagCount"] == 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let resolved: Value = operator
+        .get(&format!("/flags?certificate_id={id}&status=DISMISSED"), 200)
+        .await;
+    assert_eq!(resolved["items"][0]["resolvedBy"], "re-audit", "{resolved}");
     // A developer token is refused on the operator plane.
     let status_path = format!("/certificates/{id}/status");
     let _refused: Value = operator
@@ -797,7 +826,14 @@ async fn flags_expiry_and_discovery_change_what_is_advertised() {
         limited.json::<Value>().await.unwrap()["code"],
         "rate_limited"
     );
-    // Escalated to a re-audit, it is no longer valid and no longer advertised.
+    // Escalated to a re-audit, it is no longer valid and no longer advertised (the council takes
+    // its time here: the re-audit is still running when the test ends).
+    for v in ["v1", "v2", "v3", "v4"] {
+        app.llm.fallback(
+            &sigma_testkit::model_of(v),
+            Reply::Delayed(Duration::from_secs(60), Box::new(Reply::safe())),
+        );
+    }
     let _: Value = operator
         .post(
             &format!("/flags/{}", escalate["flagId"].as_str().unwrap()),

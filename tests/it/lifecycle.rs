@@ -554,3 +554,107 @@ async fn model_sync_records_the_catalog_and_pauses_a_validator_whose_model_vanis
     assert_eq!(validator_status(&app, "v3").await, "PAUSED");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_runs_as_a_workflow_and_a_rejecting_reaudit_suspends_the_certificate() {
+    let app = TestApp::spawn_with(Options {
+        tweak: std::sync::Arc::new(|s| s.ops.flag_triage_deadline_secs = 2),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let id = approved(&app).await;
+    let filed: Value = app
+        .public()
+        .post(
+            &format!("/certificates/{id}/flags"),
+            &json!({"reason": "posts the city to an undeclared host"}),
+            201,
+        )
+        .await;
+    let flag = filed["flagId"].as_str().unwrap().to_owned();
+    // Its workflow runs, and marks it overdue when nobody triages it in time.
+    let start = Instant::now();
+    loop {
+        let (workflow, overdue): (Option<String>, bool) = sqlx::query_as(
+            "select workflow_id, overdue_at is not null from certificate_flag where flag_id = $1::uuid",
+        )
+        .bind(&flag)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        if overdue {
+            assert_eq!(workflow.as_deref(), Some(format!("flag:{flag}").as_str()));
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "the flag was never marked overdue");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(verify(&app, &id).await["valid"], true);
+
+    let operator = app.operator(&app.operator_token);
+    let path = format!("/flags/{flag}");
+    let triaged: Value = operator
+        .post(&path, &json!({"status": "TRIAGED", "note": "looking"}), 200)
+        .await;
+    assert_eq!(triaged["status"], "TRIAGED", "{triaged}");
+    let (again, body) = operator
+        .call(
+            reqwest::Method::POST,
+            &path,
+            Some(&json!({"status": "TRIAGED", "note": "twice"})),
+        )
+        .await;
+    assert_eq!(again, 409, "{body}");
+    // The council now finds the bytes unsafe: the re-audit upholds the report.
+    for v in ["v1", "v2", "v3", "v4"] {
+        app.llm.fallback(&model_of(v), Reply::unsafe_());
+    }
+    let escalated: Value = operator
+        .post(
+            &path,
+            &json!({"status": "REAUDIT", "note": "confirmed pattern"}),
+            200,
+        )
+        .await;
+    assert_eq!(escalated["status"], "REAUDIT", "{escalated}");
+    wait_for_subject(&app, "is being re-audited").await;
+    let start = Instant::now();
+    let suspended = loop {
+        let v = verify(&app, &id).await;
+        if v["status"] == "SUSPENDED" {
+            break v;
+        }
+        assert!(start.elapsed() < WAIT, "{v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(suspended["valid"], false);
+    assert!(
+        suspended["statusReason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("re-audit")),
+        "{suspended}"
+    );
+    wait_for_subject(&app, "was suspended").await;
+    let (status, reaudit): (String, String) = sqlx::query_as(
+        "select status, reaudit_submission_id from certificate_flag where flag_id = $1::uuid",
+    )
+    .bind(&flag)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(status, "UPHELD");
+    let round: String =
+        sqlx::query_scalar("select round_type from audit_round where submission_id = $1")
+            .bind(&reaudit)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(round, "REAUDIT");
+    let certificates: i64 = sqlx::query_scalar("select count(*) from certificate")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(certificates, 1, "a re-audit issues no certificate");
+    app.shutdown().await;
+}

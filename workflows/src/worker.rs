@@ -25,8 +25,8 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 use crate::search;
 use crate::{
-    DraftCheckWorkflow, ManifestWorkflow, ModelSyncWorkflow, RenewalSweepWorkflow, RenewalWorkflow,
-    SubmissionWorkflow, SupportEmailWorkflow,
+    DraftCheckWorkflow, FlagWorkflow, ManifestWorkflow, ModelSyncWorkflow, RenewalSweepWorkflow,
+    RenewalWorkflow, SubmissionWorkflow, SupportEmailWorkflow,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +141,7 @@ pub fn worker_options(queue: Queue, deps: Deps) -> anyhow::Result<WorkerOptions>
             .register_workflow::<RenewalSweepWorkflow>()?
             .register_workflow::<RenewalWorkflow>()?
             .register_workflow::<ModelSyncWorkflow>()?
+            .register_workflow::<FlagWorkflow>()?
             .register_activities(IntakeActivities::new(deps.clone()))
             .register_activities(LifecycleActivities::new(deps.clone()))
             .register_activities(OpsActivities::new(deps.clone()))

@@ -2,6 +2,7 @@
 //! sweep's page of due certificates and each renewal's steps (reminder, charge, outcome, expiry),
 //! and the model-tier sync that keeps the council's validators on models that exist.
 
+pub mod flags;
 pub mod models;
 pub mod renewal;
 
@@ -11,7 +12,25 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::{Deps, retryable};
+use flags::{FlagApplied, FlagNotice, FlagStep, ReauditOutcome, ReauditSubmission};
 use models::ModelSyncReport;
+use serde::{Deserialize, Serialize};
+use sigma_shared::domain::FlagStatus;
+
+/// A flag and its workflow, as the flag's steps name them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlagRef {
+    pub flag_id: String,
+    pub certificate_id: String,
+    pub workflow_id: String,
+}
+
+/// The `attempt`-th re-audit a flag's workflow orders (from 1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReauditStart {
+    pub flag: FlagRef,
+    pub attempt: u32,
+}
 use renewal::{
     DuePage, DueRenewals, RenewalCharge, RenewalEnd, RenewalKey, RenewalOpened, RenewalPolicy,
 };
@@ -87,6 +106,79 @@ impl LifecycleActivities {
         end: RenewalEnd,
     ) -> Result<(), ActivityError> {
         renewal::finish(&self.deps, &end).await.map_err(retryable)
+    }
+
+    /// Ties the flag to its workflow; answers where the flag stands.
+    #[activity(name = "lifecycle.open_flag")]
+    pub async fn open_flag(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        flag: FlagRef,
+    ) -> Result<FlagStatus, ActivityError> {
+        flags::open(&self.deps, &flag.flag_id, &flag.workflow_id)
+            .await
+            .map_err(retryable)
+    }
+
+    #[activity(name = "lifecycle.flag_overdue")]
+    pub async fn flag_overdue(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        flag: FlagRef,
+    ) -> Result<(), ActivityError> {
+        flags::mark_overdue(&self.deps, &flag.flag_id)
+            .await
+            .map_err(retryable)
+    }
+
+    /// Records an operator's move of a flag (UPHELD suspends the certificate with it).
+    #[activity(name = "lifecycle.apply_flag_move")]
+    pub async fn apply_flag_move(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        step: FlagStep,
+    ) -> Result<FlagApplied, ActivityError> {
+        flags::apply(&self.deps, &step).await.map_err(retryable)
+    }
+
+    /// Records the re-audit's submission (free, the certificate's stored bytes).
+    #[activity(name = "lifecycle.start_reaudit")]
+    pub async fn start_reaudit(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        start: ReauditStart,
+    ) -> Result<ReauditSubmission, ActivityError> {
+        let flag = &start.flag;
+        flags::start_reaudit(
+            &self.deps,
+            &flag.flag_id,
+            &flag.certificate_id,
+            start.attempt,
+        )
+        .await
+        .map_err(retryable)
+    }
+
+    /// Keeps, suspends or revokes the certificate after its re-audit.
+    #[activity(name = "lifecycle.conclude_reaudit")]
+    pub async fn conclude_reaudit(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        outcome: ReauditOutcome,
+    ) -> Result<FlagApplied, ActivityError> {
+        flags::conclude_reaudit(&self.deps, &outcome)
+            .await
+            .map_err(retryable)
+    }
+
+    /// Emails the certificate's developer what a flag did; once per flag and kind.
+    #[activity(name = "lifecycle.notify_flag")]
+    pub async fn notify_flag(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        notice: FlagNotice,
+    ) -> Result<(), ActivityError> {
+        flags::notify(&self.deps, &notice).await.map_err(retryable)
     }
 
     /// Lists every validator provider's models; pauses and resumes validators to match.

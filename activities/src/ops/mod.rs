@@ -93,8 +93,12 @@ impl OpsActivities {
     ) -> Result<(), ActivityError> {
         let result: anyhow::Result<()> = async {
             sqlx::query!(
-                r#"insert into audit_round (round_id, submission_id, ordinal, panel, candidates)
-                   values ($1, $2, coalesce((select max(ordinal) from audit_round where submission_id = $2), 0) + 1, $3, $4)
+                r#"insert into audit_round (round_id, submission_id, ordinal, panel, candidates, round_type)
+                   values ($1, $2, coalesce((select max(ordinal) from audit_round where submission_id = $2), 0) + 1, $3, $4,
+                           (select case when renewal_of is not null then 'RENEWAL'
+                                        when reaudit_of is not null then 'REAUDIT'
+                                        else 'INITIAL_AUDIT' end
+                            from submission where submission_id = $2))
                    on conflict (round_id) do update set panel = excluded.panel, candidates = excluded.candidates"#,
                 input.round_id,
                 input.submission_id,
@@ -223,7 +227,7 @@ impl OpsActivities {
         // one that reaches another outcome does.
         let kind = format!("OUTCOME_{}", input.outcome);
         let row = sqlx::query!(
-            r#"select d.email, s.skill_name, s.category, s.renewal_of from submission s join developer d using (developer_id)
+            r#"select d.email, s.skill_name, s.category, s.renewal_of, s.reaudit_of from submission s join developer d using (developer_id)
                where s.submission_id = $1"#,
             input.submission_id
         )
@@ -232,9 +236,10 @@ impl OpsActivities {
         .context("Failed to load the submission's developer")?;
         let base = self.deps.settings.api.public_base_url.trim_end_matches('/');
         let name = row.skill_name.unwrap_or_else(|| row.category.clone());
-        let what = match &row.renewal_of {
-            Some(_) => format!("the renewal of {name}"),
-            None => name.clone(),
+        let what = match (&row.renewal_of, &row.reaudit_of) {
+            (Some(_), _) => format!("the renewal of {name}"),
+            (_, Some(_)) => format!("the re-audit of {name}"),
+            _ => name.clone(),
         };
         let subject = format!(
             "SIGMA: {what} was {}",
@@ -250,6 +255,12 @@ impl OpsActivities {
         );
         for reason in &input.reasons {
             text.push_str(&format!("- {reason}\n"));
+        }
+        if let Some(certificate) = &row.reaudit_of {
+            text.push_str(&format!(
+                "\nThis was a re-audit of certificate {certificate} after a report; its outcome \
+                 keeps (APPROVED) or suspends (REJECTED) that certificate.\n"
+            ));
         }
         if let Some(renewed) = &row.renewal_of {
             text.push_str(&format!(

@@ -3,6 +3,7 @@
 
 pub mod client_ip;
 pub mod fault;
+pub mod flag_run;
 pub mod idempotency;
 pub mod submission_run;
 pub mod tickets;

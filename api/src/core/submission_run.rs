@@ -62,6 +62,7 @@ fn input_of(state: &AppState, run: NewRun<'_>) -> (SubmissionInput, SearchAttrib
         git: run.git,
         charged: run.charged,
         intake: run.intake,
+        issue_certificate: true,
     };
     (input, attributes, summary)
 }

@@ -11,8 +11,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use futures::StreamExt;
+use sigma_activities::lifecycle::flags::FlagAction;
+
 use crate::AppState;
 use crate::auth::OperatorAuth;
+use crate::core::flag_run;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody, stored};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -120,7 +124,6 @@ async fn resolve_flag(
 ) -> ApiResult<Json<serde_json::Value>> {
     let flag_id = flag_id.uuid();
     let status = request.status.status();
-    let resolved = status.is_resolved();
     let note = request.note.trim();
     if note.is_empty() || note.chars().count() > 2000 {
         return Err(ApiError::unprocessable(
@@ -128,56 +131,40 @@ async fn resolve_flag(
             "a note of 1–2000 characters says why",
         ));
     }
-    let mut tx = state.db.begin().await?;
-    let row = sqlx::query!(
-        r#"update certificate_flag set status = $2, resolution_note = $3, resolved_by = $4,
-               resolved_at = case when $5 then now() end
-           where flag_id = $1 and status in ('OPEN', 'TRIAGED', 'REAUDIT')
-           returning certificate_id"#,
-        flag_id,
-        status.as_str(),
-        note,
-        operator.name,
-        resolved,
+    let flag = sqlx::query!(
+        "select certificate_id, status, raised_by from certificate_flag where flag_id = $1",
+        flag_id
     )
-    .fetch_optional(&mut *tx)
-    .await?;
-    let mut suspended = false;
-    if let Some(row) = &row
-        && status == FlagStatus::Upheld
-    {
-        suspended = sqlx::query!(
-            r#"update certificate set status = 'SUSPENDED', status_reason = 'flag upheld: ' || $2,
-                   status_changed_at = now(), status_changed_by = $3
-               where certificate_id = $1 and status = 'APPROVED'"#,
-            row.certificate_id,
-            note,
-            operator.name,
-        )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-    }
-    tx.commit().await?;
-    let Some(row) = row else {
-        let found = sqlx::query_scalar!(
-            "select status from certificate_flag where flag_id = $1",
-            flag_id
-        )
-        .fetch_optional(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::not_found("flag"))?;
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or_else(|| ApiError::not_found("flag"))?;
+    let current: FlagStatus = stored(&flag.status)?;
+    if current.is_resolved() {
         return Err(ApiError::conflict(
             "flag_resolved",
-            format!("the flag is already {}", stored::<FlagStatus>(&found)?),
+            format!("the flag is already {current}"),
         ));
-    };
-    state.public.cache.invalidate(&row.certificate_id).await;
-    Ok(Json(
-        serde_json::json!({"flagId": flag_id.to_string(), "certificateId": row.certificate_id, "status": status,
-            "certificateSuspended": suspended}),
-    ))
+    }
+    let progress = flag_run::move_flag(
+        &state,
+        &flag_id.to_string(),
+        &flag.certificate_id,
+        flag.raised_by == "MONITOR",
+        FlagAction {
+            status,
+            note: note.to_owned(),
+            operator: operator.name.clone(),
+        },
+    )
+    .await?;
+    state.public.cache.invalidate(&flag.certificate_id).await;
+    Ok(Json(serde_json::json!({
+        "flagId": flag_id.to_string(),
+        "certificateId": flag.certificate_id,
+        "status": progress.status,
+        "certificateSuspended": progress.certificate_status.as_deref() == Some("SUSPENDED"),
+        "reauditSubmissionId": progress.reaudit_submission,
+    })))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -219,22 +206,49 @@ async fn dismiss_reports(
             "name a certificateId, a reporterHash or flagIds",
         ));
     }
-    let dismissed = sqlx::query_scalar!(
-        r#"update certificate_flag set status = 'DISMISSED', resolution_note = $4, resolved_by = $5, resolved_at = now()
-           where raised_by = 'PUBLIC' and status = any($6)
+    let selected = sqlx::query!(
+        r#"select flag_id, certificate_id from certificate_flag
+           where raised_by = 'PUBLIC' and status = any($4)
              and ($1::text is null or certificate_id = $1)
              and ($2::text is null or reporter_hash = $2)
              and ($3::uuid[] is null or flag_id = any($3))
-           returning certificate_id"#,
+           order by created_at limit 500"#,
         request.certificate_id,
         request.reporter_hash,
         request.flag_ids.as_deref(),
-        note,
-        operator.name,
         &OPEN_REPORTS.map(String::from)[..],
     )
     .fetch_all(&state.db)
     .await?;
+    // Each report's own workflow dismisses it, a few at a time.
+    let moves: Vec<_> = selected
+        .iter()
+        .map(|f| {
+            let (state, flag_id, certificate_id) = (
+                state.clone(),
+                f.flag_id.to_string(),
+                f.certificate_id.clone(),
+            );
+            let step = FlagAction {
+                status: FlagStatus::Dismissed,
+                note: note.to_owned(),
+                operator: operator.name.clone(),
+            };
+            async move {
+                flag_run::move_flag(&state, &flag_id, &certificate_id, false, step)
+                    .await
+                    .map(|_| certificate_id)
+                    .map_err(|e| serde_json::json!({"flagId": flag_id, "detail": e.to_string()}))
+            }
+        })
+        .collect();
+    let results: Vec<_> = futures::stream::iter(moves)
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let (dismissed, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    let dismissed: Vec<String> = dismissed.into_iter().filter_map(Result::ok).collect();
+    let failed: Vec<serde_json::Value> = failed.into_iter().filter_map(Result::err).collect();
     let mut certificates: Vec<&String> = dismissed.iter().collect();
     certificates.sort();
     certificates.dedup();
@@ -244,6 +258,9 @@ async fn dismiss_reports(
     tracing::info!(dismissed = dismissed.len(), "reports dismissed in bulk");
     Ok(Json(serde_json::json!({
         "dismissed": dismissed.len(),
+        "selected": selected.len(),
         "certificates": certificates,
+        // Reports whose workflow refused or did not take the dismissal (try those again).
+        "failed": failed,
     })))
 }

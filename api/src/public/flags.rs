@@ -12,6 +12,7 @@ use super::cache::{OPEN_REPORTS, UNRESOLVED_FLAGS};
 use super::find;
 use crate::AppState;
 use crate::core::client_ip::ClientIp;
+use crate::core::flag_run;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody, stored};
 use sigma_shared::domain::{CertificateId, FlagStatus};
 
@@ -179,6 +180,9 @@ async fn flag_certificate(
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
+    if created {
+        flag_run::start(&state, &flag_id.to_string(), &c.id).await;
+    }
     // Other replicas hear of it through NOTIFY; this one need not wait.
     state.public.cache.invalidate(&c.id).await;
     tracing::info!(certificate_id = %c.id, %flag_id, created, "certificate flagged");

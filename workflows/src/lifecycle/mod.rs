@@ -1,6 +1,7 @@
 //! Certificates after issuance: the renewal sweep (started by a Temporal Schedule) and one
 //! renewal workflow per certificate and due date; and the model-tier sync of the council.
 
+mod flag;
 mod models;
 mod renewal;
 mod sweep;
@@ -12,6 +13,7 @@ use sigma_activities::queues::QueueNames;
 use temporalio_common::RetryPolicy;
 use temporalio_sdk::{ActivityOptions, WorkflowContext};
 
+pub use flag::{FlagInput, FlagProgress, FlagWorkflow};
 pub use models::ModelSyncWorkflow;
 pub use renewal::{RenewalInput, RenewalProgress, RenewalWorkflow};
 pub use sweep::{RenewalSweepInput, RenewalSweepReport, RenewalSweepWorkflow};

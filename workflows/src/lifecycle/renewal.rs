@@ -192,6 +192,7 @@ impl RenewalWorkflow {
             git: None,
             charged: submission.charged,
             intake: None,
+            issue_certificate: true,
         };
         let started = ctx
             .start_child_workflow(SubmissionWorkflow::run, input, options)

@@ -47,6 +47,13 @@ pub struct SubmissionInput {
     /// recorded. Absent in operator retries and in runs started before intake moved here.
     #[serde(default)]
     pub intake: Option<Intake>,
+    /// False for a re-audit: its outcome acts on an existing certificate instead of issuing one.
+    #[serde(default = "issues_certificate")]
+    pub issue_certificate: bool,
+}
+
+fn issues_certificate() -> bool {
+    true
 }
 
 /// Live detail, answered by the `progress` query.
@@ -414,7 +421,7 @@ impl SubmissionWorkflow {
             other => (other, decision.reasons.clone()),
         };
 
-        let certificate = if outcome == Outcome::Approved {
+        let certificate = if outcome == Outcome::Approved && input.issue_certificate {
             Self::enter(
                 ctx,
                 input,
