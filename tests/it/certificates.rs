@@ -397,6 +397,18 @@ async fn flags_and_revocation_show_on_every_replica_within_a_second() {
     );
     let (reinstate, body) = status("APPROVED").await;
     assert_eq!(reinstate, 409, "revocation is final: {body}");
+    // Each change ran as a workflow that emailed the developer.
+    let subjects: Vec<String> = app
+        .emails_to(&app.developer_email)
+        .await
+        .iter()
+        .filter_map(|m| m["subject"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        subjects.iter().any(|s| s.ends_with("was revoked"))
+            && subjects.iter().any(|s| s.ends_with("was reinstated")),
+        "{subjects:?}"
+    );
 
     // Views are counted without a write per request, and reach the database in batches.
     for _ in 0..5 {

@@ -11,6 +11,9 @@ pub mod search;
 pub mod submission;
 pub mod worker;
 
-pub use lifecycle::{FlagWorkflow, ModelSyncWorkflow, RenewalSweepWorkflow, RenewalWorkflow};
+pub use lifecycle::{
+    CertificateStatusWorkflow, FlagWorkflow, ModelSyncWorkflow, RenewalSweepWorkflow,
+    RenewalWorkflow,
+};
 pub use portal::{DraftCheckWorkflow, ManifestWorkflow, SupportEmailWorkflow};
 pub use submission::{SubmissionInput, SubmissionProgress, SubmissionResult, SubmissionWorkflow};

@@ -25,8 +25,9 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 use crate::search;
 use crate::{
-    DraftCheckWorkflow, FlagWorkflow, ManifestWorkflow, ModelSyncWorkflow, RenewalSweepWorkflow,
-    RenewalWorkflow, SubmissionWorkflow, SupportEmailWorkflow,
+    CertificateStatusWorkflow, DraftCheckWorkflow, FlagWorkflow, ManifestWorkflow,
+    ModelSyncWorkflow, RenewalSweepWorkflow, RenewalWorkflow, SubmissionWorkflow,
+    SupportEmailWorkflow,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,6 +143,7 @@ pub fn worker_options(queue: Queue, deps: Deps) -> anyhow::Result<WorkerOptions>
             .register_workflow::<RenewalWorkflow>()?
             .register_workflow::<ModelSyncWorkflow>()?
             .register_workflow::<FlagWorkflow>()?
+            .register_workflow::<CertificateStatusWorkflow>()?
             .register_activities(IntakeActivities::new(deps.clone()))
             .register_activities(LifecycleActivities::new(deps.clone()))
             .register_activities(OpsActivities::new(deps.clone()))

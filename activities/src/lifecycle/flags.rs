@@ -323,3 +323,107 @@ pub(crate) async fn notify(deps: &Deps, n: &FlagNotice) -> anyhow::Result<()> {
     )
     .await
 }
+
+/// An operator's change of a certificate's status.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusChange {
+    pub certificate_id: String,
+    /// SUSPENDED, REVOKED, or APPROVED (lifting a suspension).
+    pub status: String,
+    pub reason: String,
+    pub operator: String,
+    /// Names the change's email, so a retried change sends it once.
+    pub request_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusChanged {
+    /// False when the move is not allowed from the current status (nothing changed).
+    pub applied: bool,
+    pub status: String,
+    pub changed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Applies an operator's status change (APPROVED ⇄ SUSPENDED, either → REVOKED; superseded,
+/// expired and revoked certificates stay as they are) and emails the developer.
+#[tracing::instrument(name = "certificate_status", skip_all, fields(certificate_id = %c.certificate_id, status = %c.status))]
+pub(crate) async fn change_status(deps: &Deps, c: &StatusChange) -> anyhow::Result<StatusChanged> {
+    let row = sqlx::query!(
+        r#"update certificate set status = $2, status_reason = $3, status_changed_at = now(), status_changed_by = $4
+           where certificate_id = $1
+             and ((status = 'APPROVED' and $2 in ('SUSPENDED', 'REVOKED'))
+               or (status = 'SUSPENDED' and $2 in ('APPROVED', 'REVOKED')))
+           returning status, status_changed_at"#,
+        c.certificate_id,
+        c.status,
+        c.reason,
+        c.operator,
+    )
+    .fetch_optional(&deps.db)
+    .await
+    .context("Failed to change the certificate's status")?;
+    let Some(row) = row else {
+        let current = sqlx::query!(
+            "select status, status_changed_by, status_reason, status_changed_at from certificate where certificate_id = $1",
+            c.certificate_id
+        )
+        .fetch_one(&deps.db)
+        .await?;
+        // A retry of a change that already landed answers as the first attempt did.
+        let landed = current.status == c.status
+            && current.status_changed_by.as_deref() == Some(c.operator.as_str())
+            && current.status_reason.as_deref() == Some(c.reason.as_str());
+        if !landed {
+            return Ok(StatusChanged {
+                applied: false,
+                status: current.status,
+                changed_at: current.status_changed_at,
+            });
+        }
+        return Ok(StatusChanged {
+            applied: true,
+            status: current.status,
+            changed_at: current.status_changed_at,
+        });
+    };
+    let developer = sqlx::query!(
+        r#"select d.email, coalesce(c.sealed ->> 'skillName', 'your skill') as "skill!"
+           from certificate c join developer d on d.developer_id = c.developer_id where c.certificate_id = $1"#,
+        c.certificate_id
+    )
+    .fetch_one(&deps.db)
+    .await?;
+    let base = deps.settings.api.public_base_url.trim_end_matches('/');
+    let verb = match c.status.as_str() {
+        "APPROVED" => "reinstated",
+        "REVOKED" => "revoked",
+        _ => "suspended",
+    };
+    email_once(
+        deps,
+        &c.certificate_id,
+        &format!("STATUS {} {}", c.status, c.request_id),
+        &developer.email,
+        format!("SIGMA: the certificate of {} was {verb}", developer.skill),
+        format!(
+            "An operator {verb} the certificate {} of {}.\n\nReason: {}\n\n{}Certificate: {base}/api/v1/public/certificates/{}/verify\n",
+            c.certificate_id,
+            developer.skill,
+            c.reason,
+            if c.status == "APPROVED" {
+                ""
+            } else {
+                "You may dispute a suspension from the developer portal within the dispute window.\n\n"
+            },
+            c.certificate_id,
+        ),
+    )
+    .await?;
+    Ok(StatusChanged {
+        applied: true,
+        status: row.status,
+        changed_at: row.status_changed_at,
+    })
+}

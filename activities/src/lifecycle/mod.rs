@@ -12,7 +12,10 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::{Deps, retryable};
-use flags::{FlagApplied, FlagNotice, FlagStep, ReauditOutcome, ReauditSubmission};
+use flags::{
+    FlagApplied, FlagNotice, FlagStep, ReauditOutcome, ReauditSubmission, StatusChange,
+    StatusChanged,
+};
 use models::ModelSyncReport;
 use serde::{Deserialize, Serialize};
 use sigma_shared::domain::FlagStatus;
@@ -179,6 +182,18 @@ impl LifecycleActivities {
         notice: FlagNotice,
     ) -> Result<(), ActivityError> {
         flags::notify(&self.deps, &notice).await.map_err(retryable)
+    }
+
+    /// An operator's change of a certificate's status, and the developer's email about it.
+    #[activity(name = "lifecycle.change_certificate_status")]
+    pub async fn change_certificate_status(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        change: StatusChange,
+    ) -> Result<StatusChanged, ActivityError> {
+        flags::change_status(&self.deps, &change)
+            .await
+            .map_err(retryable)
     }
 
     /// Lists every validator provider's models; pauses and resumes validators to match.

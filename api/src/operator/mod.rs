@@ -13,11 +13,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
+use sigma_activities::lifecycle::flags::StatusChange;
 use sigma_activities::types::OperatorDecision;
 use sigma_shared::domain::{Category, CertificateId, CertificateStatus, Outcome, SubmissionId};
-use sigma_workflows::{SubmissionProgress, SubmissionWorkflow};
+use sigma_workflows::{CertificateStatusWorkflow, SubmissionProgress, SubmissionWorkflow};
 use temporalio_client::errors::WorkflowUpdateError;
-use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowExecutionStatus};
+use temporalio_client::{
+    WorkflowExecuteUpdateOptions, WorkflowExecutionStatus, WorkflowStartOptions,
+};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -263,38 +266,67 @@ async fn set_certificate_status(
             "a status change needs a reason",
         ));
     }
-    // Allowed moves: APPROVED ⇄ SUSPENDED, either → REVOKED. Superseded and revoked are final.
-    let row = sqlx::query!(
-        r#"update certificate set status = $2, status_reason = $3, status_changed_at = now(), status_changed_by = $4
-           where certificate_id = $1
-             and ((status = 'APPROVED' and $2 in ('SUSPENDED', 'REVOKED'))
-               or (status = 'SUSPENDED' and $2 in ('APPROVED', 'REVOKED')))
-           returning status, status_changed_at"#,
-        id.as_str(),
-        status.as_str(),
-        reason,
-        operator.name,
+    // Allowed moves: APPROVED ⇄ SUSPENDED, either → REVOKED. Superseded, expired and revoked
+    // are final. The change runs as a workflow: its activity applies it and emails the developer.
+    sqlx::query_scalar!(
+        "select status from certificate where certificate_id = $1",
+        id.as_str()
     )
     .fetch_optional(&state.db)
-    .await?;
-    let Some(row) = row else {
-        let current = sqlx::query_scalar!(
-            "select status from certificate where certificate_id = $1",
-            id.as_str()
-        )
-        .fetch_optional(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::not_found("certificate"))?;
+    .await?
+    .ok_or_else(|| ApiError::not_found("certificate"))?;
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    let change = StatusChange {
+        certificate_id: id.to_string(),
+        status: status.as_str().to_owned(),
+        reason: reason.to_owned(),
+        operator: operator.name.clone(),
+        request_id: request_id.clone(),
+    };
+    let options = WorkflowStartOptions::new(
+        state.workflow_queue(),
+        format!("certificate-status:{id}:{request_id}"),
+    )
+    .static_summary(format!("{status} certificate {id} ({})", operator.name))
+    .build();
+    let run = async {
+        let handle = state
+            .temporal
+            .start_workflow(CertificateStatusWorkflow::run, change, options)
+            .await
+            .map_err(anyhow::Error::from)?;
+        handle
+            .get_result(Default::default())
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    let row = match tokio::time::timeout(std::time::Duration::from_secs(30), run).await {
+        Ok(Ok(changed)) => changed,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %format!("{e:#}"), "status change workflow failed");
+            return Err(ApiError::unavailable(
+                "workflow_unavailable",
+                "the status change did not complete; try again",
+            ));
+        }
+        Err(_) => {
+            return Err(ApiError::unavailable(
+                "workflow_unavailable",
+                "no worker applied the status change in time; it will still be applied",
+            ));
+        }
+    };
+    if !row.applied {
         return Err(ApiError::conflict(
             "invalid_transition",
-            format!("a {current} certificate cannot become {status}"),
+            format!("a {} certificate cannot become {status}", row.status),
         ));
-    };
+    }
     state.public.cache.invalidate(id.as_str()).await;
     tracing::info!(status = %row.status, "certificate status changed");
     Ok(Json(serde_json::json!({
         "certificateId": id, "status": row.status, "statusReason": reason,
-        "statusChangedAt": row.status_changed_at, "changedBy": operator.name,
+        "statusChangedAt": row.changed_at, "changedBy": operator.name,
     })))
 }
 

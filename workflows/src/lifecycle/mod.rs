@@ -4,6 +4,7 @@
 mod flag;
 mod models;
 mod renewal;
+mod status;
 mod sweep;
 
 use std::time::Duration;
@@ -16,6 +17,7 @@ use temporalio_sdk::{ActivityOptions, WorkflowContext};
 pub use flag::{FlagInput, FlagProgress, FlagWorkflow};
 pub use models::ModelSyncWorkflow;
 pub use renewal::{RenewalInput, RenewalProgress, RenewalWorkflow};
+pub use status::CertificateStatusWorkflow;
 pub use sweep::{RenewalSweepInput, RenewalSweepReport, RenewalSweepWorkflow};
 
 /// Lifecycle bookkeeping on the ops queue: remote activities, so each attempt shows in the Web
