@@ -141,14 +141,15 @@ async fn schedules_are_created_once_updated_in_place_and_keep_an_operators_pause
         .await
         .unwrap();
     let id = schedules::schedule_id(&app.settings, "renewal-sweep");
-    let sync = schedules::schedule_id(&app.settings, "model-tier-sync");
-    assert_eq!(
-        first,
-        vec![
-            (id.clone(), Ensured::Created),
-            (sync.clone(), Ensured::Created)
-        ]
-    );
+    let all: Vec<String> = ["renewal-sweep", "model-tier-sync", "reconciler"]
+        .iter()
+        .map(|job| schedules::schedule_id(&app.settings, job))
+        .collect();
+    let created: Vec<_> = all
+        .iter()
+        .map(|id| (id.clone(), Ensured::Created))
+        .collect();
+    assert_eq!(first, created);
     assert!(id.ends_with("sigma-renewal-sweep"), "{id}");
 
     let handle = app.temporal.get_schedule_handle(id.clone());
@@ -194,21 +195,20 @@ async fn schedules_are_created_once_updated_in_place_and_keep_an_operators_pause
     let again = schedules::ensure_schedules(&app.temporal, &app.settings)
         .await
         .unwrap();
-    assert_eq!(
-        again,
-        vec![
-            (id.clone(), Ensured::Updated),
-            (sync.clone(), Ensured::Updated)
-        ]
-    );
+    let updated: Vec<_> = all
+        .iter()
+        .map(|id| (id.clone(), Ensured::Updated))
+        .collect();
+    assert_eq!(again, updated);
     let described = handle.describe(Default::default()).await.unwrap();
     assert!(described.paused(), "setup must not unpause a schedule");
-    handle.delete(Default::default()).await.unwrap();
-    app.temporal
-        .get_schedule_handle(sync)
-        .delete(Default::default())
-        .await
-        .unwrap();
+    for id in all {
+        app.temporal
+            .get_schedule_handle(id)
+            .delete(Default::default())
+            .await
+            .unwrap();
+    }
     app.shutdown().await;
 }
 
@@ -656,5 +656,52 @@ async fn a_report_runs_as_a_workflow_and_a_rejecting_reaudit_suspends_the_certif
         .await
         .unwrap();
     assert_eq!(certificates, 1, "a re-audit issues no certificate");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_starts_the_workflow_of_a_flag_filed_without_one() {
+    let app = TestApp::spawn().await.unwrap();
+    let id = approved(&app).await;
+    // Filed as the API files one, but the API stopped before starting its workflow.
+    let flag = uuid::Uuid::new_v4();
+    sqlx::query(
+        "insert into certificate_flag (flag_id, certificate_id, reason, reporter_hash, created_at)
+         values ($1, $2, 'left behind', 'r', now() - interval '5 minutes')",
+    )
+    .bind(flag)
+    .bind(&id)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    trigger(&app, "reconciler").await;
+    let start = Instant::now();
+    loop {
+        let workflow: Option<String> =
+            sqlx::query_scalar("select workflow_id from certificate_flag where flag_id = $1")
+                .bind(flag)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        if let Some(workflow) = workflow {
+            assert_eq!(workflow, format!("flag:{flag}"));
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the reconciler never started the flag"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Its workflow now takes the operator's moves.
+    let moved: Value = app
+        .operator(&app.operator_token)
+        .post(
+            &format!("/flags/{flag}"),
+            &json!({"status": "DISMISSED", "note": "duplicate"}),
+            200,
+        )
+        .await;
+    assert_eq!(moved["status"], "DISMISSED", "{moved}");
     app.shutdown().await;
 }

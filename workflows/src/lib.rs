@@ -12,8 +12,8 @@ pub mod submission;
 pub mod worker;
 
 pub use lifecycle::{
-    CertificateStatusWorkflow, FlagWorkflow, ModelSyncWorkflow, RenewalSweepWorkflow,
-    RenewalWorkflow,
+    CertificateStatusWorkflow, FlagWorkflow, ModelSyncWorkflow, ReconcileWorkflow,
+    RenewalSweepWorkflow, RenewalWorkflow,
 };
 pub use portal::{DraftCheckWorkflow, ManifestWorkflow, SupportEmailWorkflow};
 pub use submission::{SubmissionInput, SubmissionProgress, SubmissionResult, SubmissionWorkflow};

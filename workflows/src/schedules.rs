@@ -32,7 +32,9 @@ use temporalio_common::protos::temporal::api::workflowservice::v1::{
 };
 use temporalio_common::search_attributes::SearchAttributes;
 
-use crate::lifecycle::{ModelSyncWorkflow, RenewalSweepInput, RenewalSweepWorkflow};
+use crate::lifecycle::{
+    ModelSyncWorkflow, ReconcileWorkflow, RenewalSweepInput, RenewalSweepWorkflow,
+};
 use crate::search;
 
 /// One periodic job.
@@ -80,6 +82,13 @@ pub fn jobs(settings: &Settings) -> anyhow::Result<Vec<Job>> {
             ModelSyncWorkflow::run,
             &(),
             ops.model_sync_interval_secs,
+        )?,
+        Job::new(
+            "reconciler",
+            "Starts the workflows of recorded work whose workflow never started (flags)",
+            ReconcileWorkflow::run,
+            &(),
+            ops.reconcile_interval_secs,
         )?,
     ])
 }

@@ -26,8 +26,8 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use crate::search;
 use crate::{
     CertificateStatusWorkflow, DraftCheckWorkflow, FlagWorkflow, ManifestWorkflow,
-    ModelSyncWorkflow, RenewalSweepWorkflow, RenewalWorkflow, SubmissionWorkflow,
-    SupportEmailWorkflow,
+    ModelSyncWorkflow, ReconcileWorkflow, RenewalSweepWorkflow, RenewalWorkflow,
+    SubmissionWorkflow, SupportEmailWorkflow,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +144,7 @@ pub fn worker_options(queue: Queue, deps: Deps) -> anyhow::Result<WorkerOptions>
             .register_workflow::<ModelSyncWorkflow>()?
             .register_workflow::<FlagWorkflow>()?
             .register_workflow::<CertificateStatusWorkflow>()?
+            .register_workflow::<ReconcileWorkflow>()?
             .register_activities(IntakeActivities::new(deps.clone()))
             .register_activities(LifecycleActivities::new(deps.clone()))
             .register_activities(OpsActivities::new(deps.clone()))

@@ -427,3 +427,33 @@ pub(crate) async fn change_status(deps: &Deps, c: &StatusChange) -> anyhow::Resu
         changed_at: row.status_changed_at,
     })
 }
+
+/// A flag filed but never picked up by its workflow (the API stopped between filing it and
+/// starting the workflow).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StrandedFlag {
+    pub flag_id: String,
+    pub certificate_id: String,
+    pub raised_by_monitor: bool,
+}
+
+pub(crate) async fn stranded(deps: &Deps, limit: u32) -> anyhow::Result<Vec<StrandedFlag>> {
+    let rows = sqlx::query!(
+        r#"select flag_id, certificate_id, raised_by from certificate_flag
+           where workflow_id is null and status not in ('UPHELD', 'DISMISSED')
+             and created_at < now() - interval '1 minute'
+           order by created_at limit $1"#,
+        i64::from(limit.clamp(1, 1000)),
+    )
+    .fetch_all(&deps.db)
+    .await
+    .context("Failed to look for stranded flags")?;
+    Ok(rows
+        .into_iter()
+        .map(|r| StrandedFlag {
+            flag_id: r.flag_id.to_string(),
+            certificate_id: r.certificate_id,
+            raised_by_monitor: r.raised_by == "MONITOR",
+        })
+        .collect())
+}

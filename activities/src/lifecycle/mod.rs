@@ -14,7 +14,7 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use crate::{Deps, retryable};
 use flags::{
     FlagApplied, FlagNotice, FlagStep, ReauditOutcome, ReauditSubmission, StatusChange,
-    StatusChanged,
+    StatusChanged, StrandedFlag,
 };
 use models::ModelSyncReport;
 use serde::{Deserialize, Serialize};
@@ -194,6 +194,26 @@ impl LifecycleActivities {
         flags::change_status(&self.deps, &change)
             .await
             .map_err(retryable)
+    }
+
+    /// Flags whose workflow never started, for the reconciler.
+    #[activity(name = "lifecycle.stranded_flags")]
+    pub async fn stranded_flags(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        limit: u32,
+    ) -> Result<Vec<StrandedFlag>, ActivityError> {
+        flags::stranded(&self.deps, limit).await.map_err(retryable)
+    }
+
+    /// The flag's triage deadline as configured now.
+    #[activity(name = "lifecycle.flag_policy")]
+    pub async fn flag_policy(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        _input: (),
+    ) -> Result<u64, ActivityError> {
+        Ok(self.deps.settings.ops.flag_triage_deadline_secs)
     }
 
     /// Lists every validator provider's models; pauses and resumes validators to match.

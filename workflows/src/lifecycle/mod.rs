@@ -3,6 +3,7 @@
 
 mod flag;
 mod models;
+mod reconcile;
 mod renewal;
 mod status;
 mod sweep;
@@ -16,6 +17,7 @@ use temporalio_sdk::{ActivityOptions, WorkflowContext};
 
 pub use flag::{FlagInput, FlagProgress, FlagWorkflow};
 pub use models::ModelSyncWorkflow;
+pub use reconcile::{ReconcileReport, ReconcileWorkflow};
 pub use renewal::{RenewalInput, RenewalProgress, RenewalWorkflow};
 pub use status::CertificateStatusWorkflow;
 pub use sweep::{RenewalSweepInput, RenewalSweepReport, RenewalSweepWorkflow};
