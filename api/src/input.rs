@@ -251,6 +251,7 @@ ids_in_paths! {
     d::RuleId => "rule",
     d::CampaignId => "campaign",
     d::DeveloperId => "developer",
+    d::DisputeId => "dispute",
     sigma_activities::intake::checkout::PaymentMethod => "payment method",
 }
 

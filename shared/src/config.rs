@@ -65,6 +65,12 @@ pub struct OpsSettings {
     /// An untriaged public report past this is listed as overdue; an untriaged monitor flag
     /// past it is sent to re-audit without waiting for an operator.
     pub flag_triage_deadline_secs: u64,
+    /// A REJECTED outcome or a suspension may be disputed this long after it.
+    pub dispute_window_days: i64,
+    /// An open dispute waits this long for an operator; then a fresh audit round decides it.
+    pub dispute_decision_deadline_secs: u64,
+    /// Where operators are told of new disputes.
+    pub operator_alert_email: String,
 }
 
 /// One line of the model catalog's configuration.
@@ -95,6 +101,9 @@ impl Default for OpsSettings {
             model_tiers: Vec::new(),
             model_sync_timeout_secs: 20,
             flag_triage_deadline_secs: 3 * DAY as u64,
+            dispute_window_days: 14,
+            dispute_decision_deadline_secs: 7 * DAY as u64,
+            operator_alert_email: "operators@sigma.local".into(),
         }
     }
 }

@@ -699,6 +699,8 @@ uuid_id! {
     CampaignId,
     /// A developer account.
     DeveloperId,
+    /// A developer's dispute of a rejection or a suspension.
+    DisputeId,
 }
 
 /// A certificate's id: the id of the submission it certifies (one certificate per submission).

@@ -705,3 +705,156 @@ async fn the_reconciler_starts_the_workflow_of_a_flag_filed_without_one() {
     assert_eq!(moved["status"], "DISMISSED", "{moved}");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disputed_rejection_overturned_by_an_operator_gets_a_fresh_round_that_decides() {
+    let app = TestApp::spawn().await.unwrap();
+    for v in ["v1", "v2", "v3", "v4"] {
+        app.llm.fallback(&model_of(v), Reply::unsafe_());
+    }
+    let id = app.submit_ok(bundle::weather_skill()).await;
+    let done = app.wait_for_stage(&id, "DONE", WAIT).await;
+    assert_eq!(done["outcome"], "REJECTED", "{done}");
+    let voters: Vec<(String, f64)> = sqlx::query_as(
+        "select v.validator_id, v.audit_accuracy from validator v
+         where v.validator_id in (select validator_id from audit_vote a join submission s on s.round_id = a.round_id
+                                  where s.submission_id = $1) order by 1",
+    )
+    .bind(&id)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert!(!voters.is_empty());
+
+    let dev = app.dev(&app.developer_token);
+    let path = format!("/submissions/{id}/disputes");
+    let opened: Value = dev
+        .post(
+            &path,
+            &json!({"reason": "the host is the declared weather API"}),
+            201,
+        )
+        .await;
+    assert_eq!(
+        (&opened["kind"], &opened["status"]),
+        (&json!("REJECTION"), &json!("OPEN"))
+    );
+    // One open dispute per submission: asking again answers the open one.
+    let again: Value = dev.post(&path, &json!({"reason": "again"}), 200).await;
+    assert_eq!(again["disputeId"], opened["disputeId"]);
+    wait_for_subject(&app, "dispute about").await;
+    let operators = app.emails_to(&app.settings.ops.operator_alert_email).await;
+    assert!(!operators.is_empty(), "operators are told of the dispute");
+
+    // The council would now approve; the operator overturns and the fresh round decides.
+    for v in ["v1", "v2", "v3", "v4"] {
+        app.llm.fallback(&model_of(v), Reply::safe());
+    }
+    let dispute = opened["disputeId"].as_str().unwrap();
+    let decided: Value = app
+        .operator(&app.operator_token)
+        .post(
+            &format!("/disputes/{dispute}/decision"),
+            &json!({"verdict": "OVERTURN", "note": "the finding misread the declared API"}),
+            200,
+        )
+        .await;
+    assert_eq!(decided["status"], "OVERTURNED", "{decided}");
+    let start = Instant::now();
+    let (fresh, outcome) = loop {
+        let row: (Option<String>, Option<String>) = sqlx::query_as(
+            "select fresh_submission_id, final_outcome from dispute where dispute_id = $1::uuid",
+        )
+        .bind(dispute)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        if let (Some(fresh), Some(outcome)) = row {
+            break (fresh, outcome);
+        }
+        assert!(start.elapsed() < WAIT, "the fresh round never concluded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(outcome, "APPROVED");
+    assert_eq!(verify(&app, &fresh).await["valid"], true);
+    // The votes on the disputed rejection are scored against the final outcome.
+    for (validator, before) in voters {
+        let after: f64 =
+            sqlx::query_scalar("select audit_accuracy from validator where validator_id = $1")
+                .bind(&validator)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        assert!(after < before, "{validator}: {before} -> {after}");
+    }
+    wait_for_subject(&app, "is concluded").await;
+    // Decided already: a second decision is refused.
+    let (status, _) = app
+        .operator(&app.operator_token)
+        .call(
+            reqwest::Method::POST,
+            &format!("/disputes/{dispute}/decision"),
+            Some(&json!({"verdict": "UPHOLD", "note": "late"})),
+        )
+        .await;
+    assert_eq!(status, 409);
+    // An approved submission has nothing to dispute.
+    let (status, body) = dev
+        .call(
+            reqwest::Method::POST,
+            &format!("/submissions/{fresh}/disputes"),
+            Some(&json!({"reason": "?"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disputed_suspension_nobody_decides_is_re_audited_and_lifted() {
+    let app = TestApp::spawn_with(Options {
+        tweak: std::sync::Arc::new(|s| s.ops.dispute_decision_deadline_secs = 2),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let id = approved(&app).await;
+    let _: Value = app
+        .operator(&app.operator_token)
+        .post(
+            &format!("/certificates/{id}/status"),
+            &json!({"status": "SUSPENDED", "reason": "reported exfiltration"}),
+            200,
+        )
+        .await;
+    let opened: Value = app
+        .dev(&app.developer_token)
+        .post(
+            &format!("/submissions/{id}/disputes"),
+            &json!({"reason": "the host is the declared API"}),
+            201,
+        )
+        .await;
+    assert_eq!(opened["kind"], "SUSPENSION");
+    let start = Instant::now();
+    loop {
+        let v = verify(&app, &id).await;
+        if v["status"] == "APPROVED" && v["valid"] == true {
+            assert_eq!(
+                v["statusReason"],
+                "suspension overturned: the re-audit approved it"
+            );
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "{v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let decided_by: String =
+        sqlx::query_scalar("select decided_by from dispute where dispute_id = $1::uuid")
+            .bind(opened["disputeId"].as_str().unwrap())
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(decided_by, "decision-deadline");
+    app.shutdown().await;
+}

@@ -12,7 +12,7 @@ pub mod submission;
 pub mod worker;
 
 pub use lifecycle::{
-    CertificateStatusWorkflow, FlagWorkflow, ModelSyncWorkflow, ReconcileWorkflow,
+    CertificateStatusWorkflow, DisputeWorkflow, FlagWorkflow, ModelSyncWorkflow, ReconcileWorkflow,
     RenewalSweepWorkflow, RenewalWorkflow,
 };
 pub use portal::{DraftCheckWorkflow, ManifestWorkflow, SupportEmailWorkflow};

@@ -25,7 +25,7 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 use crate::search;
 use crate::{
-    CertificateStatusWorkflow, DraftCheckWorkflow, FlagWorkflow, ManifestWorkflow,
+    CertificateStatusWorkflow, DisputeWorkflow, DraftCheckWorkflow, FlagWorkflow, ManifestWorkflow,
     ModelSyncWorkflow, ReconcileWorkflow, RenewalSweepWorkflow, RenewalWorkflow,
     SubmissionWorkflow, SupportEmailWorkflow,
 };
@@ -145,6 +145,7 @@ pub fn worker_options(queue: Queue, deps: Deps) -> anyhow::Result<WorkerOptions>
             .register_workflow::<FlagWorkflow>()?
             .register_workflow::<CertificateStatusWorkflow>()?
             .register_workflow::<ReconcileWorkflow>()?
+            .register_workflow::<DisputeWorkflow>()?
             .register_activities(IntakeActivities::new(deps.clone()))
             .register_activities(LifecycleActivities::new(deps.clone()))
             .register_activities(OpsActivities::new(deps.clone()))

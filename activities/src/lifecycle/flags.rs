@@ -10,6 +10,7 @@ use sigma_shared::domain::{Category, FlagStatus, Outcome, SubmissionId};
 use sqlx::types::Uuid;
 
 use crate::Deps;
+use crate::lifecycle::rounds::{AuditCopy, record_copy};
 use crate::ops::email_once;
 
 /// An operator's move of a flag.
@@ -135,24 +136,20 @@ pub(crate) async fn start_reaudit(
     let submission_id =
         SubmissionId::for_business_key(&[b"reaudit", flag_id.as_bytes(), &attempt.to_be_bytes()]);
     let mut tx = deps.db.begin().await?;
-    let row = sqlx::query!(
-        r#"insert into submission (submission_id, developer_id, category, skill_name, skill_version, source_url,
-               source_ref, note, bundle_key, bundle_sha256, bundle_bytes, bundle_format, workflow_id, git_repository,
-               draft_snapshot, reaudit_of)
-           select $1, o.developer_id, o.category, o.skill_name, o.skill_version, o.source_url, o.source_ref,
-                  're-audit of certificate ' || $2 || ' after flag ' || $3, o.bundle_key, o.bundle_sha256, o.bundle_bytes,
-                  o.bundle_format, $4, o.git_repository, o.draft_snapshot, $2
-           from submission o where o.submission_id = $2
-           on conflict (submission_id) do update set note = excluded.note
-           returning category, bundle_key"#,
-        submission_id.as_str(),
-        certificate_id,
-        flag_id,
-        submission_id.workflow_id(),
+    let row = record_copy(
+        &mut tx,
+        AuditCopy {
+            id: &submission_id,
+            source: certificate_id,
+            note: format!("re-audit of certificate {certificate_id} after flag {flag_id}"),
+            renewal_of: None,
+            reaudit_of: Some(certificate_id),
+            dispute_of: None,
+            charged_credits: 0,
+            price_snapshot: None,
+        },
     )
-    .fetch_one(&mut *tx)
-    .await
-    .context("Failed to record the re-audit's submission")?;
+    .await?;
     sqlx::query!(
         "update certificate_flag set reaudit_submission_id = $2 where flag_id = $1",
         uuid(flag_id)?,

@@ -2,9 +2,11 @@
 //! sweep's page of due certificates and each renewal's steps (reminder, charge, outcome, expiry),
 //! and the model-tier sync that keeps the council's validators on models that exist.
 
+pub mod disputes;
 pub mod flags;
 pub mod models;
 pub mod renewal;
+mod rounds;
 
 use std::sync::Arc;
 
@@ -12,6 +14,7 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::{Deps, retryable};
+use disputes::{DisputeConclusion, DisputeDecided, DisputeOpened, DisputeRef, FreshRound};
 use flags::{
     FlagApplied, FlagNotice, FlagStep, ReauditOutcome, ReauditSubmission, StatusChange,
     StatusChanged, StrandedFlag,
@@ -214,6 +217,52 @@ impl LifecycleActivities {
         _input: (),
     ) -> Result<u64, ActivityError> {
         Ok(self.deps.settings.ops.flag_triage_deadline_secs)
+    }
+
+    /// Acknowledges a dispute to its developer and alerts the operators.
+    #[activity(name = "lifecycle.open_dispute")]
+    pub async fn open_dispute(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        dispute: DisputeRef,
+    ) -> Result<DisputeOpened, ActivityError> {
+        disputes::open(&self.deps, &dispute)
+            .await
+            .map_err(retryable)
+    }
+
+    #[activity(name = "lifecycle.decide_dispute")]
+    pub async fn decide_dispute(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        decided: DisputeDecided,
+    ) -> Result<(), ActivityError> {
+        disputes::decide(&self.deps, &decided)
+            .await
+            .map_err(retryable)
+    }
+
+    /// Records the fresh round an overturned dispute runs.
+    #[activity(name = "lifecycle.dispute_round")]
+    pub async fn dispute_round(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        dispute: DisputeRef,
+    ) -> Result<FreshRound, ActivityError> {
+        disputes::fresh_round(&self.deps, &dispute)
+            .await
+            .map_err(retryable)
+    }
+
+    #[activity(name = "lifecycle.conclude_dispute")]
+    pub async fn conclude_dispute(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        conclusion: DisputeConclusion,
+    ) -> Result<(), ActivityError> {
+        disputes::conclude(&self.deps, &conclusion)
+            .await
+            .map_err(retryable)
     }
 
     /// Lists every validator provider's models; pauses and resumes validators to match.

@@ -18,6 +18,7 @@ use sigma_shared::pricing::{Catalog, Rule, RuleKind, renewal_price};
 
 use crate::Deps;
 use crate::intake::checkout::allowlisted;
+use crate::lifecycle::rounds::{AuditCopy, record_copy};
 use crate::ops::email_once;
 
 /// One certificate's renewal for one due date: the business key of its workflow.
@@ -406,28 +407,20 @@ pub(crate) async fn charge(deps: &Deps, key: &RenewalKey) -> anyhow::Result<Rene
         "renewal": {"certificateId": key.certificate_id, "dueAt": key.due_at, "label": s.price_label},
         "totalCredits": s.price,
     });
-    let recorded = sqlx::query!(
-        r#"insert into submission (submission_id, developer_id, category, skill_name, skill_version, source_url,
-               source_ref, note, bundle_key, bundle_sha256, bundle_bytes, bundle_format, workflow_id, git_repository,
-               draft_snapshot, renewal_of, charged_credits, price_snapshot)
-           select $1, o.developer_id, o.category, o.skill_name, o.skill_version, o.source_url, o.source_ref,
-                  'renewal of certificate ' || $2, o.bundle_key, o.bundle_sha256, o.bundle_bytes, o.bundle_format,
-                  $3, o.git_repository, o.draft_snapshot, $2, $4, $5
-           from submission o where o.submission_id = $2
-           returning bundle_key, skill_name"#,
-        submission_id.as_str(),
-        key.certificate_id,
-        submission_id.workflow_id(),
-        s.price,
-        price_snapshot,
+    let recorded = record_copy(
+        &mut tx,
+        AuditCopy {
+            id: &submission_id,
+            source: &key.certificate_id,
+            note: format!("renewal of certificate {}", key.certificate_id),
+            renewal_of: Some(&key.certificate_id),
+            reaudit_of: None,
+            dispute_of: None,
+            charged_credits: s.price,
+            price_snapshot: Some(price_snapshot),
+        },
     )
-    .fetch_one(&mut *tx)
-    .await
-    .context("Failed to record the renewal's submission")?;
-    anyhow::ensure!(
-        !recorded.bundle_key.is_empty(),
-        "the certificate's submission has no stored bundle to renew"
-    );
+    .await?;
     if s.price > 0 {
         let balance = sqlx::query_scalar!(
             "update developer set credit_balance = credit_balance - $2 where developer_id = $1 returning credit_balance",

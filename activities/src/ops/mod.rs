@@ -175,49 +175,8 @@ impl OpsActivities {
             u.submission_id
         );
         if let Some(outcome) = u.outcome {
-            self.record_agreement(&u.submission_id, outcome).await?;
+            record_agreement(&self.deps, &u.submission_id, outcome).await?;
         }
-        Ok(())
-    }
-
-    /// After an outcome (the consensus's or an operator's), whether each cast vote agreed with
-    /// it, and each validator's audit accuracy recomputed from all its agreements
-    /// (`(agreed + 1) / (votes + 2)`, as `sigma_shared::council::audit_accuracy`). Idempotent.
-    async fn record_agreement(
-        &self,
-        submission_id: &str,
-        outcome: sigma_shared::domain::Outcome,
-    ) -> anyhow::Result<()> {
-        use sigma_shared::domain::Outcome;
-        if !matches!(outcome, Outcome::Approved | Outcome::Rejected) {
-            return Ok(());
-        }
-        let mut tx = self.deps.db.begin().await?;
-        let validators = sqlx::query_scalar!(
-            r#"insert into validator_agreement (round_id, phase, validator_id, verdict, outcome, agreed)
-               select v.round_id, v.phase, v.validator_id, v.verdict, $2, (v.verdict = 'SAFE') = ($2 = 'APPROVED')
-               from audit_vote v join submission s on s.round_id = v.round_id
-               where s.submission_id = $1 and v.status = 'CAST' and v.verdict is not null
-               on conflict (round_id, phase, validator_id) do update set
-                   outcome = excluded.outcome, agreed = excluded.agreed, recorded_at = now()
-               returning validator_id"#,
-            submission_id,
-            outcome.as_str(),
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .context("Failed to record validator agreement")?;
-        sqlx::query!(
-            r#"update validator v set audit_accuracy = (a.agreed + 1)::float8 / (a.total + 2)
-               from (select validator_id, count(*) filter (where agreed) as agreed, count(*) as total
-                     from validator_agreement where validator_id = any($1) group by validator_id) a
-               where v.validator_id = a.validator_id"#,
-            &validators,
-        )
-        .execute(&mut *tx)
-        .await
-        .context("Failed to update audit accuracy")?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -382,4 +341,45 @@ pub(crate) async fn email_once(
             Err(e)
         }
     }
+}
+
+/// After an outcome (the consensus's or an operator's), whether each cast vote agreed with
+/// it, and each validator's audit accuracy recomputed from all its agreements
+/// (`(agreed + 1) / (votes + 2)`, as `sigma_shared::council::audit_accuracy`). Idempotent.
+pub(crate) async fn record_agreement(
+    deps: &Deps,
+    submission_id: &str,
+    outcome: sigma_shared::domain::Outcome,
+) -> anyhow::Result<()> {
+    use sigma_shared::domain::Outcome;
+    if !matches!(outcome, Outcome::Approved | Outcome::Rejected) {
+        return Ok(());
+    }
+    let mut tx = deps.db.begin().await?;
+    let validators = sqlx::query_scalar!(
+        r#"insert into validator_agreement (round_id, phase, validator_id, verdict, outcome, agreed)
+           select v.round_id, v.phase, v.validator_id, v.verdict, $2, (v.verdict = 'SAFE') = ($2 = 'APPROVED')
+           from audit_vote v join submission s on s.round_id = v.round_id
+           where s.submission_id = $1 and v.status = 'CAST' and v.verdict is not null
+           on conflict (round_id, phase, validator_id) do update set
+               outcome = excluded.outcome, agreed = excluded.agreed, recorded_at = now()
+           returning validator_id"#,
+        submission_id,
+        outcome.as_str(),
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .context("Failed to record validator agreement")?;
+    sqlx::query!(
+        r#"update validator v set audit_accuracy = (a.agreed + 1)::float8 / (a.total + 2)
+           from (select validator_id, count(*) filter (where agreed) as agreed, count(*) as total
+                 from validator_agreement where validator_id = any($1) group by validator_id) a
+           where v.validator_id = a.validator_id"#,
+        &validators,
+    )
+    .execute(&mut *tx)
+    .await
+    .context("Failed to update audit accuracy")?;
+    tx.commit().await?;
+    Ok(())
 }

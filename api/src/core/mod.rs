@@ -2,6 +2,7 @@
 //! idempotency keys. No plane module is imported from here, and planes never import each other.
 
 pub mod client_ip;
+pub mod dispute_run;
 pub mod fault;
 pub mod flag_run;
 pub mod idempotency;

@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod checkout;
+pub mod disputes;
 pub mod drafts;
 pub mod dry_run;
 pub mod login;
@@ -34,4 +35,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(support::router())
         .merge(submissions::router())
         .merge(submission_views::router())
+        .merge(disputes::router())
 }

@@ -98,6 +98,12 @@ pub struct SubmissionRow {
     completed_at: Option<DateTime<Utc>>,
 }
 
+impl SubmissionRow {
+    pub fn id(&self) -> &str {
+        &self.submission_id
+    }
+}
+
 /// The developer's own submission.
 impl OwnedResource for SubmissionRow {
     type Id = SubmissionId;

@@ -3,6 +3,7 @@
 
 pub mod console;
 pub mod developers;
+pub mod disputes;
 pub mod flags;
 pub mod models;
 pub mod pricing;
@@ -46,6 +47,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(set_certificate_status))
         .merge(flags::routes())
         .merge(models::routes())
+        .merge(disputes::routes())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

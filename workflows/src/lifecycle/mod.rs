@@ -1,6 +1,7 @@
 //! Certificates after issuance: the renewal sweep (started by a Temporal Schedule) and one
 //! renewal workflow per certificate and due date; and the model-tier sync of the council.
 
+mod dispute;
 mod flag;
 mod models;
 mod reconcile;
@@ -15,6 +16,7 @@ use sigma_activities::queues::QueueNames;
 use temporalio_common::RetryPolicy;
 use temporalio_sdk::{ActivityOptions, WorkflowContext};
 
+pub use dispute::{DisputeInput, DisputeProgress, DisputeWorkflow};
 pub use flag::{FlagInput, FlagProgress, FlagWorkflow};
 pub use models::ModelSyncWorkflow;
 pub use reconcile::{ReconcileReport, ReconcileWorkflow};
