@@ -5,8 +5,4 @@
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 cd "$SIGMA_ROOT"
-bash scripts/install-tools.sh
-start_test_servers
-step "building the benchmark (release)"
-SQLX_OFFLINE=true cargo build --release -q -p sigma-bench --bin council-bench
-"$CARGO_TARGET_DIR/release/council-bench" "$@"
+run_release_bench council-bench "$@"

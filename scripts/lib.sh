@@ -133,3 +133,13 @@ drop_run_databases() {
     "select 'drop database if exists \"' || datname || '\" with (force);' from pg_database where datname like 'sigma\_test\_${SIGMA_TEST_RUN}\_%'" \
     | psql -q -h 127.0.0.1 -U postgres -d postgres >/dev/null || true
 }
+
+# A benchmark binary of sigma-bench, built for release and run against this run's test servers.
+run_release_bench() {
+  local bin=$1; shift
+  bash scripts/install-tools.sh
+  start_test_servers
+  step "building the benchmark (release)"
+  SQLX_OFFLINE=true cargo build --release -q -p sigma-bench --bin "$bin"
+  "$CARGO_TARGET_DIR/release/$bin" "$@"
+}

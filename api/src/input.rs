@@ -275,6 +275,22 @@ impl PathParam for d::Category {
     }
 }
 
+/// A required free-text field, trimmed: 1 to `max` characters, or 422 `invalid_{field}`.
+pub fn required_text<'a>(field: &'static str, text: &'a str, max: usize) -> ApiResult<&'a str> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > max {
+        return Err(ApiError::unprocessable(
+            match field {
+                "note" => "invalid_note",
+                "reason" => "invalid_reason",
+                _ => "invalid_text",
+            },
+            format!("`{field}` is 1–{max} characters saying why"),
+        ));
+    }
+    Ok(trimmed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -747,6 +747,17 @@ impl TestApp {
     /// Stops the workers and the Temporal server and drops this test's database.
     pub async fn shutdown(mut self) {
         self.workers.take();
+        // Schedules a test created would go on firing on the run's shared server.
+        if let Ok(jobs) = sigma_workflows::schedules::jobs(&self.settings) {
+            for job in jobs {
+                let id = sigma_workflows::schedules::schedule_id(&self.settings, job.name);
+                let _ = self
+                    .temporal
+                    .get_schedule_handle(id)
+                    .delete(Default::default())
+                    .await;
+            }
+        }
         if let Some(env) = self.env.take() {
             let _ = env.shutdown().await;
         }

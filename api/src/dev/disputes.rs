@@ -62,13 +62,7 @@ async fn open_dispute(
     submission: OwnedSubmission,
     ApiJson(request): ApiJson<DisputeRequest>,
 ) -> ApiResult<(StatusCode, Json<DisputeView>)> {
-    let reason = request.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 4000 {
-        return Err(ApiError::unprocessable(
-            "invalid_reason",
-            "a reason of 1–4000 characters says why",
-        ));
-    }
+    let reason = crate::input::required_text("reason", &request.reason, 4000)?;
     let id = submission.item.id().to_owned();
     let developer = submission.developer.developer_id;
     let s = sqlx::query!(

@@ -89,13 +89,7 @@ async fn decide_dispute(
     ApiPath(dispute_id): ApiPath<DisputeId>,
     ApiJson(request): ApiJson<DisputeDecisionRequest>,
 ) -> ApiResult<Json<DisputeProgress>> {
-    let note = request.note.trim();
-    if note.is_empty() || note.chars().count() > 2000 {
-        return Err(ApiError::unprocessable(
-            "invalid_note",
-            "a note of 1–2000 characters says why",
-        ));
-    }
+    let note = crate::input::required_text("note", &request.note, 2000)?;
     let id = dispute_id.uuid();
     let status = sqlx::query_scalar!("select status from dispute where dispute_id = $1", id)
         .fetch_optional(&state.db)

@@ -124,13 +124,7 @@ async fn resolve_flag(
 ) -> ApiResult<Json<serde_json::Value>> {
     let flag_id = flag_id.uuid();
     let status = request.status.status();
-    let note = request.note.trim();
-    if note.is_empty() || note.chars().count() > 2000 {
-        return Err(ApiError::unprocessable(
-            "invalid_note",
-            "a note of 1–2000 characters says why",
-        ));
-    }
+    let note = crate::input::required_text("note", &request.note, 2000)?;
     let flag = sqlx::query!(
         "select certificate_id, status, raised_by from certificate_flag where flag_id = $1",
         flag_id
@@ -190,13 +184,7 @@ async fn dismiss_reports(
     operator: OperatorAuth,
     ApiJson(request): ApiJson<BulkDismissal>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let note = request.note.trim();
-    if note.is_empty() || note.chars().count() > 2000 {
-        return Err(ApiError::unprocessable(
-            "invalid_note",
-            "a note of 1–2000 characters says why",
-        ));
-    }
+    let note = crate::input::required_text("note", &request.note, 2000)?;
     if request.certificate_id.is_none()
         && request.reporter_hash.is_none()
         && request.flag_ids.as_ref().is_none_or(|ids| ids.is_empty())
