@@ -1,5 +1,5 @@
 -- Disputes: a developer may dispute a REJECTED outcome or a suspension of their certificate
--- within `ops.dispute_window_days`. One open dispute per submission; its `dispute:{id}` workflow
+-- within `ops.dispute_window_days`. One dispute per submission, ever; its `dispute:{id}` workflow
 -- waits for an operator (UPHOLD or OVERTURN) until a deadline. Overturning runs a fresh audit
 -- round: a new submission over the same bytes for a rejection (`dispute_of`), a re-audit of the
 -- certificate for a suspension.
@@ -22,7 +22,7 @@ create table dispute (
     decided_at timestamptz,
     concluded_at timestamptz
 );
-create unique index dispute_one_open_per_submission on dispute (submission_id) where status = 'OPEN';
+create unique index dispute_one_per_submission on dispute (submission_id);
 create index dispute_open on dispute (created_at) where status = 'OPEN';
 
 alter table submission add column dispute_of text references submission;

@@ -276,6 +276,8 @@ ALLOWANCES = [
      r"^POST /api/v1/sigma/operator/pricing/rules$", ("ST202",), {"422"}, {"invalid_rule"}),
     ("A grant is never 0 credits, and a correction never takes the balance below zero.",
      r"^POST /api/v1/sigma/operator/developers/\{id\}/credits$", ("ST202",), {"422"}, {"invalid_grant"}),
+    ("A bulk dismissal names at least one selector (certificateId, reporterHash or flagIds).",
+     r"^POST /api/v1/sigma/operator/flags/dismiss$", ("ST202",), {"422"}, {"no_selector"}),
 ]
 
 

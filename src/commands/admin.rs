@@ -291,6 +291,8 @@ pub async fn upsert_validator(db: &PgPool, v: &ValidatorSpec) -> anyhow::Result<
                response_format = excluded.response_format, weight = excluded.weight, active = excluded.active,
                owner = excluded.owner, model_family = excluded.model_family, stake = excluded.stake,
                reputation = excluded.reputation, status = excluded.status, sigma_eligible = excluded.sigma_eligible,
+               -- An operator setting the status takes it over from model-tier sync.
+               paused_by = null, paused_reason = null,
                price_in_per_mtok = excluded.price_in_per_mtok, price_out_per_mtok = excluded.price_out_per_mtok,
                sends_seed = excluded.sends_seed"#,
         v.id,

@@ -811,7 +811,7 @@ async fn a_disputed_rejection_overturned_by_an_operator_gets_a_fresh_round_that_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_disputed_suspension_nobody_decides_is_re_audited_and_lifted() {
+async fn a_disputed_suspension_past_its_deadline_alerts_operators_and_an_overturn_lifts_it() {
     let app = TestApp::spawn_with(Options {
         tweak: std::sync::Arc::new(|s| s.ops.dispute_decision_deadline_secs = 2),
         ..Default::default()
@@ -819,8 +819,8 @@ async fn a_disputed_suspension_nobody_decides_is_re_audited_and_lifted() {
     .await
     .unwrap();
     let id = approved(&app).await;
-    let _: Value = app
-        .operator(&app.operator_token)
+    let operator = app.operator(&app.operator_token);
+    let _: Value = operator
         .post(
             &format!("/certificates/{id}/status"),
             &json!({"status": "SUSPENDED", "reason": "reported exfiltration"}),
@@ -836,6 +836,35 @@ async fn a_disputed_suspension_nobody_decides_is_re_audited_and_lifted() {
         )
         .await;
     assert_eq!(opened["kind"], "SUSPENSION");
+    let dispute = opened["disputeId"].as_str().unwrap().to_owned();
+    // Silence does not lift an operator's suspension: the operators are told it is overdue.
+    let start = Instant::now();
+    loop {
+        let overdue = app
+            .emails_to(&app.settings.ops.operator_alert_email)
+            .await
+            .iter()
+            .any(|m| {
+                m["subject"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("is overdue"))
+            });
+        if overdue {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "no overdue alert");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(verify(&app, &id).await["status"], "SUSPENDED");
+    // An operator overturns it: the certificate is re-audited, and the approval lifts it.
+    let decided: Value = operator
+        .post(
+            &format!("/disputes/{dispute}/decision"),
+            &json!({"verdict": "OVERTURN", "note": "the host is declared"}),
+            200,
+        )
+        .await;
+    assert_eq!(decided["status"], "OVERTURNED", "{decided}");
     let start = Instant::now();
     loop {
         let v = verify(&app, &id).await;
@@ -849,12 +878,41 @@ async fn a_disputed_suspension_nobody_decides_is_re_audited_and_lifted() {
         assert!(start.elapsed() < WAIT, "{v}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let decided_by: String =
-        sqlx::query_scalar("select decided_by from dispute where dispute_id = $1::uuid")
-            .bind(opened["disputeId"].as_str().unwrap())
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-    assert_eq!(decided_by, "decision-deadline");
+    let certificates: i64 = sqlx::query_scalar("select count(*) from certificate")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(certificates, 1, "the re-audit issues no certificate");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_suspended_before_its_due_date_is_not_renewed_or_charged() {
+    let app = TestApp::spawn().await.unwrap();
+    let id = approved(&app).await;
+    set_balance(&app, 1000).await;
+    make_due(&app, &id, 5.0, 3600.0).await;
+    trigger_sweep(&app).await;
+    wait_for_subject(&app, "due for renewal").await;
+    let _: Value = app
+        .operator(&app.operator_token)
+        .post(
+            &format!("/certificates/{id}/status"),
+            &json!({"status": "SUSPENDED", "reason": "under investigation"}),
+            200,
+        )
+        .await;
+    let (_, submission, _, reason) = wait_for_renewal(&app, &id, "NOT_NEEDED").await;
+    assert!(submission.is_none());
+    assert!(reason.unwrap().contains("SUSPENDED"));
+    let balance: i64 = sqlx::query_scalar("select credit_balance from developer where email = $1")
+        .bind(&app.developer_email)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        balance, 1000,
+        "nothing is charged for a suspended certificate"
+    );
     app.shutdown().await;
 }

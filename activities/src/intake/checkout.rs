@@ -404,5 +404,6 @@ pub(crate) async fn submit(
         // Credits or a campaign slot were taken: a platform failure gives them back.
         charged: method == PaymentMethod::Credits,
         request_sha256: c.idempotency.as_ref().map(|i| i.request_sha256.clone()),
+        reaudit: false,
     }))
 }

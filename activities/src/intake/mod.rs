@@ -91,6 +91,10 @@ pub struct Recorded {
     /// The request digest stored with the idempotency key, so a different request under the same
     /// key is told apart from a retry.
     pub request_sha256: Option<String>,
+    /// A re-audit of an existing certificate: its outcome acts on that certificate, and it
+    /// never issues one of its own (set for an operator's retry of a re-audit).
+    #[serde(default)]
+    pub reaudit: bool,
 }
 
 /// Why an intake was refused, with the HTTP status the API answers.
@@ -225,6 +229,7 @@ pub(crate) async fn recorded_before(
         git: GitSource::recorded(row.git_repository, row.source_ref),
         charged: row.charged,
         request_sha256: row.request_sha256,
+        reaudit: false,
     };
     // Still RECEIVED: an earlier attempt of this very step committed, so carry on. Further
     // along: another run owns it.
@@ -310,5 +315,6 @@ async fn record_direct(
         git: new.git.clone(),
         charged: false,
         request_sha256: new.idempotency.as_ref().map(|i| i.request_sha256.clone()),
+        reaudit: false,
     }))
 }

@@ -49,8 +49,13 @@ pub(super) async fn claim(
                or stage = 'FAILED' or ($2 and stage not in ('DONE', 'RECEIVED'))
                or ($3 and stage = 'RECEIVED'))
            returning category, bundle_key, bundle_sha256, skill_name, git_repository, source_ref,
-               (select i.method = 'credits' and i.status = 'CONSUMED' from payment_intent i
-                 where i.intent_id = submission.payment_intent_id) as "charged?""#,
+               reaudit_of is not null as "reaudit!",
+               coalesce((select i.method = 'credits' and i.status = 'CONSUMED' from payment_intent i
+                          where i.intent_id = submission.payment_intent_id),
+                        -- A charge without an intent (a renewal's debit) not refunded yet.
+                        payment_intent_id is null and charged_credits > 0
+                          and not exists (select 1 from credit_ledger l where l.kind = 'REFUND'
+                                          and l.reference = submission.submission_id)) as "charged?""#,
         submission_id,
         retry.latest_run_failed,
         retry.never_started,
@@ -92,5 +97,6 @@ pub(super) async fn claim(
         // before it could, or never started, still holds it.
         charged: row.charged.unwrap_or(false),
         request_sha256: None,
+        reaudit: row.reaudit,
     }))
 }

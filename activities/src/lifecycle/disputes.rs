@@ -23,6 +23,9 @@ pub struct DisputeRef {
 pub struct DisputeOpened {
     /// OPEN, UPHELD or OVERTURNED.
     pub status: String,
+    /// REJECTION or SUSPENSION.
+    #[serde(default)]
+    pub kind: String,
 }
 
 /// UPHOLD keeps the outcome; OVERTURN runs a fresh audit round that decides instead.
@@ -146,7 +149,33 @@ pub(crate) async fn open(deps: &Deps, d: &DisputeRef) -> anyhow::Result<DisputeO
         ),
     )
     .await?;
-    Ok(DisputeOpened { status })
+    Ok(DisputeOpened {
+        status,
+        kind: row.kind,
+    })
+}
+
+/// Past its deadline, a disputed suspension is not lifted by default (an operator may have
+/// suspended for reasons outside the bytes): the operators are told it is overdue, once.
+pub(crate) async fn overdue(deps: &Deps, d: &DisputeRef) -> anyhow::Result<()> {
+    let row = load(deps, &d.dispute_id).await?;
+    email_once(
+        deps,
+        &row.submission_id,
+        &format!("DISPUTE {} OVERDUE", d.dispute_id),
+        &deps.settings.ops.operator_alert_email,
+        format!("SIGMA: dispute {} is overdue", d.dispute_id),
+        format!(
+            "The developer of {} disputed {} and no operator has decided it within the deadline. \
+             The suspension stays until an operator upholds or overturns it:\n\
+             POST /api/v1/sigma/operator/disputes/{}/decision\n\nReason: {}\n",
+            row.skill,
+            what(&row),
+            d.dispute_id,
+            row.reason
+        ),
+    )
+    .await
 }
 
 #[tracing::instrument(name = "decide_dispute", skip_all, fields(dispute_id = %d.dispute_id))]

@@ -361,29 +361,29 @@ pub(crate) async fn change_status(deps: &Deps, c: &StatusChange) -> anyhow::Resu
     .fetch_optional(&deps.db)
     .await
     .context("Failed to change the certificate's status")?;
-    let Some(row) = row else {
-        let current = sqlx::query!(
+    let (status, changed_at) = match row {
+        Some(row) => (row.status, row.status_changed_at),
+        None => {
+            let current = sqlx::query!(
             "select status, status_changed_by, status_reason, status_changed_at from certificate where certificate_id = $1",
             c.certificate_id
         )
         .fetch_one(&deps.db)
         .await?;
-        // A retry of a change that already landed answers as the first attempt did.
-        let landed = current.status == c.status
-            && current.status_changed_by.as_deref() == Some(c.operator.as_str())
-            && current.status_reason.as_deref() == Some(c.reason.as_str());
-        if !landed {
-            return Ok(StatusChanged {
-                applied: false,
-                status: current.status,
-                changed_at: current.status_changed_at,
-            });
+            // A retry of a change that already landed answers as the first attempt did.
+            let landed = current.status == c.status
+                && current.status_changed_by.as_deref() == Some(c.operator.as_str())
+                && current.status_reason.as_deref() == Some(c.reason.as_str());
+            if !landed {
+                return Ok(StatusChanged {
+                    applied: false,
+                    status: current.status,
+                    changed_at: current.status_changed_at,
+                });
+            }
+            // Landed on an earlier attempt, whose email may not have gone: send it (once) below.
+            (current.status, current.status_changed_at)
         }
-        return Ok(StatusChanged {
-            applied: true,
-            status: current.status,
-            changed_at: current.status_changed_at,
-        });
     };
     let developer = sqlx::query!(
         r#"select d.email, coalesce(c.sealed ->> 'skillName', 'your skill') as "skill!"
@@ -420,8 +420,8 @@ pub(crate) async fn change_status(deps: &Deps, c: &StatusChange) -> anyhow::Resu
     .await?;
     Ok(StatusChanged {
         applied: true,
-        status: row.status,
-        changed_at: row.status_changed_at,
+        status,
+        changed_at,
     })
 }
 

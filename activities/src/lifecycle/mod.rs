@@ -231,6 +231,18 @@ impl LifecycleActivities {
             .map_err(retryable)
     }
 
+    /// Tells the operators a disputed suspension is past its decision deadline.
+    #[activity(name = "lifecycle.dispute_overdue")]
+    pub async fn dispute_overdue(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        dispute: DisputeRef,
+    ) -> Result<(), ActivityError> {
+        disputes::overdue(&self.deps, &dispute)
+            .await
+            .map_err(retryable)
+    }
+
     #[activity(name = "lifecycle.decide_dispute")]
     pub async fn decide_dispute(
         self: Arc<Self>,

@@ -108,6 +108,11 @@ async fn list(
         .json()
         .await
         .with_context(|| format!("GET {url} did not answer JSON"))?;
+    // A partial page would read as models withdrawn: refuse it rather than pause on it.
+    anyhow::ensure!(
+        body["has_more"] != Value::Bool(true),
+        "GET {url} answered one page of a longer list; paginated model lists are not read"
+    );
     let listed = parse(&body, &deps.settings.ops.model_tiers)?;
     // An empty list is a broken provider, not every model withdrawn at once.
     anyhow::ensure!(!listed.is_empty(), "GET {url} listed no models");
@@ -200,12 +205,13 @@ pub(crate) async fn sync(deps: &Deps) -> anyhow::Result<ModelSyncReport> {
         // Panel diversity and the usage ledger read these from the validator row.
         sqlx::query!(
             r#"update validator v set
-                   model_family = coalesce(c.family, v.model_family),
+                   -- An operator's family stays; the catalog fills a missing one.
+                   model_family = coalesce(v.model_family, c.family),
                    price_in_per_mtok = coalesce(c.price_in_per_mtok, v.price_in_per_mtok),
                    price_out_per_mtok = coalesce(c.price_out_per_mtok, v.price_out_per_mtok)
                from model_catalog c
                where c.provider_url = v.provider_url and c.model_id = v.model and v.provider_url = $1
-                 and (v.model_family is distinct from coalesce(c.family, v.model_family)
+                 and (v.model_family is distinct from coalesce(v.model_family, c.family)
                    or v.price_in_per_mtok is distinct from coalesce(c.price_in_per_mtok, v.price_in_per_mtok)
                    or v.price_out_per_mtok is distinct from coalesce(c.price_out_per_mtok, v.price_out_per_mtok))"#,
             url,

@@ -94,8 +94,10 @@ pub(crate) async fn due(deps: &Deps, page: DuePage) -> anyhow::Result<DueRenewal
            where c.status = 'APPROVED' and c.renewal_due_at is not null and c.expires_at is not null
              and c.renewal_due_at <= now() + make_interval(secs => $1)
              and ($2::timestamptz is null or (c.renewal_due_at, c.certificate_id) > ($2, $3))
+             -- NOT_NEEDED (suspended when its renewal opened, reinstated since) is taken again.
              and not exists (select 1 from renewal r
-                             where r.certificate_id = c.certificate_id and r.due_at = c.renewal_due_at)
+                             where r.certificate_id = c.certificate_id and r.due_at = c.renewal_due_at
+                               and r.status <> 'NOT_NEEDED')
            order by c.renewal_due_at, c.certificate_id
            limit $4"#,
         lead,
@@ -141,7 +143,8 @@ pub(crate) async fn open(deps: &Deps, key: &RenewalKey) -> anyhow::Result<Renewa
     let mut tx = deps.db.begin().await?;
     sqlx::query!(
         r#"insert into renewal (certificate_id, due_at, workflow_id) values ($1, $2, $3)
-           on conflict (certificate_id, due_at) do nothing"#,
+           on conflict (certificate_id, due_at) do update set status = 'SCHEDULED', reason = null
+               where renewal.status = 'NOT_NEEDED'"#,
         key.certificate_id,
         key.due_at,
         key.workflow_id(),
@@ -331,6 +334,11 @@ pub enum RenewalCharge {
         price_credits: i64,
         balance_credits: i64,
     },
+    /// The certificate is no longer one to renew (suspended, revoked, superseded, expired, or
+    /// under re-audit); nothing was taken.
+    NotNeeded {
+        reason: String,
+    },
 }
 
 #[tracing::instrument(name = "charge_renewal", skip_all, fields(certificate_id = %key.certificate_id))]
@@ -364,6 +372,41 @@ pub(crate) async fn charge(deps: &Deps, key: &RenewalKey) -> anyhow::Result<Rene
             before.bundle_key,
             before.skill_name,
         )));
+    }
+    // Checked again now, under a lock: the reminder went out up to the lead time earlier, and
+    // a renewal must never mint a valid certificate past a suspension, a revocation, a newer
+    // version or a re-audit.
+    let standing = sqlx::query!(
+        r#"select c.status, c.expires_at <= now() as "lapsed!",
+                  exists(select 1 from certificate_flag f where f.certificate_id = c.certificate_id
+                         and (f.status = 'REAUDIT' or (f.raised_by = 'MONITOR' and f.status in ('OPEN', 'TRIAGED')))) as "escalated!"
+           from certificate c where c.certificate_id = $1 for update"#,
+        key.certificate_id
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .context("Failed to lock the certificate")?;
+    let refusal = if standing.status != "APPROVED" {
+        Some(format!("the certificate is {}", standing.status))
+    } else if standing.lapsed {
+        Some("the certificate expired before its renewal".to_owned())
+    } else if standing.escalated {
+        Some("the certificate is under re-audit".to_owned())
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        sqlx::query!(
+            r#"update renewal set status = 'NOT_NEEDED', reason = $3
+               where certificate_id = $1 and due_at = $2 and status in ('SCHEDULED', 'UNPAID')"#,
+            key.certificate_id,
+            key.due_at,
+            reason,
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Ok(RenewalCharge::NotNeeded { reason });
     }
     if s.balance < s.price {
         sqlx::query!(

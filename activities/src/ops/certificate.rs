@@ -218,6 +218,19 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
     if inserted.rows_affected() == 1
         && let Some(renewed) = &s.renewal_of
     {
+        // The renewed certificate was suspended, revoked or replaced while its renewal was
+        // audited: the renewal must not mint a valid certificate around that. The run fails
+        // and refunds; the operator's decision on the old certificate stands.
+        let standing = sqlx::query_scalar!(
+            "select status from certificate where certificate_id = $1 for update",
+            renewed
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        anyhow::ensure!(
+            matches!(standing.as_str(), "APPROVED" | "EXPIRED"),
+            "certificate {renewed} became {standing} during its renewal audit; no renewal is issued"
+        );
         sqlx::query!(
             r#"update certificate set status = 'SUPERSEDED', superseded_by = $1, status_changed_at = now(),
                    status_changed_by = 'renewal', status_reason = 'renewed by ' || $1

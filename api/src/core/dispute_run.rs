@@ -3,10 +3,12 @@
 use sigma_activities::lifecycle::disputes::DisputeDecision;
 use sigma_workflows::DisputeWorkflow;
 use sigma_workflows::lifecycle::{DisputeInput, DisputeProgress};
-use temporalio_client::errors::{WorkflowStartError, WorkflowUpdateError};
+use temporalio_client::errors::{
+    WorkflowStartError, WorkflowUpdateError, WorkflowUpdateWithStartError,
+};
 use temporalio_client::{
-    WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
-    WorkflowStartOptions,
+    WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
+    WorkflowUpdateWithStartOptions,
 };
 
 use crate::AppState;
@@ -23,13 +25,9 @@ pub async fn start(state: &AppState, dispute_id: &str) -> ApiResult<()> {
         .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
         .static_summary(format!("dispute {dispute_id}"))
         .build();
-    let input = DisputeInput {
-        dispute_id: dispute_id.to_owned(),
-        decision_deadline_secs: state.settings.ops.dispute_decision_deadline_secs,
-    };
     match state
         .temporal
-        .start_workflow(DisputeWorkflow::run, input, options)
+        .start_workflow(DisputeWorkflow::run, input(state, dispute_id), options)
         .await
     {
         Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
@@ -43,34 +41,52 @@ pub async fn start(state: &AppState, dispute_id: &str) -> ApiResult<()> {
     }
 }
 
-/// An operator's decision, answered once the workflow recorded it.
+/// An operator's decision, answered once the workflow recorded it. Sent with a start, so a
+/// dispute whose workflow never started (the API stopped right after filing it) gets one then.
 pub async fn decide(
     state: &AppState,
     dispute_id: &str,
     decision: DisputeDecision,
 ) -> ApiResult<DisputeProgress> {
-    let handle = state
-        .temporal
-        .get_workflow_handle::<DisputeWorkflow>(workflow_id(dispute_id));
-    match handle
-        .execute_update(
-            DisputeWorkflow::decide,
-            decision,
-            WorkflowExecuteUpdateOptions::default(),
-        )
-        .await
-    {
+    let options = WorkflowUpdateWithStartOptions::new(
+        state.workflow_queue(),
+        workflow_id(dispute_id),
+        WorkflowIdConflictPolicy::UseExisting,
+    )
+    .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+    .static_summary(format!("dispute {dispute_id}"))
+    .build();
+    let call = state.temporal.execute_update_with_start_workflow(
+        DisputeWorkflow::run,
+        input(state, dispute_id),
+        DisputeWorkflow::decide,
+        decision,
+        options,
+    );
+    match call.await {
         Ok(progress) => Ok(progress),
-        Err(WorkflowUpdateError::Failed(failure)) => Err(ApiError::conflict(
-            "dispute_decided",
-            failure.message.clone(),
-        )),
-        Err(e) => {
-            tracing::warn!(error = %e, dispute_id, "dispute decision not delivered");
+        Err(WorkflowUpdateWithStartError::Update(WorkflowUpdateError::Failed(failure))) => Err(
+            ApiError::conflict("dispute_decided", failure.message.clone()),
+        ),
+        Err(WorkflowUpdateWithStartError::Start(WorkflowStartError::AlreadyStarted { .. })) => {
             Err(ApiError::conflict(
                 "dispute_decided",
                 "the dispute is no longer awaiting a decision",
             ))
         }
+        Err(e) => {
+            tracing::warn!(error = %e, dispute_id, "dispute decision not delivered");
+            Err(ApiError::unavailable(
+                "workflow_unavailable",
+                "the dispute's workflow did not take the decision; try again",
+            ))
+        }
+    }
+}
+
+fn input(state: &AppState, dispute_id: &str) -> DisputeInput {
+    DisputeInput {
+        dispute_id: dispute_id.to_owned(),
+        decision_deadline_secs: state.settings.ops.dispute_decision_deadline_secs,
     }
 }

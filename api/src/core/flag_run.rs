@@ -39,7 +39,7 @@ fn input(
 pub async fn start(state: &AppState, flag_id: &str, certificate_id: &str) {
     let options = WorkflowStartOptions::new(state.workflow_queue(), workflow_id(flag_id))
         .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicateFailedOnly)
         .static_summary(format!("flag {flag_id} on certificate {certificate_id}"))
         .build();
     match state
@@ -72,7 +72,7 @@ pub async fn move_flag(
         workflow_id(flag_id),
         WorkflowIdConflictPolicy::UseExisting,
     )
-    .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+    .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicateFailedOnly)
     .static_summary(format!("flag {flag_id} on certificate {certificate_id}"))
     .build();
     let call = state.temporal.execute_update_with_start_workflow(

@@ -1,6 +1,8 @@
 //! Disputes: a developer contests a REJECTED outcome or a suspension of their certificate within
-//! `ops.dispute_window_days`. One open dispute per submission: sending it again answers the open
-//! one. Its `dispute:{id}` workflow does the rest (see `sigma_workflows::lifecycle`).
+//! `ops.dispute_window_days`. One dispute per submission, ever: sending it again answers that
+//! one (so a decision cannot be re-rolled). The rounds SIGMA runs itself (renewals, re-audits,
+//! dispute rounds) are not disputed: their outcome acts on a certificate, whose suspension is.
+//! Its `dispute:{id}` workflow does the rest (see `sigma_workflows::lifecycle`).
 
 use axum::Json;
 use axum::extract::State;
@@ -45,7 +47,7 @@ pub struct DisputeView {
     pub status: String,
     pub reason: String,
     pub created_at: DateTime<Utc>,
-    /// False when an open dispute of this submission already existed (it is returned).
+    /// False when this submission's dispute already existed (it is returned, whatever its status).
     pub created: bool,
 }
 
@@ -53,7 +55,7 @@ pub struct DisputeView {
 /// overturns it; an overturn (or no decision by the deadline) runs a fresh audit round.
 #[utoipa::path(post, path = "/submissions/{id}/disputes", tag = "developer", security(("developer_session" = [])),
     params(("id" = String, Path, description = "Submission id")), request_body = DisputeRequest,
-    responses((status = 201, body = DisputeView), (status = 200, description = "The open dispute", body = DisputeView),
+    responses((status = 201, body = DisputeView), (status = 200, description = "The submission's dispute, filed before", body = DisputeView),
         (status = 404, body = ErrorBody), (status = 409, description = "Nothing to dispute, or the window closed", body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 #[tracing::instrument(name = "open_dispute", skip_all)]
@@ -66,13 +68,21 @@ async fn open_dispute(
     let id = submission.item.id().to_owned();
     let developer = submission.developer.developer_id;
     let s = sqlx::query!(
-        r#"select s.outcome, s.decided_at, c.status as "certificate_status?", c.status_changed_at as "suspended_at?"
+        r#"select s.outcome, s.decided_at, c.status as "certificate_status?", c.status_changed_at as "suspended_at?",
+                  (s.renewal_of is not null or s.reaudit_of is not null or s.dispute_of is not null) as "internal!"
            from submission s left join certificate c on c.certificate_id = s.submission_id
            where s.submission_id = $1"#,
         id
     )
     .fetch_one(&state.db)
     .await?;
+    if s.internal {
+        return Err(ApiError::conflict(
+            "not_disputable",
+            "this is a round SIGMA ran on a certificate (renewal, re-audit or dispute); dispute the \
+             certificate's suspension instead, or submit the skill again",
+        ));
+    }
     let (kind, since, certificate) = match (s.certificate_status.as_deref(), s.outcome.as_deref()) {
         (Some("SUSPENDED"), _) => ("SUSPENSION", s.suspended_at, Some(id.clone())),
         (_, Some("REJECTED")) => ("REJECTION", s.decided_at, None),
@@ -97,7 +107,7 @@ async fn open_dispute(
     let inserted = sqlx::query_scalar!(
         r#"insert into dispute (dispute_id, submission_id, developer_id, kind, certificate_id, reason, workflow_id)
            values ($1, $2, $3, $4, $5, $6, $7)
-           on conflict (submission_id) where status = 'OPEN' do nothing
+           on conflict (submission_id) do nothing
            returning dispute_id"#,
         dispute_id,
         id,
@@ -112,7 +122,7 @@ async fn open_dispute(
     let created = inserted.is_some();
     let row = sqlx::query!(
         r#"select dispute_id, kind, certificate_id, status, reason, created_at from dispute
-           where submission_id = $1 order by (status = 'OPEN') desc, created_at desc limit 1"#,
+           where submission_id = $1"#,
         id
     )
     .fetch_one(&state.db)

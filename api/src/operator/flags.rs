@@ -83,6 +83,12 @@ fn unresolved_flag_states() -> Vec<String> {
 #[serde(deny_unknown_fields)]
 pub struct FlagResolution {
     pub status: FlagMove,
+    /// Why, 1–2000 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+    )]
     pub note: String,
 }
 
@@ -170,7 +176,12 @@ pub struct BulkDismissal {
     pub reporter_hash: Option<String>,
     /// …or these reports. At least one selector; several narrow the selection.
     pub flag_ids: Option<Vec<uuid::Uuid>>,
-    /// Why, recorded on each report.
+    /// Why, recorded on each report (1–2000 characters).
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+    )]
     pub note: String,
 }
 

@@ -1,7 +1,10 @@
 //! `dispute:{id}`: a developer's dispute of a rejection or a suspension. It waits for an
-//! operator's decision (a workflow update) until a deadline; past it, a fresh audit round decides
-//! (the developer's right to a review does not lapse with an operator's silence). UPHOLD keeps the
-//! outcome; OVERTURN runs the fresh round as a child submission and applies its outcome.
+//! operator's decision (a workflow update) until a deadline. Past it, a disputed rejection gets its
+//! fresh audit round anyway (the developer's right to a review does not lapse with an operator's
+//! silence, and a fresh round of rejected bytes can only help them); a disputed suspension is not
+//! lifted by silence (the operator may have suspended for reasons outside the bytes): the
+//! operators are told it is overdue and it waits on. UPHOLD keeps the outcome; OVERTURN runs the
+//! fresh round as a child submission and applies its outcome.
 
 use std::time::Duration;
 
@@ -77,7 +80,18 @@ impl DisputeWorkflow {
             _ = ctx.wait_condition(|s| s.progress.decision.is_some()) => true,
             _ = ctx.timer(Duration::from_secs(input.decision_deadline_secs.max(1))) => false,
         };
-        if !decided {
+        if !decided && opened.kind == "SUSPENSION" {
+            ctx.execute_activity(
+                LifecycleActivities::dispute_overdue,
+                dispute.clone(),
+                bookkeeping(&queue, ATTEMPTS),
+            )
+            .await
+            .explained()?;
+            ctx.wait_condition(|s| s.progress.decision.is_some())
+                .await
+                .ok();
+        } else if !decided {
             ctx.state_mut(|s| {
                 s.progress.decision = Some(DisputeDecision {
                     verdict: DisputeVerdict::Overturn,

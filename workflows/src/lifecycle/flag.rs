@@ -85,6 +85,21 @@ impl FlagWorkflow {
         if status.is_resolved() {
             return Ok(ctx.state(|s| s.progress.clone()));
         }
+        if status == FlagStatus::Reaudit {
+            // An earlier run of this flag ended during its re-audit without concluding it: the
+            // flag goes back to an operator rather than staying escalated for ever.
+            let applied = Self::apply(
+                ctx,
+                &flag,
+                FlagAction {
+                    status: FlagStatus::Triaged,
+                    note: "the previous re-audit ended without a conclusion; triage again".into(),
+                    operator: "flag-workflow".into(),
+                },
+            )
+            .await?;
+            ctx.state_mut(|s| s.progress.status = applied.status);
+        }
         let mut awaiting_triage = status == FlagStatus::Open;
         let mut reaudits = 0u32;
         loop {
@@ -180,7 +195,8 @@ impl FlagWorkflow {
         if step.note.trim().is_empty() {
             return Err("a move needs a note saying why".into());
         }
-        if !self.pending.is_empty() {
+        // A move taken from the queue is applied before the status shows it: refuse until then.
+        if !self.pending.is_empty() || self.received > self.progress.moves_applied {
             return Err("another move of this flag is being applied; try again".into());
         }
         if current.is_resolved() {

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sigma_activities::intake::IntakeActivities;
+use sigma_activities::intake::refund::RefundInput;
 use sigma_activities::lifecycle::LifecycleActivities;
 use sigma_activities::lifecycle::renewal::{RenewalCharge, RenewalEnd, RenewalKey};
 use sigma_shared::domain::Outcome;
@@ -76,6 +78,12 @@ impl RenewalWorkflow {
             )
             .await;
         }
+        // Listed past its expiry (e.g. reinstated after a suspension outlived its term): there is
+        // nothing left to renew, only the expiry to record.
+        if opened.expires_at <= now(ctx) {
+            let reason = "the certificate reached its expiry date before a renewal".to_owned();
+            return Self::lapse(ctx, &key, opened.expires_at, reason).await;
+        }
         let reminded = ctx
             .execute_activity(
                 LifecycleActivities::remind_renewal,
@@ -118,6 +126,9 @@ impl RenewalWorkflow {
                     }
                     ctx.timer(retry).await;
                 }
+                RenewalCharge::NotNeeded { reason } => {
+                    return Self::end(ctx, &key, "NOT_NEEDED", None, Some(reason)).await;
+                }
                 RenewalCharge::Charged(submission) => {
                     let submission_id = submission.submission_id.clone();
                     Self::set(ctx, |p| {
@@ -125,28 +136,35 @@ impl RenewalWorkflow {
                         p.submission_id = Some(submission_id.clone());
                         p.reason = None;
                     });
+                    let charged = submission.charged;
                     match Self::audit(ctx, &key, submission).await {
                         Ok(certificate_id) => {
                             return Self::end(ctx, &key, "RENEWED", Some(certificate_id), None)
                                 .await;
                         }
-                        Err(reason) => break reason,
+                        Err(Unrenewed::Rejected(reason)) => break reason,
+                        Err(Unrenewed::Failed(reason)) => {
+                            // The platform's failure: the price goes back (once, however many
+                            // times this is asked; the child's own compensation may have run).
+                            if charged {
+                                ctx.execute_activity(
+                                    IntakeActivities::refund_charge,
+                                    RefundInput {
+                                        submission_id: submission_id.clone(),
+                                    },
+                                    bookkeeping(&queue, ATTEMPTS),
+                                )
+                                .await
+                                .explained()?;
+                            }
+                            break reason;
+                        }
                     }
                 }
             }
         };
 
-        // Lapse: the old certificate stays valid until its date, then expires.
-        Self::set(ctx, |p| p.reason = Some(lapse_reason.clone()));
-        sleep_until(ctx, opened.expires_at).await;
-        ctx.execute_activity(
-            LifecycleActivities::expire_certificate,
-            key.clone(),
-            bookkeeping(&queue, ATTEMPTS),
-        )
-        .await
-        .explained()?;
-        Self::end(ctx, &key, "LAPSED", None, Some(lapse_reason)).await
+        Self::lapse(ctx, &key, opened.expires_at, lapse_reason).await
     }
 
     #[query]
@@ -155,7 +173,35 @@ impl RenewalWorkflow {
     }
 }
 
+/// Why a renewal audit gave no certificate.
+enum Unrenewed {
+    /// The council (or an operator) decided against it: the price is kept.
+    Rejected(String),
+    /// The platform failed (the child did not start, failed, or was terminated): refunded.
+    Failed(String),
+}
+
 impl RenewalWorkflow {
+    /// The old certificate stays valid until its date, then expires.
+    async fn lapse(
+        ctx: &WorkflowContext<Self>,
+        key: &RenewalKey,
+        expires_at: chrono::DateTime<chrono::Utc>,
+        reason: String,
+    ) -> WorkflowResult<RenewalProgress> {
+        let queue = ctx.task_queue().to_owned();
+        Self::set(ctx, |p| p.reason = Some(reason.clone()));
+        sleep_until(ctx, expires_at).await;
+        ctx.execute_activity(
+            LifecycleActivities::expire_certificate,
+            key.clone(),
+            bookkeeping(&queue, ATTEMPTS),
+        )
+        .await
+        .explained()?;
+        Self::end(ctx, key, "LAPSED", None, Some(reason)).await
+    }
+
     fn set(ctx: &WorkflowContext<Self>, change: impl FnOnce(&mut RenewalProgress)) {
         ctx.state_mut(|s| change(&mut s.progress));
     }
@@ -166,7 +212,7 @@ impl RenewalWorkflow {
         ctx: &WorkflowContext<Self>,
         key: &RenewalKey,
         submission: sigma_activities::lifecycle::renewal::RenewalSubmission,
-    ) -> Result<String, String> {
+    ) -> Result<String, Unrenewed> {
         let workflow_id = format!("submission:{}", submission.submission_id);
         let options = ChildWorkflowOptions::builder()
             .workflow_id(workflow_id.clone())
@@ -197,22 +243,30 @@ impl RenewalWorkflow {
         let started = ctx
             .start_child_workflow(SubmissionWorkflow::run, input, options)
             .await
-            .map_err(|e| format!("the renewal audit {workflow_id} could not start: {e}"))?;
+            .map_err(|e| {
+                Unrenewed::Failed(format!(
+                    "the renewal audit {workflow_id} could not start ({e}); its charge was refunded"
+                ))
+            })?;
         match started.result().await {
-            Ok(result) if result.outcome == Outcome::Approved => result
-                .certificate_id
-                .ok_or_else(|| "the renewal audit approved but issued no certificate".to_owned()),
-            Ok(result) => Err(format!(
+            Ok(result) if result.outcome == Outcome::Approved => {
+                result.certificate_id.ok_or_else(|| {
+                    Unrenewed::Rejected(
+                        "the renewal audit approved but issued no certificate".into(),
+                    )
+                })
+            }
+            Ok(result) => Err(Unrenewed::Rejected(format!(
                 "the renewal audit {} ended {}: {}",
                 submission.submission_id,
                 result.outcome,
                 result.reasons.join("; ")
-            )),
-            Err(e) => Err(format!(
+            ))),
+            Err(e) => Err(Unrenewed::Failed(format!(
                 "the renewal audit {} failed on the platform's side ({e}); its charge was \
                  refunded and an operator can retry it",
                 submission.submission_id
-            )),
+            ))),
         }
     }
 

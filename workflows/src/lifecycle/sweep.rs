@@ -79,7 +79,9 @@ impl RenewalSweepWorkflow {
                     .workflow_id(item.key.workflow_id())
                     // Renewals wait for their due dates long after this sweep has ended.
                     .parent_close_policy(ParentClosePolicy::Abandon)
-                    .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+                    // A renewal that closed NOT_NEEDED (the certificate was suspended) may run
+                    // again once it is reinstated; the due query never lists a finished one.
+                    .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
                     .static_summary(format!(
                         "renewal of certificate {}",
                         item.key.certificate_id

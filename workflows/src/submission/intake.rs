@@ -57,6 +57,7 @@ impl SubmissionWorkflow {
                 bundle_key: recorded.bundle_key,
                 git: recorded.git,
                 charged: recorded.charged,
+                issue_certificate: input.issue_certificate && !recorded.reaudit,
                 ..input
             }),
             IntakeOutcome::AlreadyHandled(_) => Err(temporalio_sdk::ApplicationFailure::new(
