@@ -127,6 +127,16 @@ async fn wait_for_subject(app: &TestApp, needle: &str) -> Value {
     }
 }
 
+/// A test app with its settings adjusted.
+async fn app_with(tweak: impl Fn(&mut sigma_shared::Settings) + Send + Sync + 'static) -> TestApp {
+    TestApp::spawn_with(Options {
+        tweak: std::sync::Arc::new(tweak),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
 async fn verify(app: &TestApp, certificate: &str) -> Value {
     app.public_json(&format!("/api/v1/public/certificates/{certificate}/verify"))
         .await
@@ -282,6 +292,18 @@ async fn a_due_certificate_is_reminded_charged_renewed_and_superseded_once() {
         .public_json(&format!("/api/v1/public/certificates/{new}/live-status"))
         .await;
     assert!(live["renewalDueAt"].is_string(), "{live}");
+    let (term_days, window_secs): (f64, f64) = sqlx::query_as(
+        "select (extract(epoch from n.expires_at - o.expires_at) / 86400)::float8,
+                extract(epoch from n.expires_at - n.renewal_due_at)::float8
+         from certificate n, certificate o where n.certificate_id = $1 and o.certificate_id = $2",
+    )
+    .bind(&new)
+    .bind(&old)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(term_days, app.settings.public.validity_days as f64);
+    assert_eq!(window_secs, app.settings.ops.renewal_window_secs as f64);
     let old_live: Value = app
         .public_json(&format!("/api/v1/public/certificates/{old}/live-status"))
         .await;
@@ -316,12 +338,7 @@ async fn a_due_certificate_is_reminded_charged_renewed_and_superseded_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unpaid_renewal_is_reminded_then_the_certificate_expires_on_its_date() {
-    let app = TestApp::spawn_with(Options {
-        tweak: std::sync::Arc::new(|s| s.ops.renewal_payment_retry_secs = 2),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let app = app_with(|s| s.ops.renewal_payment_retry_secs = 2).await;
     let id = approved(&app).await;
     set_balance(&app, 100).await;
     make_due(&app, &id, 2.0, 12.0).await;
@@ -557,12 +574,7 @@ async fn model_sync_records_the_catalog_and_pauses_a_validator_whose_model_vanis
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_runs_as_a_workflow_and_a_rejecting_reaudit_suspends_the_certificate() {
-    let app = TestApp::spawn_with(Options {
-        tweak: std::sync::Arc::new(|s| s.ops.flag_triage_deadline_secs = 2),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let app = app_with(|s| s.ops.flag_triage_deadline_secs = 2).await;
     let id = approved(&app).await;
     let filed: Value = app
         .public()
@@ -826,12 +838,7 @@ async fn a_disputed_rejection_overturned_by_an_operator_gets_a_fresh_round_that_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disputed_suspension_past_its_deadline_alerts_operators_and_an_overturn_lifts_it() {
-    let app = TestApp::spawn_with(Options {
-        tweak: std::sync::Arc::new(|s| s.ops.dispute_decision_deadline_secs = 2),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let app = app_with(|s| s.ops.dispute_decision_deadline_secs = 2).await;
     let id = approved(&app).await;
     let operator = app.operator(&app.operator_token);
     let _: Value = operator
