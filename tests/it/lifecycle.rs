@@ -127,6 +127,21 @@ async fn wait_for_subject(app: &TestApp, needle: &str) -> Value {
     }
 }
 
+async fn balance(app: &TestApp) -> i64 {
+    sqlx::query_scalar("select credit_balance from developer where email = $1")
+        .bind(&app.developer_email)
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
+/// From now on every validator of the default council answers `reply`.
+fn council_answers(app: &TestApp, reply: Reply) {
+    for v in ["v1", "v2", "v3", "v4"] {
+        app.llm.fallback(&model_of(v), reply.clone());
+    }
+}
+
 /// A test app with its settings adjusted.
 async fn app_with(tweak: impl Fn(&mut sigma_shared::Settings) + Send + Sync + 'static) -> TestApp {
     TestApp::spawn_with(Options {
@@ -382,11 +397,7 @@ async fn an_unpaid_renewal_is_reminded_then_the_certificate_expires_on_its_date(
         "{expired}"
     );
     wait_for_subject(&app, "expired").await;
-    let balance: i64 = sqlx::query_scalar("select credit_balance from developer where email = $1")
-        .bind(&app.developer_email)
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let balance = balance(&app).await;
     assert_eq!(balance, 100, "an unpaid renewal takes nothing");
     app.shutdown().await;
 }
@@ -397,9 +408,7 @@ async fn a_rejected_renewal_keeps_its_charge_and_lets_the_certificate_lapse() {
     let id = approved(&app).await;
     set_balance(&app, 1000).await;
     // The council now finds the same bytes unsafe.
-    for v in ["v1", "v2", "v3", "v4"] {
-        app.llm.fallback(&model_of(v), Reply::unsafe_());
-    }
+    council_answers(&app, Reply::unsafe_());
     make_due(&app, &id, 1.0, 25.0).await;
     trigger_sweep(&app).await;
     let (_, submission, _, _) = wait_for_renewal(&app, &id, "IN_PROGRESS").await;
@@ -414,11 +423,7 @@ async fn a_rejected_renewal_keeps_its_charge_and_lets_the_certificate_lapse() {
     assert!(reason.unwrap().contains("REJECTED"));
     let expired = verify(&app, &id).await;
     assert_eq!(expired["status"], "EXPIRED", "{expired}");
-    let balance: i64 = sqlx::query_scalar("select credit_balance from developer where email = $1")
-        .bind(&app.developer_email)
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let balance = balance(&app).await;
     assert_eq!(balance, 550, "the audit was done: its price is kept");
     app.shutdown().await;
 }
@@ -619,9 +624,7 @@ async fn a_report_runs_as_a_workflow_and_a_rejecting_reaudit_suspends_the_certif
         .await;
     assert_eq!(again, 409, "{body}");
     // The council now finds the bytes unsafe: the re-audit upholds the report.
-    for v in ["v1", "v2", "v3", "v4"] {
-        app.llm.fallback(&model_of(v), Reply::unsafe_());
-    }
+    council_answers(&app, Reply::unsafe_());
     let escalated: Value = operator
         .post(
             &path,
@@ -721,9 +724,7 @@ async fn the_reconciler_starts_the_workflow_of_a_flag_filed_without_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disputed_rejection_overturned_by_an_operator_gets_a_fresh_round_that_decides() {
     let app = TestApp::spawn().await.unwrap();
-    for v in ["v1", "v2", "v3", "v4"] {
-        app.llm.fallback(&model_of(v), Reply::unsafe_());
-    }
+    council_answers(&app, Reply::unsafe_());
     let id = app.submit_ok(bundle::weather_skill()).await;
     let done = app.wait_for_stage(&id, "DONE", WAIT).await;
     assert_eq!(done["outcome"], "REJECTED", "{done}");
@@ -773,9 +774,7 @@ async fn a_disputed_rejection_overturned_by_an_operator_gets_a_fresh_round_that_
     }
 
     // The council would now approve; the operator overturns and the fresh round decides.
-    for v in ["v1", "v2", "v3", "v4"] {
-        app.llm.fallback(&model_of(v), Reply::safe());
-    }
+    council_answers(&app, Reply::safe());
     let dispute = opened["disputeId"].as_str().unwrap();
     let decided: Value = app
         .operator(&app.operator_token)
@@ -926,11 +925,7 @@ async fn a_certificate_suspended_before_its_due_date_is_not_renewed_or_charged()
     let (_, submission, _, reason) = wait_for_renewal(&app, &id, "NOT_NEEDED").await;
     assert!(submission.is_none());
     assert!(reason.unwrap().contains("SUSPENDED"));
-    let balance: i64 = sqlx::query_scalar("select credit_balance from developer where email = $1")
-        .bind(&app.developer_email)
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let balance = balance(&app).await;
     assert_eq!(
         balance, 1000,
         "nothing is charged for a suspended certificate"

@@ -75,7 +75,6 @@ pub struct DuePage {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DueRenewal {
     pub key: RenewalKey,
-    pub expires_at: DateTime<Utc>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -89,7 +88,7 @@ pub(crate) async fn due(deps: &Deps, page: DuePage) -> anyhow::Result<DueRenewal
     let lead = deps.settings.ops.renewal_reminder_lead_secs as f64;
     let limit = i64::from(page.limit.clamp(1, 1000));
     let rows = sqlx::query!(
-        r#"select c.certificate_id, c.renewal_due_at as "due_at!", c.expires_at as "expires_at!"
+        r#"select c.certificate_id, c.renewal_due_at as "due_at!"
            from certificate c
            where c.status = 'APPROVED' and c.renewal_due_at is not null and c.expires_at is not null
              and c.renewal_due_at <= now() + make_interval(secs => $1)
@@ -118,7 +117,6 @@ pub(crate) async fn due(deps: &Deps, page: DuePage) -> anyhow::Result<DueRenewal
                 certificate_id: r.certificate_id,
                 due_at: r.due_at,
             },
-            expires_at: r.expires_at,
         })
         .collect();
     let next = (items.len() as i64 == limit)
