@@ -12,6 +12,7 @@ pub mod intake;
 pub mod lifecycle;
 pub mod ops;
 pub mod portal;
+pub mod probe;
 pub mod sandbox;
 pub mod types;
 pub mod verdict;
@@ -92,6 +93,8 @@ pub struct Deps {
     pub keys: Arc<Keyring>,
     /// Validators' review plugins, cached per worker and kept fresh by `sigma_plugin` notices.
     pub plugins: Arc<audit::plugins::PluginEngine>,
+    /// Live probes of declared endpoints and sites, under the address policy.
+    pub prober: Arc<probe::Prober>,
     pub settings: Arc<Settings>,
 }
 
@@ -109,6 +112,7 @@ impl Deps {
                 .user_agent("sigma-worker/0.1")
                 .build()?,
             keys: Arc::new(load_keyring(&settings.signing)?),
+            prober: Arc::new(probe::Prober::new(&settings.probe).context("Bad probe settings")?),
             settings,
         })
     }

@@ -252,6 +252,7 @@ ids_in_paths! {
     d::CampaignId => "campaign",
     d::DeveloperId => "developer",
     d::DisputeId => "dispute",
+    d::SiteId => "site",
     sigma_activities::intake::checkout::PaymentMethod => "payment method",
 }
 

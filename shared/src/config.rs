@@ -32,7 +32,41 @@ pub struct Settings {
     /// after issuance.
     #[serde(default)]
     pub ops: OpsSettings,
+    /// Live probes of declared endpoints and verified sites.
+    #[serde(default)]
+    pub probe: ProbeSettings,
     pub log: LogSettings,
+}
+
+/// How live probes reach the outside world. Probes never reach loopback, private, link-local or
+/// metadata addresses; `allow_addresses` opens named ones for tests and private deployments.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ProbeSettings {
+    /// The most one probe (every redirect hop, the body included) may take.
+    pub timeout_ms: u64,
+    /// Bytes of an answer kept; the rest is not read.
+    pub max_body_bytes: usize,
+    pub max_redirects: usize,
+    /// Probes run at once for one submission or one monitor check.
+    pub concurrency: usize,
+    pub user_agent: String,
+    /// Addresses (`10.0.0.5`), CIDR blocks (`10.1.0.0/16`) or sockets (`127.0.0.1:8081`) probes
+    /// may reach although internal. Empty in production.
+    pub allow_addresses: Vec<String>,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 8000,
+            max_body_bytes: 64 * 1024,
+            max_redirects: 5,
+            concurrency: 8,
+            user_agent: "SIGMA-probe/1 (+https://sigma.local/probes)".into(),
+            allow_addresses: Vec::new(),
+        }
+    }
 }
 
 /// Periodic jobs and post-issuance policy. Intervals are seconds; each job is one Temporal
@@ -71,6 +105,13 @@ pub struct OpsSettings {
     pub dispute_decision_deadline_secs: u64,
     /// Where operators are told of new disputes.
     pub operator_alert_email: String,
+    /// A monitored certificate is checked this often (endpoints, source drift, verified site).
+    pub monitor_interval_secs: i64,
+    /// Checks a monitored certificate gets over its term (`checksRemaining` counts down).
+    pub monitor_checks: i32,
+    /// A site-verification check is tried this many times, this far apart, before it fails.
+    pub site_check_attempts: u32,
+    pub site_check_retry_secs: u64,
 }
 
 /// One line of the model catalog's configuration.
@@ -104,6 +145,10 @@ impl Default for OpsSettings {
             dispute_window_days: 14,
             dispute_decision_deadline_secs: 7 * DAY as u64,
             operator_alert_email: "operators@sigma.local".into(),
+            monitor_interval_secs: DAY,
+            monitor_checks: 90,
+            site_check_attempts: 5,
+            site_check_retry_secs: 60,
         }
     }
 }
@@ -134,6 +179,8 @@ pub struct PortalSettings {
     pub voucher_redemptions_per_hour: u32,
     /// Send `Secure` on session cookies (off only for plain-HTTP local runs).
     pub secure_cookies: bool,
+    /// Schemes a draft's site URL may use (https only, except in tests against local servers).
+    pub site_url_schemes: Vec<String>,
     pub quote_ttl_secs: i64,
     /// The manifest assistant: any OpenAI-compatible endpoint.
     pub manifest_llm_url: String,
@@ -163,6 +210,7 @@ impl Default for PortalSettings {
             console_logins_per_hour: 20,
             voucher_redemptions_per_hour: 20,
             secure_cookies: true,
+            site_url_schemes: vec!["https".into()],
             quote_ttl_secs: 1800,
             manifest_llm_url: "http://127.0.0.1:8191/v1".into(),
             manifest_model: "smollm2".into(),
@@ -449,6 +497,7 @@ impl Default for Settings {
             council: Default::default(),
             portal: PortalSettings::default(),
             ops: OpsSettings::default(),
+            probe: ProbeSettings::default(),
             log: LogSettings {
                 format: "json".into(),
                 filter: "info,sqlx=warn,temporalio_sdk_core=warn".into(),

@@ -26,6 +26,10 @@ pub struct SandboxSignals {
     pub prompt_injection_count: u32,
     pub high_risk_count: u32,
     pub manifest_mismatch_count: u32,
+    /// Why the live probe of the declared endpoints blocks approval (`approvalBlocked`), if it
+    /// does: an endpoint leading into SIGMA's own network, or whose TLS fails.
+    #[serde(default)]
+    pub probe_block_reasons: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -118,6 +122,12 @@ pub fn decide(signals: &SandboxSignals, votes: &[PhaseVote], phases: &[u8]) -> D
                 signals.high_risk_count
             ));
         }
+        gates.extend(
+            signals
+                .probe_block_reasons
+                .iter()
+                .map(|r| format!("hard gate (approvalBlocked): {r}")),
+        );
         if gates.is_empty() {
             return decision(
                 Outcome::Approved,
@@ -186,6 +196,19 @@ mod tests {
         let d = decide(&injected, &all_safe, &[1, 2]);
         assert_eq!(d.outcome, Outcome::Escalated);
         assert!(d.reasons[0].contains("prompt-injection"));
+        let probe_blocked = SandboxSignals {
+            probe_block_reasons: vec![
+                "API probe: GET https://x.test/: leads into a forbidden network".into(),
+            ],
+            ..Default::default()
+        };
+        let d = decide(&probe_blocked, &all_safe, &[1, 2]);
+        assert_eq!(d.outcome, Outcome::Escalated);
+        assert!(
+            d.reasons[0].starts_with("hard gate (approvalBlocked): API probe"),
+            "{:?}",
+            d.reasons
+        );
         let blocked = SandboxSignals {
             blocked: true,
             block_reasons: vec!["path traversal".into()],

@@ -701,6 +701,8 @@ uuid_id! {
     DeveloperId,
     /// A developer's dispute of a rejection or a suspension.
     DisputeId,
+    /// A developer's request to prove control of a site.
+    SiteId,
 }
 
 /// A certificate's id: the id of the submission it certifies (one certificate per submission).

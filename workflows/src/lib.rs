@@ -12,8 +12,9 @@ pub mod submission;
 pub mod worker;
 
 pub use lifecycle::{
-    CertificateStatusWorkflow, DisputeWorkflow, FlagWorkflow, ModelSyncWorkflow, ReconcileWorkflow,
-    RenewalSweepWorkflow, RenewalWorkflow,
+    CertificateStatusWorkflow, DisputeWorkflow, FlagWorkflow, ModelSyncWorkflow,
+    MonitorCheckWorkflow, MonitorSweepWorkflow, ReconcileWorkflow, RenewalSweepWorkflow,
+    RenewalWorkflow, SiteVerificationInput, SiteVerificationWorkflow,
 };
 pub use portal::{DraftCheckWorkflow, ManifestWorkflow, SupportEmailWorkflow};
 pub use submission::{SubmissionInput, SubmissionProgress, SubmissionResult, SubmissionWorkflow};

@@ -33,7 +33,8 @@ use temporalio_common::protos::temporal::api::workflowservice::v1::{
 use temporalio_common::search_attributes::SearchAttributes;
 
 use crate::lifecycle::{
-    ModelSyncWorkflow, ReconcileWorkflow, RenewalSweepInput, RenewalSweepWorkflow,
+    ModelSyncWorkflow, MonitorSweepInput, MonitorSweepWorkflow, ReconcileWorkflow,
+    RenewalSweepInput, RenewalSweepWorkflow,
 };
 use crate::search;
 
@@ -75,6 +76,13 @@ pub fn jobs(settings: &Settings) -> anyhow::Result<Vec<Job>> {
             RenewalSweepWorkflow::run,
             &RenewalSweepInput::default(),
             ops.renewal_sweep_interval_secs,
+        )?,
+        Job::new(
+            "monitor-sweep",
+            "Starts one check workflow per monitored certificate whose next check is due",
+            MonitorSweepWorkflow::run,
+            &MonitorSweepInput::default(),
+            ops.monitor_sweep_interval_secs,
         )?,
         Job::new(
             "model-tier-sync",

@@ -26,8 +26,9 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use crate::search;
 use crate::{
     CertificateStatusWorkflow, DisputeWorkflow, DraftCheckWorkflow, FlagWorkflow, ManifestWorkflow,
-    ModelSyncWorkflow, ReconcileWorkflow, RenewalSweepWorkflow, RenewalWorkflow,
-    SubmissionWorkflow, SupportEmailWorkflow,
+    ModelSyncWorkflow, MonitorCheckWorkflow, MonitorSweepWorkflow, ReconcileWorkflow,
+    RenewalSweepWorkflow, RenewalWorkflow, SiteVerificationWorkflow, SubmissionWorkflow,
+    SupportEmailWorkflow,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +147,9 @@ pub fn worker_options(queue: Queue, deps: Deps) -> anyhow::Result<WorkerOptions>
             .register_workflow::<CertificateStatusWorkflow>()?
             .register_workflow::<ReconcileWorkflow>()?
             .register_workflow::<DisputeWorkflow>()?
+            .register_workflow::<MonitorSweepWorkflow>()?
+            .register_workflow::<MonitorCheckWorkflow>()?
+            .register_workflow::<SiteVerificationWorkflow>()?
             .register_activities(IntakeActivities::new(deps.clone()))
             .register_activities(LifecycleActivities::new(deps.clone()))
             .register_activities(OpsActivities::new(deps.clone()))

@@ -142,6 +142,15 @@ pub fn build(input: &PromptInput<'_>) -> Vec<Message> {
         ));
     }
     user.push_str("</sandbox_summary>\n");
+    if let Some(probe) = &report.api_probe {
+        // Probe facts are SIGMA's own observations, but URLs, hosts and content types come from
+        // the submitter's servers: escaped like the rest.
+        user.push_str("<api_probe>\n");
+        for line in probe.prompt_lines() {
+            user.push_str(&format!("{}\n", escape(&line)));
+        }
+        user.push_str("</api_probe>\n");
+    }
     if let Some(manifest) = &report.scan.manifest {
         user.push_str(&format!(
             "<declared_manifest>\n{}\n</declared_manifest>\n",

@@ -5,8 +5,10 @@
 pub mod disputes;
 pub mod flags;
 pub mod models;
+pub mod monitor;
 pub mod renewal;
 mod rounds;
+pub mod sites;
 
 use std::sync::Arc;
 
@@ -20,8 +22,10 @@ use flags::{
     StatusChanged, StrandedFlag,
 };
 use models::ModelSyncReport;
+use monitor::{CheckKey, CheckOutcome, DueChecks, MonitorPage};
 use serde::{Deserialize, Serialize};
 use sigma_shared::domain::FlagStatus;
+use sites::SiteCheck;
 
 /// A flag and its workflow, as the flag's steps name them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -295,5 +299,45 @@ impl LifecycleActivities {
         key: RenewalKey,
     ) -> Result<bool, ActivityError> {
         renewal::expire(&self.deps, &key).await.map_err(retryable)
+    }
+
+    /// One page of monitors whose next check is due, on valid certificates.
+    #[activity(name = "lifecycle.due_monitors")]
+    pub async fn due_monitors(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        page: MonitorPage,
+    ) -> Result<DueChecks, ActivityError> {
+        monitor::due(&self.deps, page).await.map_err(retryable)
+    }
+
+    /// One monitor check: probes, source drift, site; recorded once, anomalies flagged.
+    #[activity(name = "lifecycle.run_monitor_check")]
+    pub async fn run_monitor_check(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        key: CheckKey,
+    ) -> Result<CheckOutcome, ActivityError> {
+        monitor::run_check(&self.deps, key).await.map_err(retryable)
+    }
+
+    /// One attempt at finding a site's verification token.
+    #[activity(name = "lifecycle.check_site")]
+    pub async fn check_site(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        site_id: String,
+    ) -> Result<SiteCheck, ActivityError> {
+        sites::check(&self.deps, &site_id).await.map_err(retryable)
+    }
+
+    /// Every attempt failed: the verification request ends FAILED.
+    #[activity(name = "lifecycle.fail_site")]
+    pub async fn fail_site(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        site_id: String,
+    ) -> Result<(), ActivityError> {
+        sites::fail(&self.deps, &site_id).await.map_err(retryable)
     }
 }

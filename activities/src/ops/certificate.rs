@@ -39,7 +39,7 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
     }
     let s = sqlx::query!(
         r#"select s.developer_id, s.category, s.skill_name, s.skill_version, s.source_url, s.source_ref, s.bundle_sha256,
-                  s.draft_snapshot, s.renewal_of, r.report_key, r.analyzed_at, d.decided_by as "decided_by?", d.reason as "decision_reason?"
+                  s.draft_snapshot, s.renewal_of, s.git_repository, r.report_key, r.analyzed_at, d.decided_by as "decided_by?", d.reason as "decision_reason?"
            from submission s join sandbox_report r using (submission_id)
            left join operator_decision d on d.submission_id = s.submission_id
            where s.submission_id = $1"#,
@@ -102,6 +102,19 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
             declared.push(url.to_owned());
         }
     }
+    let probe = report.api_probe.as_ref();
+    let endpoint_status = probe.map_or("NOT_APPLICABLE", |p| p.status.as_str());
+    let probe_summary = probe.map(|p| {
+        json!({
+            "status": p.status, "reached": p.reached, "skipped": p.skipped, "failed": p.failed,
+            "highestSeverity": p.highest_severity, "approvalBlocked": p.approval_blocked, "probedAt": p.probed_at,
+            "endpoints": p.endpoints.iter().map(|e| json!({
+                "url": e.url, "method": e.method, "probedMethod": e.probed_method, "skipped": e.skipped,
+                "status": e.status, "finalHost": e.final_host, "refusesAnonymous": e.refuses_anonymous,
+                "matchesDeclaration": e.matches_declaration, "severity": e.severity, "findings": e.findings,
+            })).collect::<Vec<_>>(),
+        })
+    });
     let round_type = if s.renewal_of.is_some() {
         "RENEWAL"
     } else {
@@ -142,7 +155,9 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
         "endpointReview": {
             "declaredEndpoints": declared,
             "observedUrls": report.scan.external_hosts,
+            "probe": probe_summary,
         },
+        "endpointStatus": endpoint_status,
         "roundId": input.round_id,
         "roundType": round_type,
         // A renewal names the certificate it renews: the chain is part of what is signed.
@@ -264,6 +279,33 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
             );
         }
     }
+    if inserted.rows_affected() == 1 {
+        let monitor = monitor_baseline(
+            &report,
+            s.git_repository.as_deref(),
+            s.source_ref.as_deref(),
+            &s.bundle_sha256,
+            draft,
+        );
+        if let Some((checks, baseline)) = monitor {
+            let ops = &deps.settings.ops;
+            sqlx::query!(
+                r#"insert into monitor (certificate_id, checks, checks_remaining, interval_secs, next_check_at, baseline,
+                       drift_state)
+                   values ($1, $2, $3, $4, now() + make_interval(secs => $4::bigint::double precision), $5,
+                           case when 'SOURCE' = any($2) then 'UNCHECKED' else 'NOT_APPLICABLE' end)
+                   on conflict (certificate_id) do nothing"#,
+                input.submission_id,
+                &checks,
+                ops.monitor_checks.max(0),
+                ops.monitor_interval_secs.max(1),
+                baseline,
+            )
+            .execute(&mut *tx)
+            .await
+            .context("Failed to start the certificate's monitor")?;
+        }
+    }
     tx.commit()
         .await
         .context("Failed to commit the certificate")?;
@@ -278,4 +320,52 @@ pub async fn issue(deps: &Deps, input: CertificateInput) -> anyhow::Result<Certi
         certificate_id: input.submission_id,
         payload_hash: row.payload_hash,
     })
+}
+
+/// What a monitor checks for this certificate, and the facts at issuance later checks are
+/// compared with: the probed endpoints, the pinned git source, the site the draft named.
+/// `None` when there is nothing to watch.
+fn monitor_baseline(
+    report: &SandboxReport,
+    repository: Option<&str>,
+    reference: Option<&str>,
+    bundle_sha256: &str,
+    draft: Option<&Value>,
+) -> Option<(Vec<String>, Value)> {
+    let mut checks = Vec::new();
+    let mut baseline = serde_json::Map::new();
+    let probed: Vec<Value> = report
+        .api_probe
+        .iter()
+        .flat_map(|p| &p.endpoints)
+        .filter(|e| e.skipped.is_none())
+        .map(|e| {
+            json!({
+                "url": e.url, "method": e.method, "authenticated": e.authenticated,
+                "status": e.status, "finalHost": e.final_host,
+                "tlsFingerprint": e.tls.as_ref().map(|t| t.fingerprint.clone()),
+                "refusesAnonymous": e.refuses_anonymous,
+                "healthy": e.severity < crate::probe::ProbeSeverity::High,
+            })
+        })
+        .collect();
+    if !probed.is_empty() {
+        checks.push("ENDPOINTS".to_owned());
+        baseline.insert("endpoints".into(), Value::Array(probed));
+    }
+    if let (Some(repository), Some(reference)) = (repository, reference) {
+        checks.push("SOURCE".to_owned());
+        baseline.insert(
+            "source".into(),
+            json!({
+                "repository": repository, "reference": reference, "archiveSha256": bundle_sha256,
+                "bundleDigest": report.scan.bundle_digest, "skillMdSha256": report.scan.skill_md_sha256,
+            }),
+        );
+    }
+    if let Some(site) = draft.and_then(|d| d["siteUrl"].as_str()) {
+        checks.push("SITE".to_owned());
+        baseline.insert("site".into(), json!({ "url": site }));
+    }
+    (!checks.is_empty()).then(|| (checks, Value::Object(baseline)))
 }

@@ -37,6 +37,9 @@ pub struct SandboxReport {
     #[serde(flatten)]
     pub scan: Report,
     pub excerpts: Vec<Excerpt>,
+    /// The live probe of the declared endpoints (absent in reports stored before probing).
+    #[serde(default)]
+    pub api_probe: Option<crate::probe::ApiProbeReport>,
 }
 
 impl SandboxReport {
@@ -55,6 +58,11 @@ impl SandboxReport {
             prompt_injection_count: c.prompt_injection,
             high_risk_count: c.high_risk,
             manifest_mismatch_count: c.manifest_mismatch,
+            probe_block_reasons: self
+                .api_probe
+                .as_ref()
+                .map(|p| p.block_reasons.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -108,7 +116,11 @@ pub fn analyze(
             truncated: take < text.len(),
         });
     }
-    SandboxReport { scan, excerpts }
+    SandboxReport {
+        scan,
+        excerpts,
+        api_probe: None,
+    }
 }
 
 fn floor_char_boundary(text: &str, mut index: usize) -> usize {
@@ -181,6 +193,12 @@ impl SandboxActivities {
         })
         .await
         .context("sandbox analysis panicked")?;
+        let mut report = report;
+        report.api_probe = self.probe(&input, &report).await?;
+        let endpoint_status = report
+            .api_probe
+            .as_ref()
+            .map_or("NOT_APPLICABLE", |p| p.status.as_str());
         let report_json =
             serde_json::to_value(&report).context("Failed to serialise the report")?;
         let report_key = self
@@ -201,8 +219,9 @@ impl SandboxActivities {
         sqlx::query!(
             r#"insert into sandbox_report (submission_id, report_key, blocked, risk_level, skill_md_sha256,
                    bundle_digest, file_count, total_bytes, manifest, signals, finding_count, scanner_version,
-                   rule_pack_version, rule_pack_sha256, capabilities, counts, findings_above_medium)
-               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                   rule_pack_version, rule_pack_sha256, capabilities, counts, findings_above_medium,
+                   endpoint_status, api_probe)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
                on conflict (submission_id) do update set
                    report_key = excluded.report_key, blocked = excluded.blocked, risk_level = excluded.risk_level,
                    skill_md_sha256 = excluded.skill_md_sha256, bundle_digest = excluded.bundle_digest,
@@ -211,7 +230,8 @@ impl SandboxActivities {
                    finding_count = excluded.finding_count, scanner_version = excluded.scanner_version,
                    rule_pack_version = excluded.rule_pack_version, rule_pack_sha256 = excluded.rule_pack_sha256,
                    capabilities = excluded.capabilities, counts = excluded.counts,
-                   findings_above_medium = excluded.findings_above_medium, analyzed_at = now()"#,
+                   findings_above_medium = excluded.findings_above_medium,
+                   endpoint_status = excluded.endpoint_status, api_probe = excluded.api_probe, analyzed_at = now()"#,
             input.submission_id,
             report_key,
             scan.blocked,
@@ -232,11 +252,20 @@ impl SandboxActivities {
                 .iter()
                 .filter(|f| f.counts() && f.severity > sigma_shared::domain::Severity::Medium)
                 .count() as i32,
+            endpoint_status,
+            report
+                .api_probe
+                .as_ref()
+                .map(|p| serde_json::json!({
+                    "status": p.status, "reached": p.reached, "skipped": p.skipped, "failed": p.failed,
+                    "highestSeverity": p.highest_severity, "approvalBlocked": p.approval_blocked,
+                    "blockReasons": p.block_reasons, "probedAt": p.probed_at,
+                })),
         )
         .execute(&self.deps.db)
         .await
         .context("Failed to record the sandbox report")?;
-        tracing::info!(blocked = scan.blocked, risk = %risk_level, findings = scan.findings.len(), rule_pack = %scan.rule_pack.version, "sandbox analysis done");
+        tracing::info!(endpoint_status, blocked = scan.blocked, risk = %risk_level, findings = scan.findings.len(), rule_pack = %scan.rule_pack.version, "sandbox analysis done");
         Ok(SandboxOutcome {
             report_key,
             signals,
@@ -245,6 +274,51 @@ impl SandboxActivities {
             skill_md_sha256,
             bundle_digest,
         })
+    }
+}
+
+impl SandboxActivities {
+    /// Probes the declared endpoints of an API surface (the draft's and the SKILL.md's external
+    /// calls), unless the bundle is blocked already: nothing is sent for a skill we refuse.
+    async fn probe(
+        &self,
+        input: &SandboxInput,
+        report: &SandboxReport,
+    ) -> anyhow::Result<Option<crate::probe::ApiProbeReport>> {
+        let draft_endpoints = sqlx::query_scalar!(
+            r#"select draft_snapshot -> 'declaredEndpoints' as "endpoints" from submission where submission_id = $1"#,
+            input.submission_id
+        )
+        .fetch_one(&self.deps.db)
+        .await
+        .context("Failed to load the declared endpoints")?;
+        let draft_endpoints: Vec<sigma_shared::pricing::DeclaredEndpoint> = draft_endpoints
+            .map(serde_json::from_value)
+            .transpose()
+            .context("Bad declared endpoints")?
+            .unwrap_or_default();
+        let manifest_calls: Vec<(String, Option<String>)> = report
+            .scan
+            .manifest
+            .as_ref()
+            .map(|m| {
+                m.external_calls
+                    .iter()
+                    .map(|c| (c.url.clone(), c.method.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let api_surface = input.category.has_api();
+        if !api_surface && draft_endpoints.is_empty() {
+            return Ok(None);
+        }
+        if report.scan.blocked {
+            return Ok(Some(crate::probe::ApiProbeReport::empty(api_surface)));
+        }
+        let endpoints = crate::probe::declared_surface(&draft_endpoints, &manifest_calls);
+        Ok(Some(
+            self.deps.prober.probe_all(&endpoints, api_surface).await,
+        ))
     }
 }
 

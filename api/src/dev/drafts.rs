@@ -197,16 +197,22 @@ fn validate_note(note: &str) -> ApiResult<Option<String>> {
     Ok((!note.is_empty()).then(|| note.to_owned()))
 }
 
-fn validate_site(site: &str) -> ApiResult<Option<String>> {
+/// A site URL as stored: absolute, of an allowed scheme (`portal.site_url_schemes`), with a host.
+pub(crate) fn validate_site(schemes: &[String], site: &str) -> ApiResult<Option<String>> {
     let site = site.trim();
     if site.is_empty() {
         return Ok(None);
     }
     match url::Url::parse(site) {
-        Ok(u) if u.scheme() == "https" && u.host_str().is_some() => Ok(Some(u.to_string())),
+        Ok(u) if schemes.iter().any(|s| s == u.scheme()) && u.host_str().is_some() => {
+            Ok(Some(u.to_string()))
+        }
         _ => Err(ApiError::unprocessable(
             "invalid_site_url",
-            "the site URL must be an absolute https:// URL",
+            format!(
+                "the site URL must be an absolute {} URL",
+                schemes.join(" or ")
+            ),
         )),
     }
 }
@@ -251,7 +257,7 @@ async fn create_draft(
     let site = body
         .site_url
         .as_deref()
-        .map(validate_site)
+        .map(|site| validate_site(&state.settings.portal.site_url_schemes, site))
         .transpose()?
         .flatten();
     let endpoints = validate_endpoints(body.declared_endpoints)?;
@@ -448,7 +454,11 @@ async fn update_draft(
         .as_deref()
         .map(validate_note)
         .transpose()?;
-    let site = patch.site_url.as_deref().map(validate_site).transpose()?;
+    let site = patch
+        .site_url
+        .as_deref()
+        .map(|site| validate_site(&state.settings.portal.site_url_schemes, site))
+        .transpose()?;
     // What the manifest depends on; a note change is checked too (it is screened) but leaves a
     // current manifest current.
     let content_change = patch.category.is_some()

@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod owned;
 pub mod payment_intents;
 pub mod quotes;
+pub mod sites;
 pub mod submission_views;
 pub mod submissions;
 pub mod support;
@@ -36,4 +37,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(submissions::router())
         .merge(submission_views::router())
         .merge(disputes::router())
+        .merge(sites::router())
 }

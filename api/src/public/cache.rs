@@ -48,6 +48,10 @@ pub struct Certificate {
     /// Whether the skill reaches the network (category, declared or observed endpoints, network
     /// capability): the inputs of the API disclaimer rule.
     pub reaches_network: bool,
+    /// The monitor's state (`None`: nothing about this certificate is monitored).
+    pub monitoring: Option<Value>,
+    /// The developer's proof of control of the site the draft named, if they asked for one.
+    pub site: Option<Value>,
     /// The `verify` members that do not change between calls, serialised once (`"k":v,...`).
     verify_static: String,
 }
@@ -120,10 +124,25 @@ impl Certificate {
             ("renewalStatus", json!(self.renewal_status)),
             ("renews", json!(self.renews)),
             ("views", json!(self.views.load(Ordering::Relaxed))),
+            ("monitoring", self.monitoring_state(now)),
+            ("site", self.site.clone().unwrap_or(Value::Null)),
         ] {
             state.insert(key.into(), value);
         }
         state
+    }
+
+    /// The monitor as a reader sees it now: checks run only while the certificate is valid, so
+    /// an ACTIVE monitor of a suspended or expired certificate reads PAUSED.
+    pub fn monitoring_state(&self, now: DateTime<Utc>) -> Value {
+        let Some(Value::Object(monitor)) = &self.monitoring else {
+            return json!({"state": "NOT_APPLICABLE", "checksRemaining": 0});
+        };
+        let mut monitor = monitor.clone();
+        if monitor.get("state") == Some(&json!("ACTIVE")) && self.status(now) != "APPROVED" {
+            monitor.insert("state".into(), json!("PAUSED"));
+        }
+        Value::Object(monitor)
     }
 
     /// The `verify` body: what changes per call first, then the prepared static members.
@@ -133,6 +152,7 @@ impl Certificate {
         head.insert("status".into(), json!(self.status(now)));
         head.insert("summary".into(), json!(self.summary(now)));
         head.insert("views".into(), json!(views));
+        head.insert("monitoring".into(), self.monitoring_state(now));
         if let Some(text) = disclaimer {
             head.insert("apiDisclaimer".into(), json!(text));
         }
@@ -161,11 +181,11 @@ impl Certificate {
         let network = sealed["review"]["capabilities"]["network"] == true;
         let reaches_network =
             category.contains("API") || declared || observed || external_calls || network;
-        let endpoint_status = if category.contains("API") {
-            // Live probing of declared endpoints is not part of this service yet; say so.
-            "SKIPPED"
-        } else {
-            "NOT_APPLICABLE"
+        // Sealed since live probing began; older certificates were never probed.
+        let endpoint_status = match sealed["endpointStatus"].as_str() {
+            Some(status) => status,
+            None if category.contains("API") => "SKIPPED",
+            None => "NOT_APPLICABLE",
         };
         let mut members = Map::new();
         let review = &sealed["review"];
@@ -188,6 +208,7 @@ impl Certificate {
             ("supersededBy", json!(row.superseded_by)),
             ("roundType", sealed["roundType"].clone()),
             ("endpointStatus", json!(endpoint_status)),
+            ("site", row.site.clone().unwrap_or(Value::Null)),
             ("payloadHash", json!(row.payload_hash)),
             ("hashAlgorithm", json!(row.hash_algorithm)),
             ("skillMdSha256", json!(row.skill_md_sha256)),
@@ -231,6 +252,8 @@ impl Certificate {
             reaches_network,
             verify_static,
             sealed,
+            monitoring: row.monitoring,
+            site: row.site,
         }
     }
 }
@@ -256,6 +279,8 @@ struct Row {
     skill_md_sha256: Option<String>,
     bundle_digest: String,
     view_count: i64,
+    monitoring: Option<Value>,
+    site: Option<Value>,
 }
 
 /// Certificates by id (`None` remembers an unknown id, so probing ids does not reach the
@@ -307,7 +332,20 @@ impl CertificateCache {
                       (select count(*) from certificate_flag f where f.certificate_id = c.certificate_id
                         and (f.status = 'REAUDIT' or (f.raised_by = 'MONITOR' and f.status = any($2)))) as "open_flags!",
                       (select count(*) from certificate_flag f where f.certificate_id = c.certificate_id
-                        and f.raised_by = 'PUBLIC' and f.status = any($2)) as "open_reports!"
+                        and f.raised_by = 'PUBLIC' and f.status = any($2)) as "open_reports!",
+                      (select jsonb_build_object('state', m.status, 'checks', m.checks,
+                              'checksRemaining', m.checks_remaining, 'intervalSecs', m.interval_secs,
+                              'checkCount', m.check_count, 'lastCheckAt', m.last_check_at,
+                              'lastResult', m.last_result, 'lastFindings', m.last_findings,
+                              'nextCheckAt', m.next_check_at,
+                              'sourceDrift', jsonb_build_object('state', m.drift_state, 'detail', m.drift_detail,
+                                                                'checkedAt', m.drift_checked_at))
+                       from monitor m where m.certificate_id = c.certificate_id) as "monitoring?: Value",
+                      (select jsonb_build_object('url', v.url, 'status', v.status, 'verified', v.status = 'VERIFIED',
+                              'method', v.method, 'checkedAt', v.checked_at, 'verifiedAt', v.verified_at)
+                       from site_verification v join submission s
+                         on s.developer_id = v.developer_id and s.draft_snapshot ->> 'siteUrl' = v.url
+                       where s.submission_id = c.certificate_id) as "site?: Value"
                from certificate c where c.certificate_id = $1"#,
             id,
             &OPEN_REPORTS.map(String::from)[..],

@@ -286,11 +286,6 @@ async fn live_status(
     let c = find(&state, &id).await?;
     let now = now();
     let mut body = c.live_state(now);
-    // Monitoring sweeps apply to API-bearing certificates and are not scheduled yet.
-    body.insert(
-        "monitoring".into(),
-        json!({"state": "NOT_APPLICABLE", "checksRemaining": 0}),
-    );
     body.insert("checkedAt".into(), json!(now));
     Ok(json_response(Value::Object(body).to_string(), NO_STORE))
 }

@@ -1,11 +1,15 @@
-//! Certificates after issuance: the renewal sweep (started by a Temporal Schedule) and one
-//! renewal workflow per certificate and due date; and the model-tier sync of the council.
+//! Certificates after issuance: the renewal and monitor sweeps (started by Temporal Schedules)
+//! with one renewal workflow per certificate and due date and one check workflow per monitor
+//! check; flags, re-audits, status changes and disputes; site verification; and the model-tier
+//! sync of the council.
 
 mod dispute;
 mod flag;
 mod models;
+mod monitor;
 mod reconcile;
 mod renewal;
+mod site;
 mod status;
 mod sweep;
 
@@ -19,15 +23,25 @@ use temporalio_sdk::{ActivityOptions, WorkflowContext};
 pub use dispute::{DisputeInput, DisputeProgress, DisputeWorkflow};
 pub use flag::{FlagInput, FlagProgress, FlagWorkflow};
 pub use models::ModelSyncWorkflow;
+pub use monitor::{
+    MonitorCheckInput, MonitorCheckWorkflow, MonitorSweepInput, MonitorSweepReport,
+    MonitorSweepWorkflow,
+};
 pub use reconcile::{ReconcileReport, ReconcileWorkflow};
 pub use renewal::{RenewalInput, RenewalProgress, RenewalWorkflow};
+pub use site::{SiteVerificationInput, SiteVerificationWorkflow};
 pub use status::CertificateStatusWorkflow;
 pub use sweep::{RenewalSweepInput, RenewalSweepReport, RenewalSweepWorkflow};
 
 /// Lifecycle bookkeeping on the ops queue: remote activities, so each attempt shows in the Web
 /// UI; retried for hours (a database or SMTP outage must not end a renewal), never for ever.
 fn bookkeeping(own_queue: &str, attempts: u32) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+    activity_options(own_queue, attempts, Duration::from_secs(60))
+}
+
+/// [`bookkeeping`] for steps that may take `timeout` per attempt (probes, downloads).
+fn activity_options(own_queue: &str, attempts: u32, timeout: Duration) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(timeout)
         .task_queue(QueueNames::of_workflow_queue(own_queue).ops())
         .retry_policy(
             RetryPolicy::builder()

@@ -11,6 +11,7 @@ use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ChildWorkflowOptions, ChildWorkflowStartError, ContinueAsNewOptions, ParentClosePolicy,
     StartChildWorkflowExecutionFailedCause, WorkflowContext, WorkflowIdReusePolicy, WorkflowResult,
+    WorkflowTermination,
 };
 
 use super::bookkeeping;
@@ -96,21 +97,9 @@ impl RenewalSweepWorkflow {
                     options,
                 )
             });
-            for started in temporalio_sdk::workflows::join_all(starts).await {
-                match started {
-                    Ok(_) => report.started += 1,
-                    Err(ChildWorkflowStartError::StartFailed {
-                        cause: StartChildWorkflowExecutionFailedCause::WorkflowAlreadyExists,
-                        ..
-                    }) => report.already_started += 1,
-                    Err(e) => {
-                        return Err(temporalio_sdk::ApplicationFailure::new(format!(
-                            "could not start a renewal: {e}"
-                        ))
-                        .into());
-                    }
-                }
-            }
+            let tally = tally_starts(temporalio_sdk::workflows::join_all(starts).await, "renewal")?;
+            report.started += tally.started;
+            report.already_started += tally.already_started;
             handled += page.items.len() as u32;
             let Some(next) = page.next else { break };
             after = Some(next);
@@ -127,4 +116,37 @@ impl RenewalSweepWorkflow {
         }
         Ok(report)
     }
+}
+
+/// How a batch of child starts went: a child that exists already is counted, not retried.
+pub(super) struct StartTally {
+    pub started: u32,
+    pub already_started: u32,
+}
+
+/// Tallies child starts; any failure other than "already exists" fails the sweep's run.
+pub(super) fn tally_starts<T>(
+    results: Vec<Result<T, ChildWorkflowStartError>>,
+    what: &str,
+) -> Result<StartTally, WorkflowTermination> {
+    let mut tally = StartTally {
+        started: 0,
+        already_started: 0,
+    };
+    for started in results {
+        match started {
+            Ok(_) => tally.started += 1,
+            Err(ChildWorkflowStartError::StartFailed {
+                cause: StartChildWorkflowExecutionFailedCause::WorkflowAlreadyExists,
+                ..
+            }) => tally.already_started += 1,
+            Err(e) => {
+                return Err(temporalio_sdk::ApplicationFailure::new(format!(
+                    "could not start a {what}: {e}"
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(tally)
 }
