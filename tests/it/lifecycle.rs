@@ -51,7 +51,7 @@ async fn trigger_sweep(app: &TestApp) {
 }
 
 /// Fires a job's schedule now (creating the schedules first).
-async fn trigger(app: &TestApp, job: &str) {
+pub(crate) async fn trigger(app: &TestApp, job: &str) {
     schedules::ensure_schedules(&app.temporal, &app.settings)
         .await
         .unwrap();
@@ -136,7 +136,7 @@ async fn balance(app: &TestApp) -> i64 {
 }
 
 /// From now on every validator of the default council answers `reply`.
-fn council_answers(app: &TestApp, reply: Reply) {
+pub(crate) fn council_answers(app: &TestApp, reply: Reply) {
     for v in ["v1", "v2", "v3", "v4"] {
         app.llm.fallback(&model_of(v), reply.clone());
     }
@@ -152,7 +152,7 @@ async fn app_with(tweak: impl Fn(&mut sigma_shared::Settings) + Send + Sync + 's
     .unwrap()
 }
 
-async fn verify(app: &TestApp, certificate: &str) -> Value {
+pub(crate) async fn verify(app: &TestApp, certificate: &str) -> Value {
     app.public_json(&format!("/api/v1/public/certificates/{certificate}/verify"))
         .await
 }

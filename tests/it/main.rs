@@ -8,6 +8,7 @@ mod council;
 mod durability;
 mod intake;
 mod lifecycle;
+mod monitors;
 mod login_page;
 mod pipeline;
 mod portal;

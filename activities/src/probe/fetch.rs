@@ -195,12 +195,14 @@ impl Fetcher {
         if addresses.is_empty() {
             return Err(FetchError::Dns(format!("{url}: no addresses")));
         }
+        let literal = !matches!(url.host(), Some(url::Host::Domain(_)));
         for address in &addresses {
             self.policy.check(*address).map_err(|why| {
-                FetchError::Forbidden(format!(
-                    "{} resolves to {why}",
-                    url.host_str().unwrap_or_default()
-                ))
+                FetchError::Forbidden(if literal {
+                    why
+                } else {
+                    format!("{} resolves to {why}", url.host_str().unwrap_or_default())
+                })
             })?;
         }
         Ok(addresses)

@@ -8,7 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 
-/// Addresses no probe reaches, named for the refusal.
+/// Addresses no probe reaches, named for the refusal; the first block that holds an address
+/// names it (so the metadata addresses come before the ranges that hold them).
 const FORBIDDEN: &[(&str, &str)] = &[
     ("0.0.0.0/8", "unspecified"),
     ("10.0.0.0/8", "private"),
@@ -30,8 +31,8 @@ const FORBIDDEN: &[(&str, &str)] = &[
     ("64:ff9b:1::/48", "local NAT64"),
     ("100::/64", "discard"),
     ("2001:db8::/32", "documentation"),
-    ("fc00::/7", "private (unique local)"),
     ("fd00:ec2::254/128", "cloud metadata"),
+    ("fc00::/7", "private (unique local)"),
     ("fe80::/10", "link-local"),
     ("ff00::/8", "multicast"),
 ];
