@@ -367,5 +367,5 @@ fn monitor_baseline(
         checks.push("SITE".to_owned());
         baseline.insert("site".into(), json!({ "url": site }));
     }
-    (!checks.is_empty()).then(|| (checks, Value::Object(baseline)))
+    (!checks.is_empty()).then_some((checks, Value::Object(baseline)))
 }
