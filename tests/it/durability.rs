@@ -251,3 +251,137 @@ async fn a_platform_failure_is_visible_and_an_operator_retry_completes_the_submi
     sandbox.kill().await.unwrap();
     app.shutdown().await;
 }
+
+fn ops_worker(app: &TestApp, env: &[(&str, &str)]) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_sigma"))
+        .args(["worker", "--queue", "ops"])
+        .envs(app.process_env())
+        .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the sigma binary starts")
+}
+
+/// The Ops worker dies while the renewal sweep pages through due certificates (one per page,
+/// continuing as new every five), and the schedule is fired twice more on top: the sweep resumes
+/// on a new worker from its history, and every certificate still gets exactly one renewal and
+/// one reminder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ops_worker_killed_mid_sweep_and_overlapping_triggers_renew_each_certificate_once() {
+    const CERTIFICATES: i64 = 20;
+    let app = TestApp::spawn_with(Options {
+        queues: vec![Queue::Sandbox, Queue::Audit],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let developer: sqlx::types::Uuid =
+        sqlx::query_scalar("select developer_id from developer where email = $1")
+            .bind(&app.developer_email)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    sqlx::query(
+        "insert into submission (submission_id, developer_id, category, skill_name, bundle_key, bundle_sha256,
+             bundle_bytes, bundle_format, workflow_id, stage, outcome)
+         select id, $2, 'SKILL', 'fault-' || n, 'bundles/fault', 'fault', 1, 'tar.gz', 'submission:' || id, 'DONE', 'APPROVED'
+         from (select n, lpad(to_hex(n), 24, '0') as id from generate_series(1, $1) n) s",
+    )
+    .bind(CERTIFICATES)
+    .bind(developer)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into certificate (certificate_id, status, sealed, payload_hash, hash_algorithm, bundle_digest,
+             snapshot_key, developer_id, expires_at, renewal_due_at)
+         select submission_id, 'APPROVED', jsonb_build_object('skillName', skill_name), 'fault',
+             'keccak256-canonical-json-v1', 'fault', 'certificates/fault', $1,
+             now() + interval '31 days', now() + interval '1 day'
+         from submission where skill_name like 'fault-%'",
+    )
+    .bind(developer)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let paging = [
+        ("SIGMA__OPS__SWEEP_PAGE_SIZE", "1"),
+        ("SIGMA__OPS__SWEEP_ITEMS_PER_RUN", "5"),
+    ];
+    let mut worker = ops_worker(&app, &paging);
+    let renewals = || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from renewal")
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+    };
+    crate::lifecycle::trigger(&app, "renewal-sweep").await;
+    let start = std::time::Instant::now();
+    while renewals().await == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the sweep never started a renewal"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.kill().await.unwrap();
+    let at_kill = renewals().await;
+    // Two more firings while no worker runs, overlapping the interrupted one.
+    crate::lifecycle::trigger(&app, "renewal-sweep").await;
+    crate::lifecycle::trigger(&app, "renewal-sweep").await;
+    let mut replacement = ops_worker(&app, &paging);
+    let start = std::time::Instant::now();
+    loop {
+        let reminders = app
+            .emails_to(&app.developer_email)
+            .await
+            .into_iter()
+            .filter(|m| {
+                m["subject"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("is due for renewal"))
+            })
+            .count();
+        if renewals().await == CERTIFICATES && reminders as i64 == CERTIFICATES {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{} renewals, {reminders} reminders",
+            renewals().await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Let every sweep run finish, then count again: nothing was done twice.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let distinct: i64 = sqlx::query_scalar("select count(distinct certificate_id) from renewal")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!((renewals().await, distinct), (CERTIFICATES, CERTIFICATES));
+    let mut subjects: Vec<String> = app
+        .emails_to(&app.developer_email)
+        .await
+        .into_iter()
+        .filter_map(|m| m["subject"].as_str().map(str::to_owned))
+        .filter(|s| s.contains("is due for renewal"))
+        .collect();
+    subjects.sort();
+    let total = subjects.len();
+    subjects.dedup();
+    assert_eq!(
+        (total, subjects.len()),
+        (CERTIFICATES as usize, CERTIFICATES as usize),
+        "one reminder each"
+    );
+    eprintln!("renewals recorded when the worker was killed: {at_kill} of {CERTIFICATES}");
+    replacement.kill().await.unwrap();
+    app.shutdown().await;
+}
