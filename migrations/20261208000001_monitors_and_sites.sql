@@ -32,7 +32,8 @@ create index monitor_due on monitor (next_check_at, certificate_id) where status
 create table monitor_check (
     certificate_id text not null references monitor on delete cascade,
     check_no integer not null check (check_no > 0),
-    result text not null check (result in ('OK', 'ANOMALY')),
+    -- SKIPPED: the certificate was not valid when the check came; the number is used up.
+    result text not null check (result in ('OK', 'ANOMALY', 'SKIPPED')),
     findings jsonb not null,
     probe jsonb,
     checked_at timestamptz not null default now(),

@@ -17,31 +17,8 @@ use sigma_workflows::lifecycle::{MonitorSweepInput, MonitorSweepReport};
 use temporalio_client::{WorkflowGetResultOptions, WorkflowStartOptions};
 
 async fn seed(app: &TestApp, count: i64, endpoint: &str) -> anyhow::Result<()> {
-    let developer: sqlx::types::Uuid =
-        sqlx::query_scalar("select developer_id from developer limit 1")
-            .fetch_one(&app.db)
-            .await?;
-    sqlx::query(
-        "insert into submission (submission_id, developer_id, category, skill_name, bundle_key, bundle_sha256,
-             bundle_bytes, bundle_format, workflow_id, stage, outcome)
-         select id, $2, 'SKILL_API', 'bench-' || n, 'bundles/bench', 'bench', 1, 'tar.gz', 'submission:' || id, 'DONE', 'APPROVED'
-         from (select n, lpad(to_hex(n), 24, '0') as id from generate_series(1, $1) n) s",
-    )
-    .bind(count)
-    .bind(developer)
-    .execute(&app.db)
-    .await?;
-    sqlx::query(
-        "insert into certificate (certificate_id, status, sealed, payload_hash, hash_algorithm, bundle_digest,
-             snapshot_key, developer_id, expires_at, renewal_due_at)
-         select submission_id, 'APPROVED', jsonb_build_object('skillName', skill_name), 'bench',
-             'keccak256-canonical-json-v1', 'bench', 'certificates/bench', $1,
-             now() + interval '300 days', now() + interval '270 days'
-         from submission where skill_name like 'bench-%'",
-    )
-    .bind(developer)
-    .execute(&app.db)
-    .await?;
+    app.seed_certificates("bench", count, "SKILL_API", "300 days", "270 days")
+        .await?;
     // One healthy GET endpoint each, as issuance records it, due now.
     sqlx::query(
         "insert into monitor (certificate_id, checks, checks_remaining, interval_secs, next_check_at, baseline)

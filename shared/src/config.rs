@@ -50,6 +50,9 @@ pub struct ProbeSettings {
     pub max_redirects: usize,
     /// Probes run at once for one submission or one monitor check.
     pub concurrency: usize,
+    /// Endpoints probed per submission or check; the rest are recorded as skipped (a list of
+    /// slow hosts must not outlast the activity, nor turn SIGMA into a traffic source).
+    pub max_endpoints: usize,
     pub user_agent: String,
     /// Addresses (`10.0.0.5`), CIDR blocks (`10.1.0.0/16`) or sockets (`127.0.0.1:8081`) probes
     /// may reach although internal. Empty in production.
@@ -63,6 +66,7 @@ impl Default for ProbeSettings {
             max_body_bytes: 64 * 1024,
             max_redirects: 5,
             concurrency: 8,
+            max_endpoints: 50,
             user_agent: "SIGMA-probe/1 (+https://sigma.local/probes)".into(),
             allow_addresses: Vec::new(),
         }

@@ -702,6 +702,52 @@ impl TestApp {
         body["token"].as_str().expect("session token").to_owned()
     }
 
+    /// Seeds `count` APPROVED certificates of this app's developer straight into the database
+    /// (submission and certificate rows, skill names `{prefix}-1`…, ids in order), expiring and
+    /// due for renewal at these Postgres intervals from now: scale for sweeps and benchmarks
+    /// without running the pipeline that many times.
+    pub async fn seed_certificates(
+        &self,
+        prefix: &str,
+        count: i64,
+        category: &str,
+        expires_in: &str,
+        due_in: &str,
+    ) -> anyhow::Result<()> {
+        let developer: uuid::Uuid =
+            sqlx::query_scalar("select developer_id from developer where email = $1")
+                .bind(&self.developer_email)
+                .fetch_one(&self.db)
+                .await?;
+        sqlx::query(
+            "insert into submission (submission_id, developer_id, category, skill_name, bundle_key, bundle_sha256,
+                 bundle_bytes, bundle_format, workflow_id, stage, outcome)
+             select id, $2, $3, $4 || '-' || n, 'bundles/' || $4, $4, 1, 'tar.gz', 'submission:' || id, 'DONE', 'APPROVED'
+             from (select n, lpad(to_hex(n), 24, '0') as id from generate_series(1, $1) n) s",
+        )
+        .bind(count)
+        .bind(developer)
+        .bind(category)
+        .bind(prefix)
+        .execute(&self.db)
+        .await?;
+        sqlx::query(
+            "insert into certificate (certificate_id, status, sealed, payload_hash, hash_algorithm, bundle_digest,
+                 snapshot_key, developer_id, expires_at, renewal_due_at)
+             select submission_id, 'APPROVED', jsonb_build_object('skillName', skill_name), $2,
+                 'keccak256-canonical-json-v1', $2, 'certificates/' || $2, $1,
+                 now() + $3::interval, now() + $4::interval
+             from submission where skill_name like $2 || '-%'",
+        )
+        .bind(developer)
+        .bind(prefix)
+        .bind(expires_in)
+        .bind(due_in)
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
+
     /// Creates an operator with a console password and returns a console session token.
     pub async fn console_session(&self) -> String {
         let name = format!(

@@ -7,9 +7,15 @@ use sigma_testkit::{Options, Reply, TestApp, bundle, model_of};
 use sigma_workflows::worker::Queue;
 
 fn audit_worker(app: &TestApp) -> tokio::process::Child {
+    worker_process(app, "audit", &[])
+}
+
+/// A `sigma worker` process for one queue, with extra settings in its environment.
+fn worker_process(app: &TestApp, queue: &str, env: &[(&str, &str)]) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_sigma"))
-        .args(["worker", "--queue", "audit"])
+        .args(["worker", "--queue", queue])
         .envs(app.process_env())
+        .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(if std::env::var_os("TEST_LOG").is_some() {
@@ -253,20 +259,7 @@ async fn a_platform_failure_is_visible_and_an_operator_retry_completes_the_submi
 }
 
 fn ops_worker(app: &TestApp, env: &[(&str, &str)]) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_sigma"))
-        .args(["worker", "--queue", "ops"])
-        .envs(app.process_env())
-        .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(if std::env::var_os("TEST_LOG").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the sigma binary starts")
+    worker_process(app, "ops", env)
 }
 
 /// The Ops worker dies while the renewal sweep pages through due certificates (one per page,
@@ -282,35 +275,9 @@ async fn an_ops_worker_killed_mid_sweep_and_overlapping_triggers_renew_each_cert
     })
     .await
     .unwrap();
-    let developer: sqlx::types::Uuid =
-        sqlx::query_scalar("select developer_id from developer where email = $1")
-            .bind(&app.developer_email)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-    sqlx::query(
-        "insert into submission (submission_id, developer_id, category, skill_name, bundle_key, bundle_sha256,
-             bundle_bytes, bundle_format, workflow_id, stage, outcome)
-         select id, $2, 'SKILL', 'fault-' || n, 'bundles/fault', 'fault', 1, 'tar.gz', 'submission:' || id, 'DONE', 'APPROVED'
-         from (select n, lpad(to_hex(n), 24, '0') as id from generate_series(1, $1) n) s",
-    )
-    .bind(CERTIFICATES)
-    .bind(developer)
-    .execute(&app.db)
-    .await
-    .unwrap();
-    sqlx::query(
-        "insert into certificate (certificate_id, status, sealed, payload_hash, hash_algorithm, bundle_digest,
-             snapshot_key, developer_id, expires_at, renewal_due_at)
-         select submission_id, 'APPROVED', jsonb_build_object('skillName', skill_name), 'fault',
-             'keccak256-canonical-json-v1', 'fault', 'certificates/fault', $1,
-             now() + interval '31 days', now() + interval '1 day'
-         from submission where skill_name like 'fault-%'",
-    )
-    .bind(developer)
-    .execute(&app.db)
-    .await
-    .unwrap();
+    app.seed_certificates("fault", CERTIFICATES, "SKILL", "31 days", "1 day")
+        .await
+        .unwrap();
     let paging = [
         ("SIGMA__OPS__SWEEP_PAGE_SIZE", "1"),
         ("SIGMA__OPS__SWEEP_ITEMS_PER_RUN", "5"),

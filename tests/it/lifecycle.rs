@@ -166,10 +166,15 @@ async fn schedules_are_created_once_updated_in_place_and_keep_an_operators_pause
         .await
         .unwrap();
     let id = schedules::schedule_id(&app.settings, "renewal-sweep");
-    let all: Vec<String> = ["renewal-sweep", "model-tier-sync", "reconciler"]
-        .iter()
-        .map(|job| schedules::schedule_id(&app.settings, job))
-        .collect();
+    let all: Vec<String> = [
+        "renewal-sweep",
+        "monitor-sweep",
+        "model-tier-sync",
+        "reconciler",
+    ]
+    .iter()
+    .map(|job| schedules::schedule_id(&app.settings, job))
+    .collect();
     let created: Vec<_> = all
         .iter()
         .map(|id| (id.clone(), Ensured::Created))

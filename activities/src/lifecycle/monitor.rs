@@ -20,6 +20,9 @@ use crate::types::GitSource;
 /// The reporter recorded on flags the monitor raises (in place of a hashed client address).
 pub const MONITOR_REPORTER: &str = "monitor";
 
+/// How long a check waits before probing a failing endpoint a second time.
+const REPROBE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MonitorCursor {
     pub next_check_at: DateTime<Utc>,
@@ -114,35 +117,42 @@ pub(crate) async fn run_check(deps: &Deps, key: CheckKey) -> anyhow::Result<Chec
     .await
     .context("Failed to load the monitor")?;
     if monitor.check_count >= key.check_no {
-        // Done by an earlier attempt: answer with the flags it left open.
-        let stored = sqlx::query!(
-            "select result, findings from monitor_check where certificate_id = $1 and check_no = $2",
-            key.certificate_id,
-            key.check_no
-        )
-        .fetch_optional(&deps.db)
-        .await?;
-        return Ok(CheckOutcome {
-            result: stored
-                .as_ref()
-                .map_or("SKIPPED".into(), |s| s.result.clone()),
-            findings: stored
-                .and_then(|s| serde_json::from_value(s.findings).ok())
-                .unwrap_or_default(),
-            flags: open_monitor_flags(deps, &key.certificate_id).await?,
-        });
+        // Done by an earlier attempt: answer what it recorded.
+        return stored_outcome(deps, &key).await;
     }
     if monitor.certificate_status != "APPROVED"
         || monitor.expires_at.is_some_and(|at| at <= Utc::now())
     {
-        return Ok(CheckOutcome {
-            result: "SKIPPED".into(),
-            findings: vec![format!(
-                "the certificate is {}; nothing is checked",
-                monitor.certificate_status
-            )],
-            flags: Vec::new(),
-        });
+        // The check's number is used up, so a later check (after a reinstatement) has its own.
+        let reason = format!(
+            "the certificate is {}; nothing is checked",
+            monitor.certificate_status
+        );
+        let mut tx = deps.db.begin().await?;
+        let recorded = sqlx::query!(
+            r#"insert into monitor_check (certificate_id, check_no, result, findings)
+               values ($1, $2, 'SKIPPED', $3) on conflict do nothing"#,
+            key.certificate_id,
+            key.check_no,
+            json!([reason]),
+        )
+        .execute(&mut *tx)
+        .await
+        .context("Failed to record the skipped check")?;
+        if recorded.rows_affected() == 1 {
+            sqlx::query!(
+                r#"update monitor set check_count = $2,
+                       next_check_at = now() + make_interval(secs => interval_secs::double precision)
+                   where certificate_id = $1 and check_count = $2 - 1"#,
+                key.certificate_id,
+                key.check_no,
+            )
+            .execute(&mut *tx)
+            .await
+            .context("Failed to advance the monitor")?;
+        }
+        tx.commit().await?;
+        return stored_outcome(deps, &key).await;
     }
     let baseline = monitor.baseline;
     let mut anomalies: Vec<String> = Vec::new();
@@ -225,10 +235,35 @@ pub(crate) async fn run_check(deps: &Deps, key: CheckKey) -> anyhow::Result<Chec
         }
     }
     tx.commit().await.context("Failed to commit the check")?;
+    if recorded.rows_affected() == 0 {
+        // An overlapping attempt recorded this check first: its result is the check's.
+        return stored_outcome(deps, &key).await;
+    }
     tracing::info!(result, anomalies = anomalies.len(), "monitor check done");
     Ok(CheckOutcome {
         result: result.into(),
         findings,
+        flags: open_monitor_flags(deps, &key.certificate_id).await?,
+    })
+}
+
+/// The recorded result of a check, with the monitor flags left open.
+async fn stored_outcome(deps: &Deps, key: &CheckKey) -> anyhow::Result<CheckOutcome> {
+    let stored = sqlx::query!(
+        "select result, findings from monitor_check where certificate_id = $1 and check_no = $2",
+        key.certificate_id,
+        key.check_no
+    )
+    .fetch_optional(&deps.db)
+    .await
+    .context("Failed to read the recorded check")?;
+    Ok(CheckOutcome {
+        result: stored
+            .as_ref()
+            .map_or("SKIPPED".into(), |s| s.result.clone()),
+        findings: stored
+            .and_then(|s| serde_json::from_value(s.findings).ok())
+            .unwrap_or_default(),
         flags: open_monitor_flags(deps, &key.certificate_id).await?,
     })
 }
@@ -266,10 +301,17 @@ async fn check_endpoints(deps: &Deps, baseline: &Value) -> (Vec<String>, Value) 
             authenticated: e["authenticated"].as_bool().unwrap_or(false),
         })
         .collect();
-    let report = deps.prober.probe_all(&declared, true).await;
+    let mut report = deps.prober.probe_all(&declared, true).await;
     let mut anomalies = Vec::new();
-    for (then, now) in endpoints.iter().zip(&report.endpoints) {
-        anomalies.extend(compare(then, now));
+    for (i, then) in endpoints.iter().enumerate() {
+        if compare(then, &report.endpoints[i]).is_empty() {
+            continue;
+        }
+        // One failed exchange is not an outage: an endpoint flagged is probed once more, and
+        // only what the second probe still shows is an anomaly.
+        tokio::time::sleep(REPROBE_AFTER).await;
+        report.endpoints[i] = deps.prober.probe(&declared[i]).await;
+        anomalies.extend(compare(then, &report.endpoints[i]));
     }
     (anomalies, serde_json::to_value(&report).unwrap_or_default())
 }

@@ -70,7 +70,17 @@ pub async fn find_token(fetcher: &Fetcher, site: &str, token: &str) -> SiteCheck
     file.set_path(WELL_KNOWN_PATH);
     file.set_query(None);
     file.set_fragment(None);
+    // The proof must come from the site itself: an answer reached through a redirect to another
+    // host (an open redirect on a big site, say) proves nothing about the site.
+    let same_host = |answer: &crate::probe::Fetched| {
+        answer.final_url.host_str() == page.host_str()
+            && answer.final_url.port_or_known_default() == page.port_or_known_default()
+    };
     match fetcher.fetch(reqwest::Method::GET, &file, &[]).await {
+        Ok(answer) if answer.status == 200 && !same_host(&answer) => errors.push(format!(
+            "{file} redirects to {}, another host",
+            answer.final_url
+        )),
         Ok(answer) if answer.status == 200 => {
             let text = String::from_utf8_lossy(&answer.body);
             if text.lines().any(|line| line.trim() == token) {
@@ -82,6 +92,10 @@ pub async fn find_token(fetcher: &Fetcher, site: &str, token: &str) -> SiteCheck
         Err(e) => errors.push(format!("{file}: {e}")),
     }
     match fetcher.fetch(reqwest::Method::GET, &page, &[]).await {
+        Ok(answer) if answer.status == 200 && !same_host(&answer) => errors.push(format!(
+            "{page} redirects to {}, another host",
+            answer.final_url
+        )),
         Ok(answer) if answer.status == 200 => {
             if page_has_token(&String::from_utf8_lossy(&answer.body), token) {
                 return verified("META");
@@ -173,7 +187,7 @@ pub(crate) async fn recheck(
     sqlx::query!(
         r#"update site_verification set checked_at = now(), last_error = $2,
                status = case when $3 then 'VERIFIED' else 'LOST' end, method = coalesce($4, method)
-           where site_id = $1"#,
+           where site_id = $1 and status in ('VERIFIED', 'LOST')"#,
         site.site_id,
         result.error,
         result.verified,

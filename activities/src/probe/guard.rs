@@ -27,6 +27,8 @@ const FORBIDDEN: &[(&str, &str)] = &[
     ("224.0.0.0/4", "multicast"),
     ("240.0.0.0/4", "reserved"),
     ("::/128", "unspecified"),
+    ("2001::/32", "Teredo"),
+    ("fec0::/10", "site-local"),
     ("::1/128", "loopback"),
     ("64:ff9b:1::/48", "local NAT64"),
     ("100::/64", "discard"),
@@ -112,16 +114,22 @@ pub fn forbidden_class(ip: IpAddr) -> Option<&'static str> {
     })
 }
 
-/// IPv4 addresses carried inside IPv6 forms a router would translate: NAT64 (`64:ff9b::/96`)
-/// and the deprecated compatible form (`::a.b.c.d`).
+/// IPv4 addresses carried inside IPv6 forms a router or relay would translate: NAT64
+/// (`64:ff9b::/96`), IPv4-translated (`::ffff:0:a.b.c.d`), 6to4 (`2002:aabb:ccdd::/48`) and the
+/// deprecated compatible form (`::a.b.c.d`).
 fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = v6.segments();
-    let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    let tail = v4(s[6], s[7]);
+    if s[0] == 0x2002 {
+        return Some(v4(s[1], s[2]));
+    }
     let nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|x| *x == 0);
+    let translated = s[..4].iter().all(|x| *x == 0) && s[4] == 0xffff && s[5] == 0;
     let compatible = s[..6].iter().all(|x| *x == 0)
         && !tail.is_unspecified()
         && tail != Ipv4Addr::new(0, 0, 0, 1);
-    (nat64 || compatible).then_some(tail)
+    (nat64 || translated || compatible).then_some(tail)
 }
 
 #[cfg(test)]
@@ -150,6 +158,11 @@ mod tests {
             ("[::ffff:169.254.169.254]:80", "cloud metadata"),
             ("[64:ff9b::a9fe:a9fe]:80", "cloud metadata"),
             ("[::7f00:1]:80", "loopback"),
+            ("[::ffff:0:a9fe:a9fe]:80", "cloud metadata"),
+            ("[2002:a9fe:a9fe::1]:80", "cloud metadata"),
+            ("[2002:c0a8:101::1]:80", "private"),
+            ("[2001:0:4136:e378::1]:80", "Teredo"),
+            ("[fec0::1]:80", "site-local"),
             ("[fd00:ec2::254]:80", "cloud metadata"),
             ("[fe80::1]:80", "link-local"),
             ("[fc00::1]:80", "private (unique local)"),

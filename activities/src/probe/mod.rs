@@ -175,6 +175,7 @@ pub fn declared_surface(
 pub struct Prober {
     fetcher: Fetcher,
     concurrency: usize,
+    max_endpoints: usize,
 }
 
 impl Prober {
@@ -188,6 +189,7 @@ impl Prober {
                 user_agent: settings.user_agent.clone(),
             },
             concurrency: settings.concurrency.max(1),
+            max_endpoints: settings.max_endpoints,
         })
     }
 
@@ -206,36 +208,26 @@ impl Prober {
         }
         // Futures collected first: a closure inside the stream would not be `Send` for every
         // lifetime, which activity futures must be.
-        let pending: Vec<_> = endpoints.iter().map(|e| self.probe(e)).collect();
-        let probes: Vec<EndpointProbe> = futures::stream::iter(pending)
+        let (probed, over) = endpoints.split_at(endpoints.len().min(self.max_endpoints));
+        let pending: Vec<_> = probed.iter().map(|e| self.probe(e)).collect();
+        let mut probes: Vec<EndpointProbe> = futures::stream::iter(pending)
             .buffered(self.concurrency)
             .collect()
             .await;
+        probes.extend(over.iter().map(|e| {
+            let mut probe = EndpointProbe::declared(e);
+            probe.skipped = Some(format!(
+                "over the limit of {} probed endpoints",
+                self.max_endpoints
+            ));
+            probe
+        }));
         summarise(probes)
     }
 
     pub async fn probe(&self, declared: &DeclaredEndpoint) -> EndpointProbe {
-        let method = declared.method.trim().to_ascii_uppercase();
-        let mut probe = EndpointProbe {
-            url: declared.url.trim().to_owned(),
-            method: method.clone(),
-            authenticated: declared.authenticated,
-            probed_method: None,
-            skipped: None,
-            addresses: Vec::new(),
-            status: None,
-            latency_ms: None,
-            content_type: None,
-            redirects: Vec::new(),
-            final_host: None,
-            tls: None,
-            refuses_anonymous: None,
-            matches_declaration: false,
-            error: None,
-            severity: ProbeSeverity::None,
-            findings: Vec::new(),
-            blocks_approval: false,
-        };
+        let mut probe = EndpointProbe::declared(declared);
+        let method = probe.method.clone();
         let sent = match method.as_str() {
             "GET" => reqwest::Method::GET,
             "HEAD" => reqwest::Method::HEAD,
@@ -295,6 +287,30 @@ impl Prober {
 }
 
 impl EndpointProbe {
+    /// The declaration, not yet probed.
+    fn declared(declared: &DeclaredEndpoint) -> Self {
+        Self {
+            url: declared.url.trim().to_owned(),
+            method: declared.method.trim().to_ascii_uppercase(),
+            authenticated: declared.authenticated,
+            probed_method: None,
+            skipped: None,
+            addresses: Vec::new(),
+            status: None,
+            latency_ms: None,
+            content_type: None,
+            redirects: Vec::new(),
+            final_host: None,
+            tls: None,
+            refuses_anonymous: None,
+            matches_declaration: false,
+            error: None,
+            severity: ProbeSeverity::None,
+            findings: Vec::new(),
+            blocks_approval: false,
+        }
+    }
+
     fn note(&mut self, severity: ProbeSeverity, finding: &str) {
         self.severity = self.severity.max(severity);
         self.findings.push(finding.to_owned());

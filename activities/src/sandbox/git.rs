@@ -95,7 +95,8 @@ pub(crate) async fn download(
 ) -> anyhow::Result<Result<bytes::Bytes, String>> {
     let response = http.get(url).send().await?;
     let status = response.status();
-    if status.is_client_error() {
+    // Rate limits and request timeouts are the host's state, not the repository's: retried.
+    if status.is_client_error() && !matches!(status.as_u16(), 408 | 429) {
         return Ok(Err(format!(
             "the git host answered {status} for {url}: no such public repository or ref"
         )));

@@ -183,14 +183,20 @@ async fn get_site(site: Owned<SiteRow>) -> ApiResult<Json<SiteView>> {
 /// be published just after asking. A check under way is joined, not repeated.
 #[utoipa::path(post, path = "/sites/{id}/verify", tag = "developer", security(("developer_session" = [])),
     params(("id" = String, Path, description = "Site id")),
-    responses((status = 202, body = SiteView), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 202, body = SiteView), (status = 200, description = "Already verified: nothing to do", body = SiteView),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn verify_site(
     State(state): State<AppState>,
     site: Owned<SiteRow>,
 ) -> ApiResult<(StatusCode, Json<SiteView>)> {
     let id = site.item.site_id;
+    if site.item.status == "VERIFIED" {
+        // Verified stays verified: monitor checks re-check it, and a new request would hide the
+        // proof while it runs.
+        return Ok((StatusCode::OK, Json(site.item.view())));
+    }
     // A new request unless one is under way: CHECKING is joined (its workflow is started again
-    // under the same id if the API stopped before starting it).
+    // under the same id if the API stopped before starting it, or if that run failed).
     let request = sqlx::query_scalar!(
         r#"update site_verification
            set requests = case when status = 'CHECKING' then requests else requests + 1 end,
@@ -203,7 +209,7 @@ async fn verify_site(
     let ops = &state.settings.ops;
     let options = WorkflowStartOptions::new(state.workflow_queue(), format!("site:{id}:{request}"))
         .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicateFailedOnly)
         .static_summary(format!("site verification of {}", site.item.url))
         .build();
     let input = SiteVerificationInput {

@@ -74,6 +74,10 @@ impl DisputeWorkflow {
             .explained()?;
         ctx.state_mut(|s| s.progress.status = opened.status.clone());
         if opened.status != "OPEN" {
+            // Decided by an earlier run: a decision sent with this start is answered with the
+            // dispute as it stands, not applied.
+            ctx.state_mut(|s| s.progress.decided = true);
+            ctx.wait_condition(|s| s.answered >= s.updates).await.ok();
             return Ok(ctx.state(|s| s.progress.clone()));
         }
         let decided = temporalio_sdk::workflows::select! {
@@ -151,7 +155,11 @@ impl DisputeWorkflow {
         _ctx: &WorkflowContextView,
         decision: &DisputeDecision,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        if self.progress.decision.is_some() || self.progress.status != "OPEN" {
+        // Before its first step the run has no status yet (a decision sent with the start, or
+        // right after the dispute was filed): it is accepted, and applied once the run has
+        // read the dispute.
+        if self.progress.decision.is_some() || !matches!(self.progress.status.as_str(), "" | "OPEN")
+        {
             return Err("the dispute is already decided".into());
         }
         if decision.note.trim().is_empty() {

@@ -78,8 +78,9 @@ impl MonitorSweepWorkflow {
                 let options = ChildWorkflowOptions::builder()
                     .workflow_id(key.workflow_id())
                     .parent_close_policy(ParentClosePolicy::Abandon)
-                    // A check is done once, whatever becomes of its run.
-                    .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+                    // A check is done once; only a run that failed (its activity kept failing
+                    // for hours) is started again by a later sweep.
+                    .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicateFailedOnly)
                     .static_summary(format!(
                         "check {} of certificate {}",
                         key.check_no, key.certificate_id

@@ -43,7 +43,22 @@ impl SiteVerificationWorkflow {
                     bookkeeping(&queue, 20),
                 )
                 .await
-                .explained()?;
+                .explained();
+            // A check that kept failing (the database, say) still ends the request, as FAILED,
+            // so it never stays CHECKING; the developer can ask again.
+            let check = match check {
+                Ok(check) => check,
+                Err(failure) => {
+                    ctx.execute_activity(
+                        LifecycleActivities::fail_site,
+                        input.site_id.clone(),
+                        bookkeeping(&queue, 20),
+                    )
+                    .await
+                    .explained()?;
+                    return Err(failure);
+                }
+            };
             if check.verified {
                 return Ok(check);
             }
