@@ -375,6 +375,51 @@ async fn an_api_certificate_is_probed_then_each_monitor_check_flags_what_changed
     wait_for_flag_workflows(&app, &id, 3).await;
     let l = live(&app, &id).await;
     assert_eq!(l["monitoring"]["checksRemaining"], 2, "{l}");
+
+    // Operators see the anomaly and pause the monitor; a paused monitor is not checked.
+    let operator = app.operator(&app.operator_token);
+    let anomalies: Value = operator.get("/monitors?last_result=ANOMALY", 200).await;
+    let listed = anomalies
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["certificateId"] == id.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("{anomalies}"));
+    assert_eq!(listed["openMonitorFlags"], 3, "{listed}");
+    let (status, body) = operator
+        .call(Method::GET, "/monitors?state=SLEEPING", None::<&()>)
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("invalid_filter"))
+    );
+    let _: Value = operator
+        .put(&format!("/monitors/{id}"), &json!({"state": "PAUSED"}), 200)
+        .await;
+    assert_eq!(live(&app, &id).await["monitoring"]["state"], "PAUSED");
+    sqlx::query("update monitor set next_check_at = now() where certificate_id = $1")
+        .bind(&id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    // A sweep run to its end, as the schedule starts one: it finds nothing due.
+    let queue = format!("{}ops", app.settings.temporal.task_queue_prefix);
+    let report = app
+        .temporal
+        .start_workflow(
+            sigma_workflows::MonitorSweepWorkflow::run,
+            sigma_workflows::lifecycle::MonitorSweepInput::default(),
+            temporalio_client::WorkflowStartOptions::new(queue, format!("paused-sweep-{id}"))
+                .build(),
+        )
+        .await
+        .unwrap()
+        .get_result(temporalio_client::WorkflowGetResultOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.started, 0, "{report:?}");
+    assert_eq!(monitor(&app, &id).await.0, 3, "no check while paused");
     app.shutdown().await;
 }
 

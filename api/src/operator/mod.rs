@@ -6,6 +6,7 @@ pub mod developers;
 pub mod disputes;
 pub mod flags;
 pub mod models;
+pub mod monitors;
 pub mod pricing;
 pub mod support;
 pub mod vouchers;
@@ -47,6 +48,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(set_certificate_status))
         .merge(flags::routes())
         .merge(models::routes())
+        .merge(monitors::routes())
         .merge(disputes::routes())
 }
 
