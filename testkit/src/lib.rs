@@ -703,7 +703,8 @@ impl TestApp {
     }
 
     /// Seeds `count` APPROVED certificates of this app's developer straight into the database
-    /// (submission and certificate rows, skill names `{prefix}-1`…, ids in order), expiring and
+    /// (submission and certificate rows, skill names `{prefix}-1`…, ids in order and unique to
+    /// this app), expiring and
     /// due for renewal at these Postgres intervals from now: scale for sweeps and benchmarks
     /// without running the pipeline that many times.
     pub async fn seed_certificates(
@@ -723,12 +724,15 @@ impl TestApp {
             "insert into submission (submission_id, developer_id, category, skill_name, bundle_key, bundle_sha256,
                  bundle_bytes, bundle_format, workflow_id, stage, outcome)
              select id, $2, $3, $4 || '-' || n, 'bundles/' || $4, $4, 1, 'tar.gz', 'submission:' || id, 'DONE', 'APPROVED'
-             from (select n, lpad(to_hex(n), 24, '0') as id from generate_series(1, $1) n) s",
+             from (select n, lpad(to_hex(n), 12, '0') || $5 as id from generate_series(1, $1) n) s",
         )
         .bind(count)
         .bind(developer)
         .bind(category)
         .bind(prefix)
+        // Ids unique to this app: workflow ids derive from them, and a Temporal server outlives
+        // one test or benchmark run.
+        .bind(&uuid::Uuid::new_v4().simple().to_string()[..12])
         .execute(&self.db)
         .await?;
         sqlx::query(

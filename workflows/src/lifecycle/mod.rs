@@ -18,7 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sigma_activities::queues::QueueNames;
 use temporalio_common::RetryPolicy;
-use temporalio_sdk::{ActivityOptions, WorkflowContext};
+use temporalio_sdk::{ActivityOptions, LocalActivityOptions, WorkflowContext};
 
 pub use dispute::{DisputeInput, DisputeProgress, DisputeWorkflow};
 pub use flag::{FlagInput, FlagProgress, FlagWorkflow};
@@ -36,13 +36,27 @@ pub use sweep::{RenewalSweepInput, RenewalSweepReport, RenewalSweepWorkflow};
 /// Lifecycle bookkeeping on the ops queue: remote activities, so each attempt shows in the Web
 /// UI; retried for hours (a database or SMTP outage must not end a renewal), never for ever.
 fn bookkeeping(own_queue: &str, attempts: u32) -> ActivityOptions {
-    activity_options(own_queue, attempts, Duration::from_secs(60))
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+        .task_queue(QueueNames::of_workflow_queue(own_queue).ops())
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(300))
+                .maximum_attempts(attempts)
+                .build(),
+        )
+        .build()
 }
 
-/// [`bookkeeping`] for steps that may take `timeout` per attempt (probes, downloads).
-fn activity_options(own_queue: &str, attempts: u32, timeout: Duration) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(timeout)
-        .task_queue(QueueNames::of_workflow_queue(own_queue).ops())
+/// The first steps of the per-certificate workflows a sweep starts by the thousand (a renewal's
+/// record and reminder, a monitor check) run as local activities in the workflow's own worker
+/// (the ops worker, where they are registered): the same retries, without a round trip through
+/// the server per step, which is what bounds a sweep on one Temporal shard. Their attempts show
+/// as markers in the history rather than activity events.
+fn local_bookkeeping(attempts: u32, timeout: Duration) -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .start_to_close_timeout(timeout)
         .retry_policy(
             RetryPolicy::builder()
                 .initial_interval(Duration::from_secs(1))

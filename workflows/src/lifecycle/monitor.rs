@@ -17,7 +17,7 @@ use temporalio_sdk::{
 
 use super::flag::{FlagInput, FlagWorkflow};
 use super::sweep::{StartTally, tally_starts};
-use super::{activity_options, bookkeeping};
+use super::{bookkeeping, local_bookkeeping};
 use crate::submission::Explained;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -139,14 +139,12 @@ impl MonitorCheckWorkflow {
         ctx: &mut WorkflowContext<Self>,
         input: MonitorCheckInput,
     ) -> WorkflowResult<CheckOutcome> {
-        let queue = ctx.task_queue().to_owned();
         // Probes and a git download take longer than bookkeeping.
-        let options = activity_options(&queue, 20, Duration::from_secs(300));
         let outcome = ctx
-            .execute_activity(
+            .execute_local_activity(
                 LifecycleActivities::run_monitor_check,
                 input.key.clone(),
-                options,
+                local_bookkeeping(20, Duration::from_secs(300)),
             )
             .await
             .explained()?;

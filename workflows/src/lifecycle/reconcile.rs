@@ -7,12 +7,12 @@ use serde::{Deserialize, Serialize};
 use sigma_activities::lifecycle::LifecycleActivities;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ChildWorkflowOptions, ChildWorkflowStartError, ParentClosePolicy,
-    StartChildWorkflowExecutionFailedCause, WorkflowContext, WorkflowIdReusePolicy, WorkflowResult,
+    ChildWorkflowOptions, ParentClosePolicy, WorkflowContext, WorkflowIdReusePolicy, WorkflowResult,
 };
 
 use super::bookkeeping;
 use super::flag::{FlagInput, FlagWorkflow};
+use super::sweep::tally_starts;
 use crate::submission::Explained;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -73,22 +73,14 @@ impl ReconcileWorkflow {
                 options,
             )
         });
-        let mut report = ReconcileReport::default();
-        for started in temporalio_sdk::workflows::join_all(starts).await {
-            match started {
-                Ok(_) => report.flags_started += 1,
-                Err(ChildWorkflowStartError::StartFailed {
-                    cause: StartChildWorkflowExecutionFailedCause::WorkflowAlreadyExists,
-                    ..
-                }) => report.flags_running += 1,
-                Err(e) => {
-                    return Err(temporalio_sdk::ApplicationFailure::new(format!(
-                        "could not start a flag's workflow: {e}"
-                    ))
-                    .into());
-                }
-            }
-        }
+        let tally = tally_starts(
+            temporalio_sdk::workflows::join_all(starts).await,
+            "flag's workflow",
+        )?;
+        let report = ReconcileReport {
+            flags_started: tally.started,
+            flags_running: tally.already_started,
+        };
         Ok(report)
     }
 }

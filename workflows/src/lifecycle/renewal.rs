@@ -16,7 +16,7 @@ use temporalio_sdk::{
     WorkflowIdReusePolicy, WorkflowResult,
 };
 
-use super::{bookkeeping, now, sleep_until};
+use super::{bookkeeping, local_bookkeeping, now, sleep_until};
 use crate::search;
 use crate::submission::{Explained, failure_chain};
 use crate::{SubmissionInput, SubmissionWorkflow};
@@ -61,10 +61,10 @@ impl RenewalWorkflow {
         let queue = ctx.task_queue().to_owned();
         Self::set(ctx, |p| p.status = "SCHEDULED".into());
         let opened = ctx
-            .execute_activity(
+            .execute_local_activity(
                 LifecycleActivities::open_renewal,
                 key.clone(),
-                bookkeeping(&queue, ATTEMPTS),
+                local_bookkeeping(ATTEMPTS, Duration::from_secs(60)),
             )
             .await
             .explained()?;
@@ -85,10 +85,10 @@ impl RenewalWorkflow {
             return Self::lapse(ctx, &key, opened.expires_at, reason).await;
         }
         let reminded = ctx
-            .execute_activity(
+            .execute_local_activity(
                 LifecycleActivities::remind_renewal,
                 key.clone(),
-                bookkeeping(&queue, 10),
+                local_bookkeeping(10, Duration::from_secs(60)),
             )
             .await;
         if let Err(e) = reminded {
