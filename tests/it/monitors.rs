@@ -257,6 +257,20 @@ async fn api_submission(app: &TestApp, service: &Service, endpoints: Value) -> (
     (accepted["id"].as_str().unwrap().to_owned(), session)
 }
 
+/// `live-status` once it shows what `ready` waits for (the public cache hears of each change by
+/// NOTIFY, a moment after the row changed).
+async fn live_when(app: &TestApp, certificate: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let l = live(app, certificate).await;
+        if ready(&l) {
+            return l;
+        }
+        assert!(start.elapsed() < WAIT, "live-status never got there: {l}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn live(app: &TestApp, certificate: &str) -> Value {
     app.public_json(&format!(
         "/api/v1/public/certificates/{certificate}/live-status"
@@ -325,7 +339,7 @@ async fn an_api_certificate_is_probed_then_each_monitor_check_flags_what_changed
         service.hits.load(Ordering::SeqCst) > hits,
         "the endpoint was probed again"
     );
-    let l = live(&app, &id).await;
+    let l = live_when(&app, &id, |l| l["monitoring"]["checkCount"] == 1).await;
     assert_eq!(l["monitoring"]["checksRemaining"], 4, "{l}");
     assert_eq!(l["monitoring"]["lastResult"], "OK", "{l}");
     assert!(l["monitoring"]["lastCheckAt"].is_string(), "{l}");
@@ -340,9 +354,8 @@ async fn an_api_certificate_is_probed_then_each_monitor_check_flags_what_changed
     assert!(text.contains("server error (500)"), "{text}");
     assert!(text.contains("now answers anonymous calls"), "{text}");
     wait_for_flag_workflows(&app, &id, 2).await;
-    let v = verify(&app, &id).await;
-    assert_eq!(v["valid"], false, "monitor flags are escalations: {v}");
-    assert_eq!(v["activeFlagCount"], 2, "{v}");
+    let l = live_when(&app, &id, |l| l["activeFlagCount"] == 2).await;
+    assert_eq!(l["valid"], false, "monitor flags are escalations: {l}");
 
     // Two overlapping sweeps of the same due check still run it once.
     *service.account_open.lock().unwrap() = false;
@@ -373,7 +386,7 @@ async fn an_api_certificate_is_probed_then_each_monitor_check_flags_what_changed
             .unwrap();
     assert_eq!(rows, 3);
     wait_for_flag_workflows(&app, &id, 3).await;
-    let l = live(&app, &id).await;
+    let l = live_when(&app, &id, |l| l["monitoring"]["checkCount"] == 3).await;
     assert_eq!(l["monitoring"]["checksRemaining"], 2, "{l}");
 
     // Operators see the anomaly and pause the monitor; a paused monitor is not checked.
@@ -397,7 +410,7 @@ async fn an_api_certificate_is_probed_then_each_monitor_check_flags_what_changed
     let _: Value = operator
         .put(&format!("/monitors/{id}"), &json!({"state": "PAUSED"}), 200)
         .await;
-    assert_eq!(live(&app, &id).await["monitoring"]["state"], "PAUSED");
+    live_when(&app, &id, |l| l["monitoring"]["state"] == "PAUSED").await;
     sqlx::query("update monitor set next_check_at = now() where certificate_id = $1")
         .bind(&id)
         .execute(&app.db)
@@ -536,8 +549,7 @@ async fn a_site_is_verified_by_file_or_meta_tag_and_a_monitor_notices_its_remova
 
     let done = crate::portal::wait_for_stage(&app, &session, &id, "DONE").await;
     assert_eq!(done["outcome"], "APPROVED", "{done}");
-    let l = live(&app, &id).await;
-    assert_eq!(l["site"]["verified"], true, "{l}");
+    let l = live_when(&app, &id, |l| l["site"]["verified"] == true).await;
     assert_eq!(l["site"]["url"], site_url.as_str());
     assert!(l["site"]["checkedAt"].is_string(), "{l}");
 
@@ -546,9 +558,8 @@ async fn a_site_is_verified_by_file_or_meta_tag_and_a_monitor_notices_its_remova
     *service.site_meta.lock().unwrap() = Some(token.clone());
     let (result, findings, _) = check(&app, &id, 1).await;
     assert_eq!(result.as_deref(), Some("OK"), "{findings}");
-    let l = live(&app, &id).await;
+    let l = live_when(&app, &id, |l| l["site"]["method"] == "META").await;
     assert_eq!(l["site"]["verified"], true, "{l}");
-    assert_eq!(l["site"]["method"], "META", "{l}");
 
     // Both go: the next check sees the proof lost.
     *service.site_meta.lock().unwrap() = None;
@@ -557,9 +568,8 @@ async fn a_site_is_verified_by_file_or_meta_tag_and_a_monitor_notices_its_remova
         findings.to_string().contains("no longer proves control"),
         "{findings}"
     );
-    let l = live(&app, &id).await;
+    let l = live_when(&app, &id, |l| l["site"]["status"] == "LOST").await;
     assert_eq!(l["site"]["verified"], false, "{l}");
-    assert_eq!(l["site"]["status"], "LOST", "{l}");
     app.shutdown().await;
 }
 
@@ -680,8 +690,10 @@ async fn a_moved_tag_and_a_vanished_ref_show_as_source_drift() {
         findings.to_string().contains("SKILL.md changed"),
         "{findings}"
     );
-    let l = live(&app, &id).await;
-    assert_eq!(l["monitoring"]["sourceDrift"]["state"], "DRIFTED", "{l}");
+    let l = live_when(&app, &id, |l| {
+        l["monitoring"]["sourceDrift"]["state"] == "DRIFTED"
+    })
+    .await;
     assert!(
         l["monitoring"]["sourceDrift"]["detail"]
             .as_str()
