@@ -36,7 +36,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct SiteRequest {
     /// The site's page, as the draft's `siteUrl` names it (an absolute https URL).
-    #[schema(max_length = 2000)]
+    #[schema(
+        max_length = 2000,
+        pattern = "^\\s*https://[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]{1,5})?(/[^\\s\\u0000]*)?\\s*$"
+    )]
     pub url: String,
 }
 

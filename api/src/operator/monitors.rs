@@ -27,10 +27,13 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct MonitorFilter {
     /// ACTIVE, PAUSED or COMPLETED.
+    #[param(pattern = "^(ACTIVE|PAUSED|COMPLETED)$")]
     pub state: Option<String>,
     /// OK or ANOMALY: the last check's result.
+    #[param(pattern = "^(OK|ANOMALY)$")]
     pub last_result: Option<String>,
     /// NOT_APPLICABLE, UNCHECKED, UNCHANGED or DRIFTED.
+    #[param(pattern = "^(NOT_APPLICABLE|UNCHECKED|UNCHANGED|DRIFTED)$")]
     pub drift: Option<String>,
 }
 

@@ -38,14 +38,7 @@ pub use sweep::{RenewalSweepInput, RenewalSweepReport, RenewalSweepWorkflow};
 fn bookkeeping(own_queue: &str, attempts: u32) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
         .task_queue(QueueNames::of_workflow_queue(own_queue).ops())
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(300))
-                .maximum_attempts(attempts)
-                .build(),
-        )
+        .retry_policy(retry(attempts))
         .build()
 }
 
@@ -57,14 +50,17 @@ fn bookkeeping(own_queue: &str, attempts: u32) -> ActivityOptions {
 fn local_bookkeeping(attempts: u32, timeout: Duration) -> LocalActivityOptions {
     LocalActivityOptions::builder()
         .start_to_close_timeout(timeout)
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(300))
-                .maximum_attempts(attempts)
-                .build(),
-        )
+        .retry_policy(retry(attempts))
+        .build()
+}
+
+/// Retried for hours at most (a database or SMTP outage must not end a renewal), never for ever.
+fn retry(attempts: u32) -> RetryPolicy {
+    RetryPolicy::builder()
+        .initial_interval(Duration::from_secs(1))
+        .backoff_coefficient(2.0)
+        .maximum_interval(Duration::from_secs(300))
+        .maximum_attempts(attempts)
         .build()
 }
 
