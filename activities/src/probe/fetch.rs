@@ -115,7 +115,7 @@ impl Fetcher {
             for (name, value) in headers {
                 request = request.header(*name, *value);
             }
-            let mut response = request.send().await.map_err(classify)?;
+            let mut response = request.send().await.map_err(|e| self.classify(e))?;
             let status = response.status();
             if status.is_redirection()
                 && let Some(location) = response.headers().get(reqwest::header::LOCATION)
@@ -155,7 +155,7 @@ impl Fetcher {
                 .map(str::to_owned);
             let mut body = Vec::new();
             let mut body_truncated = false;
-            while let Some(chunk) = response.chunk().await.map_err(classify)? {
+            while let Some(chunk) = response.chunk().await.map_err(|e| self.classify(e))? {
                 let room = self.max_body_bytes - body.len();
                 if chunk.len() > room {
                     body.extend_from_slice(&chunk[..room]);
@@ -209,20 +209,22 @@ impl Fetcher {
     }
 }
 
-fn classify(error: reqwest::Error) -> FetchError {
-    let mut chain = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    if error.is_timeout() {
-        FetchError::Timeout(0)
-    } else if chain.contains("certificate") || chain.contains("InvalidCertificate") {
-        FetchError::Tls(chain)
-    } else {
-        FetchError::Connect(chain)
+impl Fetcher {
+    fn classify(&self, error: reqwest::Error) -> FetchError {
+        let mut chain = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            chain.push_str(": ");
+            chain.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        if error.is_timeout() {
+            FetchError::Timeout(self.timeout.as_millis() as u64)
+        } else if chain.contains("certificate") || chain.contains("InvalidCertificate") {
+            FetchError::Tls(chain)
+        } else {
+            FetchError::Connect(chain)
+        }
     }
 }
 

@@ -46,23 +46,17 @@ impl SiteVerificationWorkflow {
                 .explained();
             // A check that kept failing (the database, say) still ends the request, as FAILED,
             // so it never stays CHECKING; the developer can ask again.
-            let check = match check {
-                Ok(check) => check,
-                Err(failure) => {
-                    ctx.execute_activity(
-                        LifecycleActivities::fail_site,
-                        input.site_id.clone(),
-                        bookkeeping(&queue, 20),
-                    )
-                    .await
-                    .explained()?;
-                    return Err(failure);
-                }
+            let last = match &check {
+                Ok(check) => check.verified || attempt >= attempts,
+                Err(_) => true,
             };
-            if check.verified {
-                return Ok(check);
+            if !last {
+                attempt += 1;
+                ctx.timer(Duration::from_secs(input.retry_secs.max(1)))
+                    .await;
+                continue;
             }
-            if attempt >= attempts {
+            if !matches!(&check, Ok(c) if c.verified) {
                 ctx.execute_activity(
                     LifecycleActivities::fail_site,
                     input.site_id.clone(),
@@ -70,11 +64,8 @@ impl SiteVerificationWorkflow {
                 )
                 .await
                 .explained()?;
-                return Ok(check);
             }
-            attempt += 1;
-            ctx.timer(Duration::from_secs(input.retry_secs.max(1)))
-                .await;
+            return check;
         }
     }
 }
